@@ -1,0 +1,76 @@
+//! Runtime of the Syncable framework.
+//!
+//! `#[derive(Syncable)]` describes each entity's table as data ([`schema`]); this crate turns
+//! those descriptions into the three database schemas ([`ddl`], [`migrate`]), keeps the device's
+//! local store ([`store`]) with its dirty tracking and [`clock`], and carries rows on the
+//! [`wire`].
+
+pub mod clock;
+pub mod ddl;
+pub mod generate;
+pub mod migrate;
+pub mod schema;
+pub mod store;
+pub mod syncable;
+pub mod timestamp;
+pub mod value;
+pub mod wire;
+
+pub use schema::{Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Schema, Table};
+pub use store::{Store, StoreError};
+pub use sync_derive::Syncable;
+pub use syncable::Syncable;
+pub use timestamp::Timestamp;
+pub use value::{FieldType, Value, ValueError};
+
+use migrate::Migration;
+
+/// Everything the framework needs to know about one app: its schema and its committed
+/// migrations for each target. The app builds it once (see the `entities` crate).
+#[derive(Debug)]
+pub struct App {
+    pub schema: Schema,
+    pub device_migrations: &'static [Migration],
+    pub server_sqlite_migrations: &'static [Migration],
+    pub server_postgres_migrations: &'static [Migration],
+}
+
+/// What generated code uses. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::schema::{Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Table};
+    pub use crate::syncable::{LocalId, Syncable, in_column, next_value};
+    pub use crate::value::{FieldType, Value, ValueError, json_from_value, json_to_value};
+    pub use std::borrow::ToOwned;
+    pub use std::string::String;
+    pub use std::sync::OnceLock;
+    pub use std::vec::Vec;
+
+    /// Fails to compile unless `T` is a Syncable entity; used on every `references = T`.
+    pub const fn assert_syncable<T: Syncable>() {}
+
+    /// Fails to compile unless `T` can hold a local primary key.
+    pub const fn assert_local_id<T: LocalId>() {}
+
+    /// Fails to compile unless `T` is the merge clock's type.
+    pub const fn assert_merge_clock<T: MergeClock>() {}
+
+    /// Fails to compile unless `T` can hold a reference (a parent's local id).
+    pub const fn assert_reference_field<T: ReferenceField>() {}
+
+    #[diagnostic::on_unimplemented(
+        message = "`updated_at` must be a `sync_runtime::Timestamp`, not `{Self}`",
+        label = "the merge clock of a synced entity",
+        note = "help: declare it `pub updated_at: sync_runtime::Timestamp`"
+    )]
+    pub trait MergeClock {}
+    impl MergeClock for crate::Timestamp {}
+
+    #[diagnostic::on_unimplemented(
+        message = "a reference field holds the parent's local id, not `{Self}`",
+        label = "expected `i64` or `Option<i64>`"
+    )]
+    pub trait ReferenceField {}
+    impl ReferenceField for i64 {}
+    impl ReferenceField for Option<i64> {}
+}

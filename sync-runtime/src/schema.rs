@@ -1,0 +1,298 @@
+//! What a table is: the schema as data that `#[derive(Syncable)]` produces for each entity, and
+//! the [`Schema`] of an app (all its entities, parents before children).
+//!
+//! The same types are the committed snapshot that `cargo xtask migrations` diffs against, so
+//! every migration is built from one description.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Bookkeeping columns the framework adds; an entity may not use these names.
+pub const RESERVED_COLUMNS: &[&str] = &["remote_id", "deleted_at", "dirty", "device_id", "seq"];
+
+/// The merge-clock column every synced entity must have.
+pub const UPDATED_AT: &str = "updated_at";
+
+/// The type of a column, as the app sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Text,
+    Integer,
+    Real,
+    Boolean,
+    /// A timestamp: wire-format text on every store.
+    DateTime,
+    /// A JSON document: text in SQL, a JSON value on the wire.
+    Json,
+}
+
+/// A column default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultValue {
+    Text(String),
+    Integer(i64),
+    Real(f64),
+    Boolean(bool),
+    /// The current time, in wire form.
+    Now,
+}
+
+/// What deleting the parent does to a row that references it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    Cascade,
+    SetNull,
+}
+
+impl OnDelete {
+    pub fn sql(self) -> &'static str {
+        match self {
+            OnDelete::Cascade => "CASCADE",
+            OnDelete::SetNull => "SET NULL",
+        }
+    }
+}
+
+/// A foreign key to another table of the app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The parent table.
+    pub table: String,
+    pub on_delete: OnDelete,
+    /// `None`: the parent is a synced table and the wire carries its `remote_id`. `Some(col)`:
+    /// the parent is a non-synced table and the wire carries the parent's natural key `col`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_key: Option<String>,
+}
+
+/// How a column takes part in sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnRole {
+    /// Stored everywhere and carried on the wire.
+    #[default]
+    Data,
+    /// Stays on the device: never on the wire nor on the server.
+    Local,
+    /// Holds the account's user id: never on the wire; the device fills it, the server keeps its
+    /// own per-user column.
+    AccountId,
+}
+
+/// One app column (the local primary key is not listed among them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    pub nullable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<DefaultValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    #[serde(default, skip_serializing_if = "is_default_role")]
+    pub role: ColumnRole,
+    /// The schema version that added this column.
+    pub since: u32,
+}
+
+fn is_default_role(r: &ColumnRole) -> bool {
+    *r == ColumnRole::Data
+}
+
+impl Column {
+    /// Whether the column travels on the wire and is stored by the server.
+    pub fn on_wire(&self) -> bool {
+        self.role == ColumnRole::Data
+    }
+}
+
+/// One table of the app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: String,
+    /// `false` for a table that lives on the device only (like `addons`), which synced tables
+    /// may still reference by natural key.
+    pub synced: bool,
+    /// The local `INTEGER PRIMARY KEY AUTOINCREMENT` column.
+    pub id_column: String,
+    pub columns: Vec<Column>,
+    /// The UNIQUE groups: two rows with equal values in one group are one record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub natural_keys: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The columns carried on the wire for a client of `schema_version`.
+    pub fn wire_columns(&self, schema_version: u32) -> impl Iterator<Item = &Column> {
+        self.columns
+            .iter()
+            .filter(move |c| c.on_wire() && c.since <= schema_version)
+    }
+
+    /// References to other tables, with their column.
+    pub fn references(&self) -> impl Iterator<Item = (&Column, &Reference)> {
+        self.columns
+            .iter()
+            .filter_map(|c| c.reference.as_ref().map(|r| (c, r)))
+    }
+}
+
+/// Why a set of tables is not a valid app schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schema: {0}")]
+pub struct SchemaError(pub String);
+
+/// All the tables of an app, ordered so that every parent comes before its children.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    pub tables: Vec<Table>,
+}
+
+impl Schema {
+    /// Checks the tables against each other (references resolve, keys name real columns, no
+    /// cycles) and orders them parents first, keeping the given order where it is free.
+    pub fn new(tables: Vec<Table>) -> Result<Self, SchemaError> {
+        let by_name: BTreeMap<&str, &Table> = tables.iter().map(|t| (t.name.as_str(), t)).collect();
+        if by_name.len() != tables.len() {
+            return Err(SchemaError("two entities share one table name".into()));
+        }
+        for t in &tables {
+            check_table(t, &by_name)?;
+        }
+        let mut ordered: Vec<Table> = Vec::with_capacity(tables.len());
+        let mut placed = BTreeSet::new();
+        let mut rest = tables.clone();
+        while !rest.is_empty() {
+            let before = rest.len();
+            rest.retain(|t| {
+                let ready = t
+                    .references()
+                    .all(|(_, r)| r.table == t.name || placed.contains(&r.table));
+                if ready {
+                    placed.insert(t.name.clone());
+                    ordered.push(t.clone());
+                }
+                !ready
+            });
+            if rest.len() == before {
+                let names: Vec<_> = rest.iter().map(|t| t.name.as_str()).collect();
+                return Err(SchemaError(format!("references form a cycle among {names:?}")));
+            }
+        }
+        Ok(Schema { tables: ordered })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The synced tables, parents first.
+    pub fn synced(&self) -> impl Iterator<Item = &Table> {
+        self.tables.iter().filter(|t| t.synced)
+    }
+
+    /// The wire schema version: the highest version any column was added in.
+    pub fn version(&self) -> u32 {
+        self.tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(|c| c.since))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The children of `parent`: every (table, column, reference) that points at it.
+    pub fn children_of<'a>(
+        &'a self,
+        parent: &'a str,
+    ) -> impl Iterator<Item = (&'a Table, &'a Column, &'a Reference)> + 'a {
+        self.tables.iter().flat_map(move |t| {
+            t.references()
+                .filter(move |(_, r)| r.table == parent)
+                .map(move |(c, r)| (t, c, r))
+        })
+    }
+}
+
+fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), SchemaError> {
+    let err = |m: String| Err(SchemaError(format!("table `{}`: {m}", t.name)));
+    let mut seen = BTreeSet::new();
+    for c in &t.columns {
+        if !seen.insert(c.name.as_str()) || c.name == t.id_column {
+            return err(format!("column `{}` appears twice", c.name));
+        }
+        if RESERVED_COLUMNS.contains(&c.name.as_str()) {
+            return err(format!("column name `{}` is reserved for sync bookkeeping", c.name));
+        }
+        if c.since == 0 {
+            return err(format!("column `{}`: schema versions start at 1", c.name));
+        }
+        if let Some(r) = &c.reference {
+            let Some(parent) = by_name.get(r.table.as_str()) else {
+                return err(format!("column `{}` references unknown table `{}`", c.name, r.table));
+            };
+            match (&r.by_key, parent.synced) {
+                (None, false) if t.synced => {
+                    return err(format!(
+                        "column `{}` references non-synced `{}` by local id; reference it by a natural key",
+                        c.name, r.table
+                    ));
+                }
+                (Some(k), _) => {
+                    if parent.synced {
+                        return err(format!(
+                            "column `{}` references synced `{}` by key; synced parents travel by remote_id",
+                            c.name, r.table
+                        ));
+                    }
+                    if !parent.natural_keys.iter().any(|nk| nk.len() == 1 && nk[0] == *k) {
+                        return err(format!(
+                            "column `{}` references `{}` by `{k}`, which is not a single-column natural key of it",
+                            c.name, r.table
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if r.on_delete == OnDelete::SetNull && !c.nullable {
+                return err(format!("column `{}` is ON DELETE SET NULL but not nullable", c.name));
+            }
+            if c.ty != ColumnType::Integer {
+                return err(format!("reference column `{}` must hold an integer id", c.name));
+            }
+        }
+    }
+    if t.synced {
+        match t.column(UPDATED_AT) {
+            Some(c) if c.ty == ColumnType::DateTime && !c.nullable => {}
+            _ => return err("a synced table needs a non-null DATETIME `updated_at`".into()),
+        }
+    }
+    for key in &t.natural_keys {
+        if key.is_empty() {
+            return err("an empty natural key".into());
+        }
+        for k in key {
+            match t.column(k) {
+                None => return err(format!("natural key names unknown column `{k}`")),
+                Some(c) if !c.on_wire() && t.synced => {
+                    return err(format!("natural key column `{k}` does not travel on the wire"));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

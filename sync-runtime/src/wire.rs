@@ -1,0 +1,250 @@
+//! Rows on the wire: one flat JSON object per record, the same shape in push and pull
+//! (PROTOCOL.md, "Rows on the wire").
+
+use crate::schema::{Column, ColumnType, Reference, Table};
+use crate::syncable::Syncable;
+use crate::timestamp::Timestamp;
+use crate::value::Value;
+use serde_json::{Map, Value as Json};
+
+/// Why a wire row does not fit its table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("missing column `{0}`")]
+    MissingColumn(String),
+    #[error("unknown column `{0}`")]
+    UnknownColumn(String),
+    #[error("column `{column}`: {message}")]
+    BadValue { column: String, message: String },
+    #[error("a row must be a JSON object")]
+    NotAnObject,
+    #[error("column `{column}` references a record this device does not know")]
+    UnknownReference { column: String },
+}
+
+fn bad(column: &str, message: impl Into<String>) -> WireError {
+    WireError::BadValue { column: column.to_owned(), message: message.into() }
+}
+
+/// A canonical lowercase UUID, from any case.
+pub fn normalise_id(column: &str, s: &str) -> Result<String, WireError> {
+    uuid::Uuid::try_parse(s)
+        .ok()
+        .filter(|_| s.len() == 36)
+        .map(|u| u.hyphenated().to_string())
+        .ok_or_else(|| bad(column, format!("`{}` is not a UUID", s.chars().take(64).collect::<String>())))
+}
+
+/// Encodes one column value. A reference must already hold its wire form (the parent's
+/// `remote_id`, or its natural key) as text.
+pub fn encode_value(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Integer(i) => Json::from(*i),
+        Value::Real(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::DateTime(t) => Json::String(t.to_wire()),
+        Value::Json(j) => j.clone(),
+    }
+}
+
+/// Decodes one column value by the column's type. A reference decodes to text: its wire form,
+/// which the receiver resolves. Upper-case ids are normalised.
+pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
+    if j.is_null() {
+        return if col.nullable {
+            Ok(Value::Null)
+        } else {
+            Err(bad(&col.name, "must not be null"))
+        };
+    }
+    if let Some(r) = &col.reference {
+        let s = j.as_str().ok_or_else(|| bad(&col.name, "a reference must be a string"))?;
+        return Ok(Value::Text(if r.by_key.is_some() {
+            s.to_owned()
+        } else {
+            normalise_id(&col.name, s)?
+        }));
+    }
+    match col.ty {
+        ColumnType::Integer => j
+            .as_i64()
+            .map(Value::Integer)
+            .ok_or_else(|| bad(&col.name, "expected an integer")),
+        ColumnType::Real => j.as_f64().map(Value::Real).ok_or_else(|| bad(&col.name, "expected a number")),
+        ColumnType::Boolean => j.as_bool().map(Value::Boolean).ok_or_else(|| bad(&col.name, "expected a boolean")),
+        ColumnType::Text => j
+            .as_str()
+            .map(|s| Value::Text(s.to_owned()))
+            .ok_or_else(|| bad(&col.name, "expected a string")),
+        ColumnType::DateTime => {
+            let s = j.as_str().ok_or_else(|| bad(&col.name, "expected a timestamp string"))?;
+            Timestamp::parse_wire(s)
+                .map(Value::DateTime)
+                .map_err(|e| bad(&col.name, e.to_string()))
+        }
+        ColumnType::Json => Ok(Value::Json(j.clone())),
+    }
+}
+
+/// One record as it travels: the envelope fields and the app columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireRow {
+    pub remote_id: String,
+    pub updated_at: Timestamp,
+    /// The writer; carried in pulls only.
+    pub device_id: Option<String>,
+    pub deleted_at: Option<Timestamp>,
+    /// Every column of [`Table::columns`], in order: those not on the wire (or not in the
+    /// sender's schema version) are `Value::Null`. References hold their wire form as text.
+    pub values: Vec<Value>,
+}
+
+impl WireRow {
+    pub fn is_tombstone(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+
+    /// The value of column `name`.
+    pub fn get<'a>(&'a self, table: &Table, name: &str) -> Option<&'a Value> {
+        table.column_index(name).and_then(|i| self.values.get(i))
+    }
+
+    /// The JSON object of PROTOCOL.md for a peer of `schema_version`.
+    pub fn to_json(&self, table: &Table, schema_version: u32) -> Map<String, Json> {
+        let mut m = Map::new();
+        m.insert("remote_id".into(), Json::String(self.remote_id.clone()));
+        m.insert("updated_at".into(), Json::String(self.updated_at.to_wire()));
+        if let Some(d) = &self.device_id {
+            m.insert("device_id".into(), Json::String(d.clone()));
+        }
+        m.insert(
+            "deleted_at".into(),
+            self.deleted_at.map_or(Json::Null, |t| Json::String(t.to_wire())),
+        );
+        for (c, v) in table.columns.iter().zip(&self.values) {
+            if c.on_wire() && c.since <= schema_version && c.name != crate::schema::UPDATED_AT {
+                m.insert(c.name.clone(), encode_value(v));
+            }
+        }
+        m
+    }
+
+    /// Reads a row of `table` sent by a peer of `schema_version`: every column of that version
+    /// must be present; unknown keys are refused; `user_id` (filled by each side itself) and, when
+    /// `allow_device_id`, `device_id` are accepted and ignored or kept.
+    pub fn from_json(
+        table: &Table,
+        j: &Json,
+        schema_version: u32,
+        allow_device_id: bool,
+    ) -> Result<WireRow, WireError> {
+        let m = j.as_object().ok_or(WireError::NotAnObject)?;
+        for k in m.keys() {
+            let known = matches!(k.as_str(), "remote_id" | "updated_at" | "deleted_at" | "user_id")
+                || (k == "device_id")
+                || table.column(k).is_some_and(|c| c.on_wire() && c.since <= schema_version);
+            if !known {
+                return Err(WireError::UnknownColumn(k.chars().take(64).collect()));
+            }
+        }
+        let field = |k: &str| m.get(k).ok_or_else(|| WireError::MissingColumn(k.to_owned()));
+        let remote_id = normalise_id(
+            "remote_id",
+            field("remote_id")?.as_str().ok_or_else(|| bad("remote_id", "expected a string"))?,
+        )?;
+        let stamp = |k: &str, j: &Json| -> Result<Option<Timestamp>, WireError> {
+            match j {
+                Json::Null => Ok(None),
+                Json::String(s) => Timestamp::parse_wire(s).map(Some).map_err(|e| bad(k, e.to_string())),
+                _ => Err(bad(k, "expected a timestamp string or null")),
+            }
+        };
+        let updated_at = stamp("updated_at", field("updated_at")?)?
+            .ok_or_else(|| bad("updated_at", "must not be null"))?;
+        let deleted_at = stamp("deleted_at", field("deleted_at")?)?;
+        let device_id = match m.get("device_id") {
+            Some(Json::String(s)) if allow_device_id => Some(normalise_id("device_id", s)?),
+            Some(Json::Null) | None => None,
+            Some(_) if allow_device_id => return Err(bad("device_id", "expected a string")),
+            Some(_) => None,
+        };
+        let mut values = Vec::with_capacity(table.columns.len());
+        for c in &table.columns {
+            if c.name == crate::schema::UPDATED_AT {
+                values.push(Value::DateTime(updated_at));
+            } else if c.on_wire() && c.since <= schema_version {
+                values.push(decode_value(c, field(&c.name)?)?);
+            } else {
+                values.push(Value::Null);
+            }
+        }
+        Ok(WireRow { remote_id, updated_at, device_id, deleted_at, values })
+    }
+}
+
+/// Translates references between local ids and their wire form.
+pub trait RefResolver {
+    /// The wire form of local id `local` in the parent of `reference`: its `remote_id`, or for a
+    /// non-synced parent its natural key `by_key`. `None` if there is no such row.
+    fn to_wire(&mut self, reference: &Reference, local: i64) -> Option<String>;
+    /// The local id of the parent whose wire form is `wire`, `None` if this device has none.
+    fn to_local(&mut self, reference: &Reference, wire: &str) -> Option<i64>;
+}
+
+/// A typed entity as a wire row: references translated through `refs`.
+pub fn entity_to_wire<T: Syncable>(
+    entity: &T,
+    remote_id: &str,
+    deleted_at: Option<Timestamp>,
+    refs: &mut dyn RefResolver,
+) -> Result<WireRow, WireError> {
+    let table = T::table();
+    let mut values = entity.to_values();
+    let mut updated_at = None;
+    for (c, v) in table.columns.iter().zip(values.iter_mut()) {
+        if !c.on_wire() {
+            *v = Value::Null;
+            continue;
+        }
+        if let (true, Value::DateTime(t)) = (c.name == crate::schema::UPDATED_AT, &*v) {
+            updated_at = Some(*t);
+        }
+        if let (Some(r), Value::Integer(local)) = (&c.reference, &*v) {
+            let wire = refs
+                .to_wire(r, *local)
+                .ok_or_else(|| WireError::UnknownReference { column: c.name.clone() })?;
+            *v = Value::Text(wire);
+        }
+    }
+    let updated_at = updated_at.ok_or_else(|| WireError::MissingColumn("updated_at".into()))?;
+    Ok(WireRow { remote_id: remote_id.to_owned(), updated_at, device_id: None, deleted_at, values })
+}
+
+/// A wire row as a typed entity with local id `id`: references resolved through `refs`; columns
+/// that do not travel take `local_values` (the device's current ones, or the entity's defaults).
+pub fn entity_from_wire<T: Syncable>(
+    row: &WireRow,
+    id: i64,
+    local_values: Option<Vec<Value>>,
+    refs: &mut dyn RefResolver,
+) -> Result<T, WireError> {
+    let table = T::table();
+    let mut values = row.values.clone();
+    let mut local = local_values.map(Vec::into_iter);
+    for (c, v) in table.columns.iter().zip(values.iter_mut()) {
+        let kept = local.as_mut().and_then(Iterator::next);
+        if !c.on_wire() {
+            *v = kept.unwrap_or(Value::Null);
+            continue;
+        }
+        if let (Some(r), Value::Text(wire)) = (&c.reference, &*v) {
+            let local_id = refs
+                .to_local(r, wire)
+                .ok_or_else(|| WireError::UnknownReference { column: c.name.clone() })?;
+            *v = Value::Integer(local_id);
+        }
+    }
+    T::from_values(id, values).map_err(|e| bad(table.name.as_str(), e.0))
+}
