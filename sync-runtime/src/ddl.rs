@@ -131,7 +131,9 @@ pub fn device_create_table(schema: &Schema, t: &Table, name: &str, form: DeviceF
     let pre_sync = form == DeviceForm::PreSync;
     let mut stmt = sea_query::Table::create();
     stmt.table(name.to_owned());
-    if pre_sync {
+    // A table the app may already have: the pre-sync form of a synced table, or a table that
+    // never syncs (it is kept as the app made it).
+    if pre_sync || !t.synced {
         stmt.if_not_exists();
     }
     let mut id = ColumnDef::new(t.id_column.clone());

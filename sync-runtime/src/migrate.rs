@@ -178,11 +178,12 @@ fn normalise_datetime(col: &str) -> String {
 /// install, then rebuild it into its synced form in place, keeping every row, normalising its
 /// timestamps, filling `updated_at` and queueing every row for upload.
 fn first_device_table(schema: &Schema, t: &Table, out: &mut Sql) {
-    out.push(ddl::device_create_table(schema, t, &t.name, DeviceForm::PreSync));
     if !t.synced {
+        out.push(ddl::device_create_table(schema, t, &t.name, DeviceForm::Synced));
         out.extend(ddl::device_natural_key_indexes(t).into_iter().map(if_not_exists));
         return;
     }
+    out.push(ddl::device_create_table(schema, t, &t.name, DeviceForm::PreSync));
     let tmp = format!("{}__sync_new", t.name);
     out.push(ddl::device_create_table(schema, t, &tmp, DeviceForm::Synced));
     let mut cols = vec![quote_ident(&t.id_column)];
