@@ -7,6 +7,8 @@ use serde_json::Value as Json;
 use std::sync::OnceLock;
 use sync_runtime::{App, Schema, Syncable, Timestamp};
 
+// Written by `cargo xtask migrations`, which also checks it; rustfmt leaves it as written.
+#[rustfmt::skip]
 pub mod migrations;
 
 /// A group of settings that profiles share.

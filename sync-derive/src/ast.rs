@@ -40,7 +40,10 @@ pub fn option_inner(ty: &Type) -> Option<&Type> {
     let last = segs.last()?;
     let prefix_ok = match segs.len() {
         1 => true,
-        3 => matches!(segs[0].ident.to_string().as_str(), "std" | "core") && segs[1].ident == "option",
+        3 => {
+            matches!(segs[0].ident.to_string().as_str(), "std" | "core")
+                && segs[1].ident == "option"
+        }
         _ => false,
     };
     if !prefix_ok || last.ident != "Option" {
@@ -86,7 +89,10 @@ pub fn parse<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Entity<'a>> {
         return None;
     };
     if !input.generics.params.is_empty() {
-        cx.error(input.generics.span(), "a Syncable entity cannot be generic: it describes one table");
+        cx.error(
+            input.generics.span(),
+            "a Syncable entity cannot be generic: it describes one table",
+        );
     }
     let attrs = attr::parse_struct_attrs(cx, &input.attrs);
     let table = attrs
@@ -96,17 +102,32 @@ pub fn parse<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Entity<'a>> {
     let mut id = None;
     let mut fields = Vec::new();
     for f in named {
-        let Some(ident) = f.ident.as_ref() else { continue };
+        let Some(ident) = f.ident.as_ref() else {
+            continue;
+        };
         let fattrs = attr::parse_field_attrs(cx, &f.attrs);
         let (column, column_span) = match &fattrs.rename {
             Some(l) => (l.value(), l.span()),
-            None => (ident.to_string().trim_start_matches("r#").to_owned(), ident.span()),
+            None => (
+                ident.to_string().trim_start_matches("r#").to_owned(),
+                ident.span(),
+            ),
         };
-        let field = Field { ident, ty: &f.ty, column, column_span, attrs: fattrs };
-        let is_id = field.attrs.id.is_some() || (id.is_none() && *ident == "id" && !has_explicit_id(named));
+        let field = Field {
+            ident,
+            ty: &f.ty,
+            column,
+            column_span,
+            attrs: fattrs,
+        };
+        let is_id =
+            field.attrs.id.is_some() || (id.is_none() && *ident == "id" && !has_explicit_id(named));
         if is_id {
             if id.is_some() {
-                cx.error(ident.span(), "only one field can be the local primary key `#[sync(id)]`");
+                cx.error(
+                    ident.span(),
+                    "only one field can be the local primary key `#[sync(id)]`",
+                );
             } else {
                 id = Some(field);
             }
@@ -114,28 +135,37 @@ pub fn parse<'a>(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Entity<'a>> {
             fields.push(field);
         }
     }
-    Some(Entity { ident: &input.ident, table, attrs, id, fields })
+    Some(Entity {
+        ident: &input.ident,
+        table,
+        attrs,
+        id,
+        fields,
+    })
 }
 
 fn has_explicit_id(named: &syn::punctuated::Punctuated<syn::Field, syn::token::Comma>) -> bool {
     named.iter().any(|f| {
-        f.attrs.iter().filter(|a| a.path().is_ident("sync")).any(|a| {
-            let mut found = false;
-            let _ = a.parse_nested_meta(|m| {
-                if m.path.is_ident("id") {
-                    found = true;
-                }
-                // Skip values so other keys do not stop the scan.
-                if m.input.peek(syn::Token![=]) {
-                    let _: syn::Expr = m.value()?.parse()?;
-                } else if m.input.peek(syn::token::Paren) {
-                    let c;
-                    syn::parenthesized!(c in m.input);
-                    let _: proc_macro2::TokenStream = c.parse()?;
-                }
-                Ok(())
-            });
-            found
-        })
+        f.attrs
+            .iter()
+            .filter(|a| a.path().is_ident("sync"))
+            .any(|a| {
+                let mut found = false;
+                let _ = a.parse_nested_meta(|m| {
+                    if m.path.is_ident("id") {
+                        found = true;
+                    }
+                    // Skip values so other keys do not stop the scan.
+                    if m.input.peek(syn::Token![=]) {
+                        let _: syn::Expr = m.value()?.parse()?;
+                    } else if m.input.peek(syn::token::Paren) {
+                        let c;
+                        syn::parenthesized!(c in m.input);
+                        let _: proc_macro2::TokenStream = c.parse()?;
+                    }
+                    Ok(())
+                });
+                found
+            })
     })
 }

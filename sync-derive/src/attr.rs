@@ -34,7 +34,8 @@ impl Ctxt {
     }
 }
 
-pub const STRUCT_KEYS: &str = "`table = \"name\"`, `unique(field, ...)` (or `unique = [field, ...]`), `local_only`";
+pub const STRUCT_KEYS: &str =
+    "`table = \"name\"`, `unique(field, ...)` (or `unique = [field, ...]`), `local_only`";
 pub const FIELD_KEYS: &str = "`id`, `references = Type`, `on_delete = cascade | set_null`, \
     `key = field`, `json`, `default = <literal> | now`, `rename = \"column\"`, `local`, \
     `account_id`, `since = N`";
@@ -114,7 +115,10 @@ pub fn parse_struct_attrs(cx: &mut Ctxt, attrs: &[syn::Attribute]) -> StructAttr
                 }
                 let fields = content.parse_terminated(Ident::parse_any_ident, Token![,])?;
                 if fields.is_empty() {
-                    cx.error(span, "`unique()` needs at least one field: write `#[sync(unique(field, ...))]`");
+                    cx.error(
+                        span,
+                        "`unique()` needs at least one field: write `#[sync(unique(field, ...))]`",
+                    );
                 }
                 out.unique.push(fields.into_iter().collect());
             } else if meta.path.is_ident("local_only") {
@@ -150,7 +154,11 @@ impl ParseAnyIdent for Ident {
 }
 
 fn path_name(p: &syn::Path) -> String {
-    p.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::")
+    p.segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 fn parse_default(expr: &Expr) -> Option<DefaultLit> {
@@ -162,7 +170,11 @@ fn parse_default(expr: &Expr) -> Option<DefaultLit> {
             Lit::Bool(b) => Some(DefaultLit::Boolean(b.value)),
             _ => None,
         },
-        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, .. }) => match parse_default(expr)? {
+        Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_),
+            expr,
+            ..
+        }) => match parse_default(expr)? {
             DefaultLit::Integer(i) => Some(DefaultLit::Integer(-i)),
             DefaultLit::Real(f) => Some(DefaultLit::Real(-f)),
             _ => None,

@@ -59,14 +59,20 @@ pub fn check(cx: &mut Ctxt, e: &Entity<'_>) {
                 cx.error(span, "`on_delete = set_null` needs a nullable reference; help: make the field `Option<i64>`");
             }
             if a.json.is_some() {
-                cx.error(f.ident.span(), "a reference holds a local id and cannot be `json`");
+                cx.error(
+                    f.ident.span(),
+                    "a reference holds a local id and cannot be `json`",
+                );
             }
         }
         if let (Some(l), Some(_)) = (a.local, a.account_id) {
             cx.error(l, "a field is either `local` or `account_id`, not both");
         }
         if (a.local.is_some() || a.account_id.is_some()) && a.references.is_some() {
-            cx.error(f.ident.span(), "a reference travels on the wire; it cannot be `local` or `account_id`");
+            cx.error(
+                f.ident.span(),
+                "a reference travels on the wire; it cannot be `local` or `account_id`",
+            );
         }
         if !synced && (a.local.is_some() || a.account_id.is_some() || a.since.is_some()) {
             cx.error(f.ident.span(), "a `local_only` table does not sync; its fields take no `local`, `account_id` or `since`");
@@ -86,7 +92,10 @@ pub fn check(cx: &mut Ctxt, e: &Entity<'_>) {
     for key in &e.attrs.unique {
         for k in key {
             let name = k.to_string();
-            let known = e.fields.iter().any(|f| *f.ident == name || f.column == name.trim_start_matches("r#"));
+            let known = e
+                .fields
+                .iter()
+                .any(|f| *f.ident == name || f.column == name.trim_start_matches("r#"));
             if !known {
                 cx.error(
                     k.span(),

@@ -103,7 +103,9 @@ fn expand(e: &Entity<'_>) -> TokenStream {
     let ident = e.ident;
     let table = &e.table;
     let synced = e.attrs.local_only.is_none();
-    let id = e.id.as_ref().expect("checked: the entity has a primary key");
+    let id =
+        e.id.as_ref()
+            .expect("checked: the entity has a primary key");
     let (id_ident, id_ty, id_col) = (id.ident, id.ty, &id.column);
 
     let columns: Vec<TokenStream> = e.fields.iter().map(column_tokens).collect();
@@ -114,11 +116,10 @@ fn expand(e: &Entity<'_>) -> TokenStream {
         .map(|key| {
             let cols = key.iter().map(|k| {
                 let name = k.to_string();
-                let col = e
-                    .fields
-                    .iter()
-                    .find(|f| *f.ident == name)
-                    .map_or_else(|| name.trim_start_matches("r#").to_owned(), |f| f.column.clone());
+                let col = e.fields.iter().find(|f| *f.ident == name).map_or_else(
+                    || name.trim_start_matches("r#").to_owned(),
+                    |f| f.column.clone(),
+                );
                 quote!(#p::ToOwned::to_owned(#col))
             });
             quote!(::std::vec![#(#cols),*])
@@ -147,8 +148,9 @@ fn expand(e: &Entity<'_>) -> TokenStream {
     let mut asserts = Vec::new();
     for f in &e.fields {
         let ty = f.ty;
-        if let Some(parent) = &f.attrs.references {
-            asserts.push(quote_spanned!(parent.span()=> #p::assert_syncable::<#parent>();));
+        // A parent that is not Syncable is reported once, by `<Parent as Syncable>::TABLE_NAME`
+        // in the table description, at the parent's span.
+        if f.attrs.references.is_some() {
             asserts.push(quote_spanned!(ty.span()=> #p::assert_reference_field::<#ty>();));
         }
         if synced && f.column == "updated_at" {

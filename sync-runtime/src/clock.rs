@@ -23,7 +23,10 @@ impl Clock {
 
     /// The same with another wall clock, for simulations of skewed devices.
     pub fn with_wall_clock(seen: Timestamp, wall: fn() -> Timestamp) -> Self {
-        Clock { seen: Mutex::new(seen), wall }
+        Clock {
+            seen: Mutex::new(seen),
+            wall,
+        }
     }
 
     fn seen(&self) -> Timestamp {
@@ -85,6 +88,9 @@ mod tests {
         }
         let c = Clock::with_wall_clock(Timestamp::MIN, fixed);
         let stamps: Vec<_> = (0..1000).map(|_| c.stamp(None)).collect();
-        assert!(stamps.iter().all(|s| *s == fixed()), "a bulk import must not run the clock ahead");
+        assert!(
+            stamps.iter().all(|s| *s == fixed()),
+            "a bulk import must not run the clock ahead"
+        );
     }
 }

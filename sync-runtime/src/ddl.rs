@@ -137,14 +137,20 @@ pub fn device_create_table(schema: &Schema, t: &Table, name: &str, form: DeviceF
         stmt.if_not_exists();
     }
     let mut id = ColumnDef::new(t.id_column.clone());
-    id.custom("INTEGER".to_owned()).not_null().primary_key().auto_increment();
+    id.custom("INTEGER".to_owned())
+        .not_null()
+        .primary_key()
+        .auto_increment();
     stmt.col(id);
     for c in &t.columns {
         if pre_sync && c.since > 1 {
             continue;
         }
         let nullable = c.nullable || (pre_sync && c.name == crate::schema::UPDATED_AT);
-        let default = c.default.as_ref().map(|d| default_sql(d, Dialect::Sqlite, pre_sync));
+        let default = c
+            .default
+            .as_ref()
+            .map(|d| default_sql(d, Dialect::Sqlite, pre_sync));
         stmt.col(column_def(&c.name, device_type(c.ty), nullable, default));
     }
     if t.synced && !pre_sync {
@@ -184,7 +190,12 @@ pub fn device_create_table(schema: &Schema, t: &Table, name: &str, form: DeviceF
 pub fn device_indexes(t: &Table) -> Vec<String> {
     let mut out = Vec::new();
     if t.synced {
-        let i = index(&t.name, format!("{}_remote_id", t.name), &["remote_id"], true);
+        let i = index(
+            &t.name,
+            format!("{}_remote_id", t.name),
+            &["remote_id"],
+            true,
+        );
         out.push(build_index(&i, Dialect::Sqlite));
         let i = index(&t.name, format!("{}_dirty", t.name), &["dirty"], false);
         out.push(build_index(&i, Dialect::Sqlite));
@@ -199,7 +210,10 @@ pub fn device_natural_key_indexes(t: &Table) -> Vec<String> {
         .enumerate()
         .map(|(n, key)| {
             let cols: Vec<&str> = key.iter().map(String::as_str).collect();
-            build_index(&index(&t.name, natural_key_index(&t.name, n), &cols, true), Dialect::Sqlite)
+            build_index(
+                &index(&t.name, natural_key_index(&t.name, n), &cols, true),
+                Dialect::Sqlite,
+            )
         })
         .collect()
 }
@@ -229,9 +243,19 @@ pub fn server_create_table(t: &Table, dialect: Dialect) -> Vec<String> {
     rid.primary_key();
     stmt.col(rid);
     stmt.col(column_def("user_id", "TEXT", false, None));
-    stmt.col(column_def("seq", server_type(ColumnType::Integer, dialect), false, None));
+    stmt.col(column_def(
+        "seq",
+        server_type(ColumnType::Integer, dialect),
+        false,
+        None,
+    ));
     stmt.col(column_def("device_id", "TEXT", false, None));
-    stmt.col(column_def("deleted_at", server_type(ColumnType::DateTime, dialect), true, None));
+    stmt.col(column_def(
+        "deleted_at",
+        server_type(ColumnType::DateTime, dialect),
+        true,
+        None,
+    ));
     for c in t.columns.iter().filter(|c| c.on_wire()) {
         stmt.col(server_column(c, dialect));
     }
@@ -244,13 +268,23 @@ pub fn server_create_table(t: &Table, dialect: Dialect) -> Vec<String> {
 /// for cascades.
 pub fn server_indexes(t: &Table, dialect: Dialect) -> Vec<String> {
     let mut out = vec![build_index(
-        &index(&t.name, format!("{}_user_seq", t.name), &["user_id", "seq"], true),
+        &index(
+            &t.name,
+            format!("{}_user_seq", t.name),
+            &["user_id", "seq"],
+            true,
+        ),
         dialect,
     )];
     out.extend(server_natural_key_indexes(t, dialect));
     for (c, _) in t.references() {
         if c.on_wire() {
-            let i = index(&t.name, format!("{}_ref_{}", t.name, c.name), &["user_id", &c.name], false);
+            let i = index(
+                &t.name,
+                format!("{}_ref_{}", t.name, c.name),
+                &["user_id", &c.name],
+                false,
+            );
             out.push(build_index(&i, dialect));
         }
     }
@@ -264,7 +298,10 @@ pub fn server_natural_key_indexes(t: &Table, dialect: Dialect) -> Vec<String> {
         .map(|(n, key)| {
             let mut cols = vec!["user_id"];
             cols.extend(key.iter().map(String::as_str));
-            build_index(&index(&t.name, natural_key_index(&t.name, n), &cols, true), dialect)
+            build_index(
+                &index(&t.name, natural_key_index(&t.name, n), &cols, true),
+                dialect,
+            )
         })
         .collect()
 }
@@ -275,7 +312,9 @@ pub fn device_add_column(schema: &Schema, t: &Table, c: &Column) -> String {
         &c.name,
         device_type(c.ty),
         c.nullable,
-        c.default.as_ref().map(|d| default_sql(d, Dialect::Sqlite, false)),
+        c.default
+            .as_ref()
+            .map(|d| default_sql(d, Dialect::Sqlite, false)),
     );
     if let Some(r) = &c.reference {
         let parent_id = schema

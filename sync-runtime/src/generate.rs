@@ -35,7 +35,10 @@ pub enum GenerateError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
-    move |source| GenerateError::Io { path: path.to_owned(), source }
+    move |source| GenerateError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn snapshot_path(crate_dir: &Path) -> PathBuf {
@@ -57,7 +60,9 @@ fn files(crate_dir: &Path, target: Target) -> Result<Vec<(u32, String)>, Generat
     };
     for entry in entries {
         let path = entry.map_err(io(&dir))?.path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
         let version = stem.split('_').next().and_then(|n| n.parse().ok());
         if let (true, Some(v)) = (path.extension().is_some_and(|e| e == "sql"), version) {
             out.push((v, stem.to_owned()));
@@ -92,8 +97,16 @@ fn listing(crate_dir: &Path) -> Result<String, GenerateError> {
     out.push_str("use sync_runtime::migrate::Migration;\n");
     for (target, name, doc) in [
         (Target::Device, "DEVICE", "The device's SQLite database."),
-        (Target::ServerSqlite, "SERVER_SQLITE", "The server on its embedded SQLite."),
-        (Target::ServerPostgres, "SERVER_POSTGRES", "The server on PostgreSQL."),
+        (
+            Target::ServerSqlite,
+            "SERVER_SQLITE",
+            "The server on its embedded SQLite.",
+        ),
+        (
+            Target::ServerPostgres,
+            "SERVER_POSTGRES",
+            "The server on PostgreSQL.",
+        ),
     ] {
         let _ = write!(out, "\n/// {doc}\npub static {name}: &[Migration] = &[\n");
         for (v, stem) in files(crate_dir, target)? {
@@ -110,7 +123,9 @@ fn listing(crate_dir: &Path) -> Result<String, GenerateError> {
 
 /// A file name for a migration from `previous` to `current`.
 fn migration_name(previous: Option<&Schema>, current: &Schema) -> String {
-    let Some(prev) = previous else { return "init".into() };
+    let Some(prev) = previous else {
+        return "init".into();
+    };
     let changed: Vec<&str> = current
         .tables
         .iter()
@@ -151,6 +166,9 @@ pub fn update(crate_dir: &Path, schema: &Schema) -> Result<Vec<PathBuf>, Generat
     let path = listing_path(crate_dir);
     let text = listing(crate_dir)?;
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         std::fs::write(&path, text).map_err(io(&path))?;
         written.push(path);
     }
@@ -171,13 +189,19 @@ pub fn check(crate_dir: &Path, schema: &Schema) -> Result<(), GenerateError> {
     let device = files(crate_dir, Target::Device)?;
     for t in [Target::ServerSqlite, Target::ServerPostgres] {
         if files(crate_dir, t)? != device {
-            return stale(format!("migrations/{} and migrations/device hold different migrations", t.dir()));
+            return stale(format!(
+                "migrations/{} and migrations/device hold different migrations",
+                t.dir()
+            ));
         }
     }
     let want = listing(crate_dir)?;
     let path = listing_path(crate_dir);
     if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
-        return stale(format!("{} does not list the migration files", path.display()));
+        return stale(format!(
+            "{} does not list the migration files",
+            path.display()
+        ));
     }
     Ok(())
 }

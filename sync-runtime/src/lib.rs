@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod ddl;
 pub mod generate;
+pub mod merge;
 pub mod migrate;
 pub mod schema;
 pub mod store;
@@ -16,7 +17,9 @@ pub mod timestamp;
 pub mod value;
 pub mod wire;
 
-pub use schema::{Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Schema, Table};
+pub use schema::{
+    Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Schema, Table,
+};
 pub use store::{Store, StoreError};
 pub use sync_derive::Syncable;
 pub use syncable::Syncable;
@@ -38,16 +41,15 @@ pub struct App {
 /// What generated code uses. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::schema::{Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Table};
+    pub use crate::schema::{
+        Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Table,
+    };
     pub use crate::syncable::{LocalId, Syncable, in_column, next_value};
     pub use crate::value::{FieldType, Value, ValueError, json_from_value, json_to_value};
     pub use std::borrow::ToOwned;
     pub use std::string::String;
     pub use std::sync::OnceLock;
     pub use std::vec::Vec;
-
-    /// Fails to compile unless `T` is a Syncable entity; used on every `references = T`.
-    pub const fn assert_syncable<T: Syncable>() {}
 
     /// Fails to compile unless `T` can hold a local primary key.
     pub const fn assert_local_id<T: LocalId>() {}

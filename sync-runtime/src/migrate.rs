@@ -48,7 +48,11 @@ pub struct Migration {
 
 impl Migration {
     pub const fn new(version: u32, name: &'static str, sql: &'static str) -> Self {
-        Migration { version, name: Cow::Borrowed(name), sql: Cow::Borrowed(sql) }
+        Migration {
+            version,
+            name: Cow::Borrowed(name),
+            sql: Cow::Borrowed(sql),
+        }
     }
 
     fn needs_foreign_keys_off(&self) -> bool {
@@ -111,7 +115,12 @@ pub fn plan(previous: Option<&Schema>, current: &Schema) -> Result<Option<Plan>,
             for t in &current.tables {
                 match prev.table(&t.name) {
                     None => {
-                        device.push(ddl::device_create_table(current, t, &t.name, DeviceForm::Synced));
+                        device.push(ddl::device_create_table(
+                            current,
+                            t,
+                            &t.name,
+                            DeviceForm::Synced,
+                        ));
                         device.extend(ddl::device_indexes(t));
                         if t.synced {
                             sqlite.extend(ddl::server_create_table(t, Dialect::Sqlite));
@@ -179,13 +188,32 @@ fn normalise_datetime(col: &str) -> String {
 /// timestamps, filling `updated_at` and queueing every row for upload.
 fn first_device_table(schema: &Schema, t: &Table, out: &mut Sql) {
     if !t.synced {
-        out.push(ddl::device_create_table(schema, t, &t.name, DeviceForm::Synced));
-        out.extend(ddl::device_natural_key_indexes(t).into_iter().map(if_not_exists));
+        out.push(ddl::device_create_table(
+            schema,
+            t,
+            &t.name,
+            DeviceForm::Synced,
+        ));
+        out.extend(
+            ddl::device_natural_key_indexes(t)
+                .into_iter()
+                .map(if_not_exists),
+        );
         return;
     }
-    out.push(ddl::device_create_table(schema, t, &t.name, DeviceForm::PreSync));
+    out.push(ddl::device_create_table(
+        schema,
+        t,
+        &t.name,
+        DeviceForm::PreSync,
+    ));
     let tmp = format!("{}__sync_new", t.name);
-    out.push(ddl::device_create_table(schema, t, &tmp, DeviceForm::Synced));
+    out.push(ddl::device_create_table(
+        schema,
+        t,
+        &tmp,
+        DeviceForm::Synced,
+    ));
     let mut cols = vec![quote_ident(&t.id_column)];
     let mut exprs = vec![quote_ident(&t.id_column)];
     for c in t.columns.iter().filter(|c| c.since <= 1) {
@@ -193,7 +221,9 @@ fn first_device_table(schema: &Schema, t: &Table, out: &mut Sql) {
         exprs.push(match c.ty {
             ColumnType::DateTime if c.name == UPDATED_AT => {
                 let mut fallbacks = vec![normalise_datetime(&c.name)];
-                if t.column("created_at").is_some_and(|c| c.ty == ColumnType::DateTime) {
+                if t.column("created_at")
+                    .is_some_and(|c| c.ty == ColumnType::DateTime)
+                {
                     fallbacks.push(normalise_datetime("created_at"));
                 }
                 fallbacks.push(ddl::SQLITE_NOW.to_owned());
@@ -213,12 +243,20 @@ fn first_device_table(schema: &Schema, t: &Table, out: &mut Sql) {
         quote_ident(&t.name)
     ));
     out.push(format!("DROP TABLE {}", quote_ident(&t.name)));
-    out.push(format!("ALTER TABLE {} RENAME TO {}", quote_ident(&tmp), quote_ident(&t.name)));
+    out.push(format!(
+        "ALTER TABLE {} RENAME TO {}",
+        quote_ident(&tmp),
+        quote_ident(&t.name)
+    ));
     out.extend(ddl::device_indexes(t));
 }
 
 fn if_not_exists(index_sql: String) -> String {
-    index_sql.replacen("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX IF NOT EXISTS", 1)
+    index_sql.replacen(
+        "CREATE UNIQUE INDEX",
+        "CREATE UNIQUE INDEX IF NOT EXISTS",
+        1,
+    )
 }
 
 fn alter_table(
@@ -235,15 +273,24 @@ fn alter_table(
             t.name
         )));
     }
-    let added: Vec<&Column> = t.columns.iter().filter(|c| old.column(&c.name).is_none()).collect();
-    let changed = old.columns.iter().any(|o| t.column(&o.name).is_some_and(|c| c != o));
+    let added: Vec<&Column> = t
+        .columns
+        .iter()
+        .filter(|c| old.column(&c.name).is_none())
+        .collect();
+    let changed = old
+        .columns
+        .iter()
+        .any(|o| t.column(&o.name).is_some_and(|c| c != o));
     let removed = old.columns.iter().any(|o| t.column(&o.name).is_none());
     let keys_changed = old.natural_keys != t.natural_keys;
 
     // Device.
     let device_rebuild = changed
         || removed
-        || added.iter().any(|c| !ddl::sqlite_can_add_column(c, c.reference.is_some()));
+        || added
+            .iter()
+            .any(|c| !ddl::sqlite_can_add_column(c, c.reference.is_some()));
     if device_rebuild {
         device.fk_off = true;
         rebuild_device_table(current, old, t, device);
@@ -261,17 +308,32 @@ fn alter_table(
     }
 
     // Server: only wire columns exist there.
-    let wire = |tb: &Table| -> Vec<Column> { tb.columns.iter().filter(|c| c.on_wire()).cloned().collect() };
+    let wire = |tb: &Table| -> Vec<Column> {
+        tb.columns.iter().filter(|c| c.on_wire()).cloned().collect()
+    };
     let (old_wire, new_wire) = (wire(old), wire(t));
-    let s_added: Vec<&Column> = new_wire.iter().filter(|c| !old_wire.iter().any(|o| o.name == c.name)).collect();
-    let s_removed: Vec<&Column> = old_wire.iter().filter(|o| !new_wire.iter().any(|c| c.name == o.name)).collect();
+    let s_added: Vec<&Column> = new_wire
+        .iter()
+        .filter(|c| !old_wire.iter().any(|o| o.name == c.name))
+        .collect();
+    let s_removed: Vec<&Column> = old_wire
+        .iter()
+        .filter(|o| !new_wire.iter().any(|c| c.name == o.name))
+        .collect();
     let s_changed: Vec<(&Column, &Column)> = old_wire
         .iter()
-        .filter_map(|o| new_wire.iter().find(|c| c.name == o.name && *c != o).map(|c| (o, c)))
+        .filter_map(|o| {
+            new_wire
+                .iter()
+                .find(|c| c.name == o.name && *c != o)
+                .map(|c| (o, c))
+        })
         .collect();
     let sqlite_rebuild = !s_removed.is_empty()
         || !s_changed.is_empty()
-        || s_added.iter().any(|c| !ddl::sqlite_can_add_column(c, false));
+        || s_added
+            .iter()
+            .any(|c| !ddl::sqlite_can_add_column(c, false));
     if sqlite_rebuild {
         rebuild_server_sqlite_table(old, t, sqlite);
     } else {
@@ -287,7 +349,11 @@ fn alter_table(
         pg.push(ddl::server_add_column(t, c, Dialect::Postgres));
     }
     for c in &s_removed {
-        pg.push(format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(&t.name), quote_ident(&c.name)));
+        pg.push(format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            quote_ident(&t.name),
+            quote_ident(&c.name)
+        ));
     }
     for (o, c) in &s_changed {
         pg.extend(alter_pg_column(&t.name, o, c));
@@ -301,7 +367,10 @@ fn alter_table(
 
 fn drop_natural_keys(old: &Table, out: &mut Sql) {
     for n in 0..old.natural_keys.len() {
-        out.push(format!("DROP INDEX IF EXISTS {}", quote_ident(&ddl::natural_key_index(&old.name, n))));
+        out.push(format!(
+            "DROP INDEX IF EXISTS {}",
+            quote_ident(&ddl::natural_key_index(&old.name, n))
+        ));
     }
 }
 
@@ -316,11 +385,18 @@ fn alter_pg_column(table: &str, old: &Column, new: &Column) -> Vec<String> {
         }
     };
     if ty(old) != ty(new) {
-        out.push(format!("ALTER TABLE {t} ALTER COLUMN {c} TYPE {} USING {c}::{}", ty(new), ty(new)));
+        out.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} TYPE {} USING {c}::{}",
+            ty(new),
+            ty(new)
+        ));
     }
     if old.default != new.default {
         out.push(match &new.default {
-            Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {}", ddl::default_sql(d, Dialect::Postgres, false)),
+            Some(d) => format!(
+                "ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {}",
+                ddl::default_sql(d, Dialect::Postgres, false)
+            ),
             None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"),
         });
     }
@@ -335,9 +411,19 @@ fn alter_pg_column(table: &str, old: &Column, new: &Column) -> Vec<String> {
 /// both have, swap them, and recreate the indexes (foreign keys are off around the transaction).
 fn rebuild_device_table(schema: &Schema, old: &Table, t: &Table, out: &mut Sql) {
     let tmp = format!("{}__sync_new", t.name);
-    out.push(ddl::device_create_table(schema, t, &tmp, DeviceForm::Synced));
+    out.push(ddl::device_create_table(
+        schema,
+        t,
+        &tmp,
+        DeviceForm::Synced,
+    ));
     let mut cols = vec![t.id_column.clone()];
-    cols.extend(t.columns.iter().filter(|c| old.column(&c.name).is_some()).map(|c| c.name.clone()));
+    cols.extend(
+        t.columns
+            .iter()
+            .filter(|c| old.column(&c.name).is_some())
+            .map(|c| c.name.clone()),
+    );
     if t.synced {
         cols.extend(["remote_id", "deleted_at", "dirty"].map(String::from));
     }
@@ -371,7 +457,11 @@ fn copy_and_swap(table: &str, tmp: &str, cols: &[String], out: &mut Sql) {
         quote_ident(table)
     ));
     out.push(format!("DROP TABLE {}", quote_ident(table)));
-    out.push(format!("ALTER TABLE {} RENAME TO {}", quote_ident(tmp), quote_ident(table)));
+    out.push(format!(
+        "ALTER TABLE {} RENAME TO {}",
+        quote_ident(tmp),
+        quote_ident(table)
+    ));
 }
 
 /// Why migrating a database failed. The database is left as it was before that migration.
@@ -385,11 +475,20 @@ pub enum MigrateError {
         source: rusqlite::Error,
     },
     #[error("migration {scope}/{name} left foreign keys that point nowhere (table `{table}`)")]
-    ForeignKeys { scope: String, name: String, table: String },
+    ForeignKeys {
+        scope: String,
+        name: String,
+        table: String,
+    },
     #[error(
         "the database has migration {scope}/{version} recorded as `{recorded}`, but this build calls it `{expected}`"
     )]
-    Diverged { scope: String, version: u32, recorded: String, expected: String },
+    Diverged {
+        scope: String,
+        version: u32,
+        recorded: String,
+        expected: String,
+    },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }

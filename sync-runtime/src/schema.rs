@@ -188,7 +188,9 @@ impl Schema {
             });
             if rest.len() == before {
                 let names: Vec<_> = rest.iter().map(|t| t.name.as_str()).collect();
-                return Err(SchemaError(format!("references form a cycle among {names:?}")));
+                return Err(SchemaError(format!(
+                    "references form a cycle among {names:?}"
+                )));
             }
         }
         Ok(Schema { tables: ordered })
@@ -234,14 +236,20 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
             return err(format!("column `{}` appears twice", c.name));
         }
         if RESERVED_COLUMNS.contains(&c.name.as_str()) {
-            return err(format!("column name `{}` is reserved for sync bookkeeping", c.name));
+            return err(format!(
+                "column name `{}` is reserved for sync bookkeeping",
+                c.name
+            ));
         }
         if c.since == 0 {
             return err(format!("column `{}`: schema versions start at 1", c.name));
         }
         if let Some(r) = &c.reference {
             let Some(parent) = by_name.get(r.table.as_str()) else {
-                return err(format!("column `{}` references unknown table `{}`", c.name, r.table));
+                return err(format!(
+                    "column `{}` references unknown table `{}`",
+                    c.name, r.table
+                ));
             };
             match (&r.by_key, parent.synced) {
                 (None, false) if t.synced => {
@@ -257,7 +265,11 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
                             c.name, r.table
                         ));
                     }
-                    if !parent.natural_keys.iter().any(|nk| nk.len() == 1 && nk[0] == *k) {
+                    if !parent
+                        .natural_keys
+                        .iter()
+                        .any(|nk| nk.len() == 1 && nk[0] == *k)
+                    {
                         return err(format!(
                             "column `{}` references `{}` by `{k}`, which is not a single-column natural key of it",
                             c.name, r.table
@@ -267,10 +279,16 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
                 _ => {}
             }
             if r.on_delete == OnDelete::SetNull && !c.nullable {
-                return err(format!("column `{}` is ON DELETE SET NULL but not nullable", c.name));
+                return err(format!(
+                    "column `{}` is ON DELETE SET NULL but not nullable",
+                    c.name
+                ));
             }
             if c.ty != ColumnType::Integer {
-                return err(format!("reference column `{}` must hold an integer id", c.name));
+                return err(format!(
+                    "reference column `{}` must hold an integer id",
+                    c.name
+                ));
             }
         }
     }
@@ -288,7 +306,9 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
             match t.column(k) {
                 None => return err(format!("natural key names unknown column `{k}`")),
                 Some(c) if !c.on_wire() && t.synced => {
-                    return err(format!("natural key column `{k}` does not travel on the wire"));
+                    return err(format!(
+                        "natural key column `{k}` does not travel on the wire"
+                    ));
                 }
                 _ => {}
             }

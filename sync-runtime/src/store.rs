@@ -88,11 +88,18 @@ pub enum StoreError {
     #[error("table `{table}` has no live row with id {id}")]
     NotFound { table: String, id: i64 },
     #[error("table `{table}`: a record with the same {key} exists already (id {existing})")]
-    Conflict { table: String, key: String, existing: i64 },
+    Conflict {
+        table: String,
+        key: String,
+        existing: i64,
+    },
 }
 
 fn value_err(table: &Table, source: ValueError) -> StoreError {
-    StoreError::Value { table: table.name.clone(), source }
+    StoreError::Value {
+        table: table.name.clone(),
+        source,
+    }
 }
 
 /// The local database of one device.
@@ -105,7 +112,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("device_id", &self.device_id).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +151,9 @@ impl Store {
         migrate::apply_sqlite(&mut conn, APP_SCOPE, app.device_migrations)?;
 
         let device_id: Option<String> =
-            conn.query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| r.get(0))?;
+            conn.query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
         let device_id = match device_id {
             Some(id) => id,
             None => {
@@ -157,14 +168,19 @@ impl Store {
         // `sync_stamp(previous)`: the clock's next stamp for a row whose stamp was `previous`.
         conn.create_scalar_function("sync_stamp", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
             let previous = match ctx.get_raw(0) {
-                rusqlite::types::ValueRef::Text(t) => {
-                    std::str::from_utf8(t).ok().and_then(|s| Timestamp::parse_lenient(s).ok())
-                }
+                rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|s| Timestamp::parse_lenient(s).ok()),
                 _ => None,
             };
             Ok(c.stamp(previous).to_wire())
         })?;
-        Ok(Store { conn, app, clock, device_id })
+        Ok(Store {
+            conn,
+            app,
+            clock,
+            device_id,
+        })
     }
 
     /// The database connection, for the app's own reads. Writes to synced tables belong to the
@@ -187,13 +203,19 @@ impl Store {
     }
 
     fn table(&self, name: &str) -> Result<&'static Table, StoreError> {
-        self.app.schema.table(name).ok_or_else(|| StoreError::UnknownTable(name.to_owned()))
+        self.app
+            .schema
+            .table(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))
     }
 
     /// The id written into account-id columns: the connected account's, or a placeholder.
     pub fn account_id(&self) -> Result<String, StoreError> {
-        let id: Option<String> =
-            self.conn.query_row("SELECT remote_user_id FROM sync_state WHERE id = 1", [], |r| r.get(0))?;
+        let id: Option<String> = self.conn.query_row(
+            "SELECT remote_user_id FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(id.unwrap_or_else(|| LOCAL_ACCOUNT.to_owned()))
     }
 
@@ -227,7 +249,9 @@ impl Store {
         let Some(values) = self.get_values(&table.name, id)? else {
             return Ok(None);
         };
-        T::from_values(id, values).map(Some).map_err(|e| value_err(table, e))
+        T::from_values(id, values)
+            .map(Some)
+            .map_err(|e| value_err(table, e))
     }
 
     /// Every live row of `T`, by local id.
@@ -262,7 +286,10 @@ impl Store {
         let mut values = Vec::with_capacity(table.columns.len());
         for (i, c) in table.columns.iter().enumerate() {
             let v = Value::from_sqlite(c.ty, row.get_ref(i + 1)?).map_err(|e| {
-                value_err(table, ValueError(format!("row {id}, column `{}`: {}", c.name, e.0)))
+                value_err(
+                    table,
+                    ValueError(format!("row {id}, column `{}`: {}", c.name, e.0)),
+                )
             })?;
             values.push(v);
         }
@@ -314,7 +341,11 @@ impl Store {
             quote_ident(&table.name),
             quote_ident(&table.id_column)
         );
-        Ok(self.conn.query_row(&sql, [id], |r| r.get(0)).optional()?.flatten())
+        Ok(self
+            .conn
+            .query_row(&sql, [id], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// Whether row `id` waits to be pushed.
@@ -325,7 +356,11 @@ impl Store {
             quote_ident(&table.name),
             quote_ident(&table.id_column)
         );
-        Ok(self.conn.query_row(&sql, [id], |r| r.get(0)).optional()?.unwrap_or(false))
+        Ok(self
+            .conn
+            .query_row(&sql, [id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false))
     }
 
     /// How many rows of each synced table wait to be pushed, parents first.
@@ -349,10 +384,18 @@ impl Store {
         if values.len() != table.columns.len() {
             return Err(value_err(
                 table,
-                ValueError(format!("{} values for {} columns", values.len(), table.columns.len())),
+                ValueError(format!(
+                    "{} values for {} columns",
+                    values.len(),
+                    table.columns.len()
+                )),
             ));
         }
-        let account = if table.columns.iter().any(|c| c.role == ColumnRole::AccountId) {
+        let account = if table
+            .columns
+            .iter()
+            .any(|c| c.role == ColumnRole::AccountId)
+        {
             Some(self.account_id()?)
         } else {
             None
@@ -372,10 +415,18 @@ impl Store {
                 _ => false,
             };
             if !fits {
-                let want = if v.is_null() { "a value".to_owned() } else { format!("{:?}", c.ty) };
+                let want = if v.is_null() {
+                    "a value".to_owned()
+                } else {
+                    format!("{:?}", c.ty)
+                };
                 return Err(value_err(
                     table,
-                    ValueError(format!("column `{}` needs {want}, got {}", c.name, v.kind())),
+                    ValueError(format!(
+                        "column `{}` needs {want}, got {}",
+                        c.name,
+                        v.kind()
+                    )),
                 ));
             }
         }
@@ -411,12 +462,17 @@ impl Store {
             id = quote_ident(&table.id_column),
             t = quote_ident(&table.name),
             conds = conds.join(" AND "),
-            except = except.map_or(String::new(), |e| format!(" AND {} <> {e}", quote_ident(&table.id_column))),
+            except = except.map_or(String::new(), |e| format!(
+                " AND {} <> {e}",
+                quote_ident(&table.id_column)
+            )),
         );
         Ok(self
             .conn
             .prepare_cached(&sql)?
-            .query_row(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params_from_iter(params.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
     }
 
@@ -432,7 +488,9 @@ impl Store {
         self.check_values(table, &mut values)?;
         let tx = self.conn.unchecked_transaction()?;
         for key in &table.natural_keys {
-            if let Some((existing, tombstone)) = self.find_by_natural_key(table, key, &values, None)? {
+            if let Some((existing, tombstone)) =
+                self.find_by_natural_key(table, key, &values, None)?
+            {
                 if !tombstone {
                     return Err(StoreError::Conflict {
                         table: table.name.clone(),
@@ -480,7 +538,9 @@ impl Store {
             cols.join(", "),
             exprs.join(", ")
         );
-        self.conn.prepare_cached(&sql)?.execute(params_from_iter(params.iter()))?;
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params_from_iter(params.iter()))?;
         let id = self.conn.last_insert_rowid();
         tx.commit()?;
         Ok(id)
@@ -499,7 +559,11 @@ impl Store {
         let mut params = Vec::new();
         for (c, v) in table.columns.iter().zip(values) {
             if table.synced && c.name == UPDATED_AT {
-                sets.push(format!("{} = sync_stamp({})", quote_ident(&c.name), quote_ident(&c.name)));
+                sets.push(format!(
+                    "{} = sync_stamp({})",
+                    quote_ident(&c.name),
+                    quote_ident(&c.name)
+                ));
             } else {
                 sets.push(format!("{} = ?", quote_ident(&c.name)));
                 params.push(v.clone());
@@ -515,21 +579,40 @@ impl Store {
                 filter.push_str(" AND deleted_at IS NULL");
             }
         }
-        let sql = format!("UPDATE {} SET {} WHERE {filter}", quote_ident(&table.name), sets.join(", "));
-        Ok(self.conn.prepare_cached(&sql)?.execute(params_from_iter(params.iter()))? > 0)
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {filter}",
+            quote_ident(&table.name),
+            sets.join(", ")
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .execute(params_from_iter(params.iter()))?
+            > 0)
     }
 
     /// Updates row `id` of `table` from its app values in column order.
-    pub fn update_values(&mut self, table: &str, id: i64, mut values: Vec<Value>) -> Result<(), StoreError> {
+    pub fn update_values(
+        &mut self,
+        table: &str,
+        id: i64,
+        mut values: Vec<Value>,
+    ) -> Result<(), StoreError> {
         let table = self.table(table)?;
         self.check_values(table, &mut values)?;
         if !table.synced && self.get_values(&table.name, id)?.is_none() {
-            return Err(StoreError::NotFound { table: table.name.clone(), id });
+            return Err(StoreError::NotFound {
+                table: table.name.clone(),
+                id,
+            });
         }
         let tx = self.conn.unchecked_transaction()?;
         for key in &table.natural_keys {
-            if let Some((existing, tombstone)) = self.find_by_natural_key(table, key, &values, Some(id))? {
-                let removable = tombstone && table.synced && !self.is_dirty(&table.name, existing)?;
+            if let Some((existing, tombstone)) =
+                self.find_by_natural_key(table, key, &values, Some(id))?
+            {
+                let removable =
+                    tombstone && table.synced && !self.is_dirty(&table.name, existing)?;
                 if !removable {
                     // A key held by a live record, or by a tombstone that has not reached the
                     // server yet (removing it would lose the delete).
@@ -541,13 +624,20 @@ impl Store {
                 }
                 // A synced tombstone gives its key up: the server merges this record into it.
                 self.conn.execute(
-                    &format!("DELETE FROM {} WHERE {} = ?1", quote_ident(&table.name), quote_ident(&table.id_column)),
+                    &format!(
+                        "DELETE FROM {} WHERE {} = ?1",
+                        quote_ident(&table.name),
+                        quote_ident(&table.id_column)
+                    ),
                     [existing],
                 )?;
             }
         }
         if !self.write_values(table, id, &values, false)? {
-            return Err(StoreError::NotFound { table: table.name.clone(), id });
+            return Err(StoreError::NotFound {
+                table: table.name.clone(),
+                id,
+            });
         }
         tx.commit()?;
         Ok(())
@@ -567,11 +657,17 @@ impl Store {
                 id = quote_ident(&table.id_column)
             );
             if self.conn.execute(&sql, [id])? == 0 {
-                return Err(StoreError::NotFound { table: table.name.clone(), id });
+                return Err(StoreError::NotFound {
+                    table: table.name.clone(),
+                    id,
+                });
             }
         } else {
             if self.get_values(&table.name, id)?.is_none() {
-                return Err(StoreError::NotFound { table: table.name.clone(), id });
+                return Err(StoreError::NotFound {
+                    table: table.name.clone(),
+                    id,
+                });
             }
             self.conn.execute(
                 "INSERT INTO sync_removed (table_name, row_id) VALUES (?1, ?2)",
@@ -588,12 +684,18 @@ impl Store {
             if !child.synced {
                 continue;
             }
-            let (t, c, cid) = (quote_ident(&child.name), quote_ident(&col.name), quote_ident(&child.id_column));
+            let (t, c, cid) = (
+                quote_ident(&child.name),
+                quote_ident(&col.name),
+                quote_ident(&child.id_column),
+            );
             match r.on_delete {
                 OnDelete::Cascade => {
                     let ids: Vec<i64> = self
                         .conn
-                        .prepare_cached(&format!("SELECT {cid} FROM {t} WHERE {c} = ?1 AND deleted_at IS NULL"))?
+                        .prepare_cached(&format!(
+                            "SELECT {cid} FROM {t} WHERE {c} = ?1 AND deleted_at IS NULL"
+                        ))?
                         .query_map([id], |r| r.get(0))?
                         .collect::<Result<_, _>>()?;
                     for child_id in ids {

@@ -16,7 +16,9 @@ pub struct Timestamp(i64);
 
 /// Why a string is not a timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` is not a timestamp: expected RFC 3339 in UTC such as `2026-11-28T07:49:06.123Z`")]
+#[error(
+    "`{input}` is not a timestamp: expected RFC 3339 in UTC such as `2026-11-28T07:49:06.123Z`"
+)]
 pub struct TimestampError {
     input: String,
 }
@@ -88,7 +90,11 @@ fn parse(s: &str, lenient: bool) -> Option<Timestamp> {
         return None;
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     let mut rest = &b[19..];
     let mut millis = 0;
     if let Some(frac) = rest.strip_prefix(b".") {
@@ -108,9 +114,13 @@ fn parse(s: &str, lenient: bool) -> Option<Timestamp> {
         return None;
     }
     let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()?;
     let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
-    Some(Timestamp(days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis))
+    Some(Timestamp(
+        days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis,
+    ))
 }
 
 impl fmt::Display for Timestamp {
@@ -177,7 +187,9 @@ mod tests {
             assert_eq!(Timestamp::parse_wire(s).unwrap(), want, "{s}");
         }
         assert_eq!(
-            Timestamp::parse_wire("2026-11-28T07:49:06Z").unwrap().to_wire(),
+            Timestamp::parse_wire("2026-11-28T07:49:06Z")
+                .unwrap()
+                .to_wire(),
             "2026-11-28T07:49:06.000Z"
         );
     }
@@ -203,7 +215,9 @@ mod tests {
     #[test]
     fn lenient_reads_sqlite_current_timestamp_form() {
         assert_eq!(
-            Timestamp::parse_lenient("2026-11-28 07:49:06").unwrap().to_wire(),
+            Timestamp::parse_lenient("2026-11-28 07:49:06")
+                .unwrap()
+                .to_wire(),
             "2026-11-28T07:49:06.000Z"
         );
     }
@@ -212,7 +226,10 @@ mod tests {
     fn extremes_and_pre_epoch_format() {
         assert_eq!(Timestamp::MIN.to_wire(), "0000-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::MAX.to_wire(), "9999-12-31T23:59:59.999Z");
-        assert_eq!(Timestamp::from_millis(-1).to_wire(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            Timestamp::from_millis(-1).to_wire(),
+            "1969-12-31T23:59:59.999Z"
+        );
         assert_eq!(Timestamp::from_millis(i64::MAX), Timestamp::MAX);
     }
 }

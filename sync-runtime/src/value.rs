@@ -45,7 +45,10 @@ impl Value {
     }
 
     /// Reads a column of SQLite storage as `ty`.
-    pub fn from_sqlite(ty: ColumnType, v: rusqlite::types::ValueRef<'_>) -> Result<Value, ValueError> {
+    pub fn from_sqlite(
+        ty: ColumnType,
+        v: rusqlite::types::ValueRef<'_>,
+    ) -> Result<Value, ValueError> {
         use rusqlite::types::ValueRef as R;
         Ok(match (ty, v) {
             (_, R::Null) => Value::Null,
@@ -58,7 +61,8 @@ impl Value {
                 Timestamp::parse_lenient(utf8(t)?).map_err(|e| ValueError(e.to_string()))?,
             ),
             (ColumnType::Json, R::Text(t)) => Value::Json(
-                serde_json::from_slice(t).map_err(|e| ValueError(format!("stored JSON is invalid: {e}")))?,
+                serde_json::from_slice(t)
+                    .map_err(|e| ValueError(format!("stored JSON is invalid: {e}")))?,
             ),
             (ty, other) => {
                 return Err(ValueError(format!(

@@ -23,7 +23,10 @@ pub enum WireError {
 }
 
 fn bad(column: &str, message: impl Into<String>) -> WireError {
-    WireError::BadValue { column: column.to_owned(), message: message.into() }
+    WireError::BadValue {
+        column: column.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// A canonical lowercase UUID, from any case.
@@ -32,7 +35,12 @@ pub fn normalise_id(column: &str, s: &str) -> Result<String, WireError> {
         .ok()
         .filter(|_| s.len() == 36)
         .map(|u| u.hyphenated().to_string())
-        .ok_or_else(|| bad(column, format!("`{}` is not a UUID", s.chars().take(64).collect::<String>())))
+        .ok_or_else(|| {
+            bad(
+                column,
+                format!("`{}` is not a UUID", s.chars().take(64).collect::<String>()),
+            )
+        })
 }
 
 /// Encodes one column value. A reference must already hold its wire form (the parent's
@@ -60,7 +68,9 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
         };
     }
     if let Some(r) = &col.reference {
-        let s = j.as_str().ok_or_else(|| bad(&col.name, "a reference must be a string"))?;
+        let s = j
+            .as_str()
+            .ok_or_else(|| bad(&col.name, "a reference must be a string"))?;
         return Ok(Value::Text(if r.by_key.is_some() {
             s.to_owned()
         } else {
@@ -72,14 +82,22 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
             .as_i64()
             .map(Value::Integer)
             .ok_or_else(|| bad(&col.name, "expected an integer")),
-        ColumnType::Real => j.as_f64().map(Value::Real).ok_or_else(|| bad(&col.name, "expected a number")),
-        ColumnType::Boolean => j.as_bool().map(Value::Boolean).ok_or_else(|| bad(&col.name, "expected a boolean")),
+        ColumnType::Real => j
+            .as_f64()
+            .map(Value::Real)
+            .ok_or_else(|| bad(&col.name, "expected a number")),
+        ColumnType::Boolean => j
+            .as_bool()
+            .map(Value::Boolean)
+            .ok_or_else(|| bad(&col.name, "expected a boolean")),
         ColumnType::Text => j
             .as_str()
             .map(|s| Value::Text(s.to_owned()))
             .ok_or_else(|| bad(&col.name, "expected a string")),
         ColumnType::DateTime => {
-            let s = j.as_str().ok_or_else(|| bad(&col.name, "expected a timestamp string"))?;
+            let s = j
+                .as_str()
+                .ok_or_else(|| bad(&col.name, "expected a timestamp string"))?;
             Timestamp::parse_wire(s)
                 .map(Value::DateTime)
                 .map_err(|e| bad(&col.name, e.to_string()))
@@ -121,7 +139,8 @@ impl WireRow {
         }
         m.insert(
             "deleted_at".into(),
-            self.deleted_at.map_or(Json::Null, |t| Json::String(t.to_wire())),
+            self.deleted_at
+                .map_or(Json::Null, |t| Json::String(t.to_wire())),
         );
         for (c, v) in table.columns.iter().zip(&self.values) {
             if c.on_wire() && c.since <= schema_version && c.name != crate::schema::UPDATED_AT {
@@ -142,22 +161,33 @@ impl WireRow {
     ) -> Result<WireRow, WireError> {
         let m = j.as_object().ok_or(WireError::NotAnObject)?;
         for k in m.keys() {
-            let known = matches!(k.as_str(), "remote_id" | "updated_at" | "deleted_at" | "user_id")
-                || (k == "device_id")
-                || table.column(k).is_some_and(|c| c.on_wire() && c.since <= schema_version);
+            let known = matches!(
+                k.as_str(),
+                "remote_id" | "updated_at" | "deleted_at" | "user_id"
+            ) || (k == "device_id")
+                || table
+                    .column(k)
+                    .is_some_and(|c| c.on_wire() && c.since <= schema_version);
             if !known {
                 return Err(WireError::UnknownColumn(k.chars().take(64).collect()));
             }
         }
-        let field = |k: &str| m.get(k).ok_or_else(|| WireError::MissingColumn(k.to_owned()));
+        let field = |k: &str| {
+            m.get(k)
+                .ok_or_else(|| WireError::MissingColumn(k.to_owned()))
+        };
         let remote_id = normalise_id(
             "remote_id",
-            field("remote_id")?.as_str().ok_or_else(|| bad("remote_id", "expected a string"))?,
+            field("remote_id")?
+                .as_str()
+                .ok_or_else(|| bad("remote_id", "expected a string"))?,
         )?;
         let stamp = |k: &str, j: &Json| -> Result<Option<Timestamp>, WireError> {
             match j {
                 Json::Null => Ok(None),
-                Json::String(s) => Timestamp::parse_wire(s).map(Some).map_err(|e| bad(k, e.to_string())),
+                Json::String(s) => Timestamp::parse_wire(s)
+                    .map(Some)
+                    .map_err(|e| bad(k, e.to_string())),
                 _ => Err(bad(k, "expected a timestamp string or null")),
             }
         };
@@ -180,7 +210,13 @@ impl WireRow {
                 values.push(Value::Null);
             }
         }
-        Ok(WireRow { remote_id, updated_at, device_id, deleted_at, values })
+        Ok(WireRow {
+            remote_id,
+            updated_at,
+            device_id,
+            deleted_at,
+            values,
+        })
     }
 }
 
@@ -214,12 +250,20 @@ pub fn entity_to_wire<T: Syncable>(
         if let (Some(r), Value::Integer(local)) = (&c.reference, &*v) {
             let wire = refs
                 .to_wire(r, *local)
-                .ok_or_else(|| WireError::UnknownReference { column: c.name.clone() })?;
+                .ok_or_else(|| WireError::UnknownReference {
+                    column: c.name.clone(),
+                })?;
             *v = Value::Text(wire);
         }
     }
     let updated_at = updated_at.ok_or_else(|| WireError::MissingColumn("updated_at".into()))?;
-    Ok(WireRow { remote_id: remote_id.to_owned(), updated_at, device_id: None, deleted_at, values })
+    Ok(WireRow {
+        remote_id: remote_id.to_owned(),
+        updated_at,
+        device_id: None,
+        deleted_at,
+        values,
+    })
 }
 
 /// A wire row as a typed entity with local id `id`: references resolved through `refs`; columns
@@ -242,7 +286,9 @@ pub fn entity_from_wire<T: Syncable>(
         if let (Some(r), Value::Text(wire)) = (&c.reference, &*v) {
             let local_id = refs
                 .to_local(r, wire)
-                .ok_or_else(|| WireError::UnknownReference { column: c.name.clone() })?;
+                .ok_or_else(|| WireError::UnknownReference {
+                    column: c.name.clone(),
+                })?;
             *v = Value::Integer(local_id);
         }
     }

@@ -145,7 +145,11 @@ pub fn populate_pre_sync(conn: &Connection, profiles: u32) {
     for a in 0..5 {
         tx.execute(
             "INSERT INTO addons (manifest_url, name, created_at) VALUES (?1, ?2, ?3)",
-            (format!("https://addons.example/{a}/manifest.json"), format!("Add-on {a}"), sqlite_stamp(a)),
+            (
+                format!("https://addons.example/{a}/manifest.json"),
+                format!("Add-on {a}"),
+                sqlite_stamp(a),
+            ),
         )
         .unwrap();
     }
@@ -228,11 +232,18 @@ pub fn populate_pre_sync(conn: &Connection, profiles: u32) {
 
 /// Every row of `table` as text cells (NULL as `None`), ordered by id, columns by name.
 pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec<Option<String>>> {
-    let cols: Vec<String> = columns.iter().map(|c| format!("CAST(\"{c}\" AS TEXT)")).collect();
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!("CAST(\"{c}\" AS TEXT)"))
+        .collect();
     let sql = format!("SELECT {} FROM \"{table}\" ORDER BY id", cols.join(", "));
     let mut stmt = conn.prepare(&sql).unwrap();
-    stmt.query_map([], |r| (0..columns.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    stmt.query_map([], |r| {
+        (0..columns.len())
+            .map(|i| r.get::<_, Option<String>>(i))
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }

@@ -32,8 +32,15 @@ mod tempdir {
     fn uuid_like() -> String {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        format!("{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!(
+            "{}-{t}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -52,17 +59,29 @@ fn pre_sync_database_keeps_every_row_normalises_stamps_and_queues_all_for_upload
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(PRE_SYNC_SCHEMA).unwrap();
         populate_pre_sync(&conn, 6);
-        schema.tables.iter().map(|t| dump_table(&conn, &t.name, &app_columns(t))).collect()
+        schema
+            .tables
+            .iter()
+            .map(|t| dump_table(&conn, &t.name, &app_columns(t)))
+            .collect()
     };
     let total: usize = before.iter().map(Vec::len).sum();
-    assert!(total >= 300, "the fixture holds a few hundred rows, not {total}");
+    assert!(
+        total >= 300,
+        "the fixture holds a few hundred rows, not {total}"
+    );
 
     let store = Store::open(&path, entities::app()).unwrap();
     let conn = store.connection();
     for (t, rows_before) in schema.tables.iter().zip(&before) {
         let cols = app_columns(t);
         let after = dump_table(conn, &t.name, &cols);
-        assert_eq!(after.len(), rows_before.len(), "{}: row count changed", t.name);
+        assert_eq!(
+            after.len(),
+            rows_before.len(),
+            "{}: row count changed",
+            t.name
+        );
         for (old, new) in rows_before.iter().zip(&after) {
             for (i, name) in cols.iter().enumerate() {
                 let column = t.column(name);
@@ -71,12 +90,22 @@ fn pre_sync_database_keeps_every_row_normalises_stamps_and_queues_all_for_upload
                     assert_eq!(old[i], new[i], "{}.{name} changed", t.name);
                     continue;
                 }
-                let got = new[i].as_deref().map(|s| Timestamp::parse_wire(s).unwrap_or_else(|e| panic!("{}.{name}: {e}", t.name)));
+                let got = new[i].as_deref().map(|s| {
+                    Timestamp::parse_wire(s).unwrap_or_else(|e| panic!("{}.{name}: {e}", t.name))
+                });
                 // Values must come out in exactly the wire form.
-                assert_eq!(new[i], got.map(|g| g.to_wire()), "{}.{name} is not in wire form", t.name);
+                assert_eq!(
+                    new[i],
+                    got.map(|g| g.to_wire()),
+                    "{}.{name} is not in wire form",
+                    t.name
+                );
                 let expected = old[i].as_deref().map(|s| {
                     Timestamp::parse_lenient(s)
-                        .or_else(|_| Timestamp::parse_wire(&s.replace("+02:00", "Z")).map(|t| t.add_millis(-2 * 3_600_000)))
+                        .or_else(|_| {
+                            Timestamp::parse_wire(&s.replace("+02:00", "Z"))
+                                .map(|t| t.add_millis(-2 * 3_600_000))
+                        })
                         .unwrap()
                 });
                 match (name.as_str(), expected) {
@@ -84,8 +113,15 @@ fn pre_sync_database_keeps_every_row_normalises_stamps_and_queues_all_for_upload
                         // A missing updated_at takes created_at, else the migration time.
                         let created = t.column_index("created_at").map(|ci| old[ci + 1].clone());
                         match created.flatten() {
-                            Some(c) => assert_eq!(got, Some(Timestamp::parse_lenient(&c).unwrap()), "{}", t.name),
-                            None => assert!(got.unwrap() >= before_open.add_millis(-1000), "{}", t.name),
+                            Some(c) => assert_eq!(
+                                got,
+                                Some(Timestamp::parse_lenient(&c).unwrap()),
+                                "{}",
+                                t.name
+                            ),
+                            None => {
+                                assert!(got.unwrap() >= before_open.add_millis(-1000), "{}", t.name)
+                            }
                         }
                     }
                     (_, expected) => assert_eq!(got, expected, "{}.{name}", t.name),
@@ -94,15 +130,31 @@ fn pre_sync_database_keeps_every_row_normalises_stamps_and_queues_all_for_upload
         }
         if t.synced {
             let (dirty, rows): (i64, i64) = conn
-                .query_row(&format!("SELECT sum(dirty), count(*) FROM \"{}\"", t.name), [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    &format!("SELECT sum(dirty), count(*) FROM \"{}\"", t.name),
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .unwrap();
-            assert_eq!(dirty, rows, "{}: every existing row waits for the first upload", t.name);
+            assert_eq!(
+                dirty, rows,
+                "{}: every existing row waits for the first upload",
+                t.name
+            );
         }
     }
     // The seed's sync_state row is kept and gains what the runtime needs.
-    let device: String = conn.query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let device: String = conn
+        .query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(device, store.device_id());
-    let violations: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+    let violations: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(violations, 0);
 }
 
@@ -119,7 +171,13 @@ fn running_the_migrations_again_changes_nothing() {
         let store = Store::open(&path, entities::app()).unwrap();
         let mut rows: Vec<_> = schema
             .synced()
-            .map(|t| dump_table(store.connection(), &t.name, &[app_columns(t), vec!["remote_id".into(), "dirty".into()]].concat()))
+            .map(|t| {
+                dump_table(
+                    store.connection(),
+                    &t.name,
+                    &[app_columns(t), vec!["remote_id".into(), "dirty".into()]].concat(),
+                )
+            })
             .collect();
         rows.push(vec![vec![Some(store.device_id().to_owned())]]);
         rows
@@ -127,13 +185,26 @@ fn running_the_migrations_again_changes_nothing() {
     let store = Store::open(&path, entities::app()).unwrap();
     let mut second: Vec<_> = schema
         .synced()
-        .map(|t| dump_table(store.connection(), &t.name, &[app_columns(t), vec!["remote_id".into(), "dirty".into()]].concat()))
+        .map(|t| {
+            dump_table(
+                store.connection(),
+                &t.name,
+                &[app_columns(t), vec!["remote_id".into(), "dirty".into()]].concat(),
+            )
+        })
         .collect();
     second.push(vec![vec![Some(store.device_id().to_owned())]]);
-    assert_eq!(first, second, "reopening re-ran a migration or changed the device id");
+    assert_eq!(
+        first, second,
+        "reopening re-ran a migration or changed the device id"
+    );
     let migrations: i64 = store
         .connection()
-        .query_row("SELECT count(*) FROM sync_migrations WHERE scope = 'app'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sync_migrations WHERE scope = 'app'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(migrations as usize, entities::app().device_migrations.len());
 }
@@ -156,22 +227,46 @@ fn a_failing_migration_leaves_the_database_as_it_was() {
         .unwrap();
     }
     let snapshot = |conn: &Connection| -> Vec<(String, String)> {
-        let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     };
     let (schema_before, profiles_before) = {
         let conn = Connection::open(&path).unwrap();
-        (snapshot(&conn), dump_table(&conn, "profiles", &["id".into(), "updated_at".into()]))
+        (
+            snapshot(&conn),
+            dump_table(&conn, "profiles", &["id".into(), "updated_at".into()]),
+        )
     };
     let err = Store::open(&path, entities::app()).unwrap_err();
     assert!(err.to_string().contains("0001_init"), "{err}");
     let conn = Connection::open(&path).unwrap();
-    let schema_after: Vec<_> = snapshot(&conn).into_iter().filter(|(n, _)| !n.starts_with("sync_")).collect();
-    let schema_before: Vec<_> = schema_before.into_iter().filter(|(n, _)| !n.starts_with("sync_")).collect();
-    assert_eq!(schema_before, schema_after, "the failed migration changed the app's tables");
-    assert_eq!(profiles_before, dump_table(&conn, "profiles", &["id".into(), "updated_at".into()]));
+    let schema_after: Vec<_> = snapshot(&conn)
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("sync_"))
+        .collect();
+    let schema_before: Vec<_> = schema_before
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("sync_"))
+        .collect();
+    assert_eq!(
+        schema_before, schema_after,
+        "the failed migration changed the app's tables"
+    );
+    assert_eq!(
+        profiles_before,
+        dump_table(&conn, "profiles", &["id".into(), "updated_at".into()])
+    );
     let applied: i64 = conn
-        .query_row("SELECT count(*) FROM sync_migrations WHERE scope = 'app'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sync_migrations WHERE scope = 'app'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(applied, 0);
 }
@@ -187,19 +282,29 @@ fn the_table_rebuild_fires_no_cascade() {
         populate_pre_sync(&conn, 3);
     }
     let count = |conn: &Connection, t: &str| -> i64 {
-        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
+        conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap()
     };
     let before: Vec<i64> = {
         let conn = Connection::open(&path).unwrap();
-        ["watch_history", "list_items", "profile_addons", "profiles"].iter().map(|t| count(&conn, t)).collect()
+        ["watch_history", "list_items", "profile_addons", "profiles"]
+            .iter()
+            .map(|t| count(&conn, t))
+            .collect()
     };
     let store = Store::open(&path, entities::app()).unwrap();
-    let after: Vec<i64> =
-        ["watch_history", "list_items", "profile_addons", "profiles"].iter().map(|t| count(store.connection(), t)).collect();
+    let after: Vec<i64> = ["watch_history", "list_items", "profile_addons", "profiles"]
+        .iter()
+        .map(|t| count(store.connection(), t))
+        .collect();
     assert_eq!(before, after);
     let with_parent: i64 = store
         .connection()
-        .query_row("SELECT count(*) FROM profiles WHERE settings_profile_id IS NOT NULL", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM profiles WHERE settings_profile_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(with_parent, 3, "no SET NULL fired either");
 }

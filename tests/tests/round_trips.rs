@@ -38,7 +38,9 @@ fn samples() -> Samples {
                 is_default: Some(true),
                 created_at: Some(t("1970-01-01T00:00:00.000Z")),
                 updated_at: now,
-                tmdb_catalog_config: Some(json!({"catalogs": ["movie", {"nested": [1, 2.5, null, true]}], "ünï": "código"})),
+                tmdb_catalog_config: Some(
+                    json!({"catalogs": ["movie", {"nested": [1, 2.5, null, true]}], "ünï": "código"}),
+                ),
             },
             SettingsProfile {
                 id: None,
@@ -175,7 +177,9 @@ fn samples() -> Samples {
                 position: Some(0),
                 is_watched: Some(true),
                 watched_at: Some(t("2000-02-29T12:00:00.001Z")),
-                last_stream: Some(json!({"url": "magnet:?xt=urn:btih:abc", "size": 9007199254740993_i64})),
+                last_stream: Some(
+                    json!({"url": "magnet:?xt=urn:btih:abc", "size": 9007199254740993_i64}),
+                ),
                 updated_at: now,
             },
             WatchHistory {
@@ -197,8 +201,22 @@ fn samples() -> Samples {
             },
         ],
         lists: [
-            List { id: None, profile_id: 1, name: unicode.into(), is_default: Some(true), created_at: Some(now), updated_at: now },
-            List { id: None, profile_id: 2, name: "Watch later".into(), is_default: None, created_at: None, updated_at: now },
+            List {
+                id: None,
+                profile_id: 1,
+                name: unicode.into(),
+                is_default: Some(true),
+                created_at: Some(now),
+                updated_at: now,
+            },
+            List {
+                id: None,
+                profile_id: 2,
+                name: "Watch later".into(),
+                is_default: None,
+                created_at: None,
+                updated_at: now,
+            },
         ],
         items: [
             ListItem {
@@ -242,7 +260,15 @@ fn store_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(
         let mut expected = written.clone();
         fix(&mut expected, &read);
         assert_eq!(read, expected, "{}", T::TABLE_NAME);
-        assert_eq!(store.list::<T>().unwrap().iter().filter(|r| **r == read).count(), 1);
+        assert_eq!(
+            store
+                .list::<T>()
+                .unwrap()
+                .iter()
+                .filter(|r| **r == read)
+                .count(),
+            1
+        );
     }
 }
 
@@ -252,7 +278,10 @@ fn every_entity_round_trips_through_sqlite() {
     let s = samples();
     let before = Timestamp::now();
     let stamped = |old: Timestamp, new: Timestamp| {
-        assert!(new >= before.add_millis(-1) && new != old, "updated_at is stamped by the write path");
+        assert!(
+            new >= before.add_millis(-1) && new != old,
+            "updated_at is stamped by the write path"
+        );
     };
     store_round_trip(&mut store, &s.settings, |e, r| {
         stamped(e.updated_at, r.updated_at);
@@ -265,16 +294,22 @@ fn every_entity_round_trips_through_sqlite() {
         e.user_id = sync_runtime::store::LOCAL_ACCOUNT.into();
     });
     store_round_trip(&mut store, &s.addons, |_, _| {});
-    store_round_trip(&mut store, &s.profile_addons, |e, r| e.updated_at = r.updated_at);
+    store_round_trip(&mut store, &s.profile_addons, |e, r| {
+        e.updated_at = r.updated_at
+    });
     store_round_trip(&mut store, &s.stream, |e, r| e.updated_at = r.updated_at);
-    store_round_trip(&mut store, &s.appearance, |e, r| e.updated_at = r.updated_at);
+    store_round_trip(&mut store, &s.appearance, |e, r| {
+        e.updated_at = r.updated_at
+    });
     store_round_trip(&mut store, &s.history, |e, r| e.updated_at = r.updated_at);
     store_round_trip(&mut store, &s.lists, |e, r| e.updated_at = r.updated_at);
     store_round_trip(&mut store, &s.items, |e, r| e.updated_at = r.updated_at);
     // JSON is stored as text holding the document, not as a quoted string of it.
     let config: String = store
         .connection()
-        .query_row("SELECT config FROM stream_settings WHERE id = 2", [], |r| r.get(0))
+        .query_row("SELECT config FROM stream_settings WHERE id = 2", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(config, "\"a bare JSON string\"");
 }
@@ -293,13 +328,20 @@ impl RefResolver for MapResolver {
     }
     fn to_local(&mut self, r: &Reference, wire: &str) -> Option<i64> {
         match &r.by_key {
-            Some(_) => self.addons.iter().find(|(_, u)| *u == wire).map(|(id, _)| *id),
+            Some(_) => self
+                .addons
+                .iter()
+                .find(|(_, u)| *u == wire)
+                .map(|(id, _)| *id),
             None => wire.rsplit('-').next()?.parse().ok(),
         }
     }
 }
 
-fn wire_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(items: &[T], resolver: &mut MapResolver) {
+fn wire_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(
+    items: &[T],
+    resolver: &mut MapResolver,
+) {
     let table = T::table();
     for (n, item) in items.iter().enumerate() {
         let mut item = item.clone();
@@ -316,14 +358,25 @@ fn wire_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(items: &[T
                 assert!(v.is_null(), "{}.{} must not travel", table.name, c.name);
             }
             if let Some(r) = &c.reference {
-                assert!(v.is_null() || v.is_string(), "{}.{} travels as {:?}", table.name, c.name, r);
+                assert!(
+                    v.is_null() || v.is_string(),
+                    "{}.{} travels as {:?}",
+                    table.name,
+                    c.name,
+                    r
+                );
             }
         }
         assert!(parsed.get("id").is_none() && parsed.get("dirty").is_none());
         let back = WireRow::from_json(table, &parsed, 1, false).unwrap();
-        assert_eq!(back.remote_id, remote_id.to_lowercase(), "ids are normalised to lower case");
+        assert_eq!(
+            back.remote_id,
+            remote_id.to_lowercase(),
+            "ids are normalised to lower case"
+        );
         let local_values = item.to_values();
-        let decoded: T = wire::entity_from_wire(&back, n as i64 + 10, Some(local_values), resolver).unwrap();
+        let decoded: T =
+            wire::entity_from_wire(&back, n as i64 + 10, Some(local_values), resolver).unwrap();
         assert_eq!(&decoded, item, "{} through the wire", table.name);
     }
 }
@@ -332,7 +385,10 @@ fn wire_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(items: &[T
 fn every_entity_round_trips_through_wire_json() {
     let s = samples();
     let mut r = MapResolver {
-        addons: HashMap::from([(1, s.addons[0].manifest_url.clone()), (2, s.addons[1].manifest_url.clone())]),
+        addons: HashMap::from([
+            (1, s.addons[0].manifest_url.clone()),
+            (2, s.addons[1].manifest_url.clone()),
+        ]),
     };
     wire_round_trip(&s.settings, &mut r);
     wire_round_trip(&s.profiles, &mut r);
@@ -344,28 +400,57 @@ fn every_entity_round_trips_through_wire_json() {
     wire_round_trip(&s.items, &mut r);
 
     // The exact wire shape of one row.
-    let row = wire::entity_to_wire(&s.profile_addons[0], "0193a4c2-1111-7000-8000-000000000000", None, &mut r).unwrap();
+    let row = wire::entity_to_wire(
+        &s.profile_addons[0],
+        "0193a4c2-1111-7000-8000-000000000000",
+        None,
+        &mut r,
+    )
+    .unwrap();
     let j = serde_json::Value::Object(row.to_json(ProfileAddon::table(), 1));
-    assert_eq!(j["addon_id"], json!("https://v3-cinemeta.example/manifest.json"));
-    assert_eq!(j["profile_id"], json!("0193a4c2-0000-7000-8000-000000000001"));
+    assert_eq!(
+        j["addon_id"],
+        json!("https://v3-cinemeta.example/manifest.json")
+    );
+    assert_eq!(
+        j["profile_id"],
+        json!("0193a4c2-0000-7000-8000-000000000001")
+    );
     assert_eq!(j["enabled"], json!(false));
     assert_eq!(j["priority"], json!(i64::MAX));
     assert_eq!(j["updated_at"], json!("2026-11-28T07:49:06.123Z"));
     assert_eq!(j["deleted_at"], json!(null));
-    let h = wire::entity_to_wire(&s.history[0], "0193a4c2-1111-7000-8000-000000000000", None, &mut r).unwrap();
+    let h = wire::entity_to_wire(
+        &s.history[0],
+        "0193a4c2-1111-7000-8000-000000000000",
+        None,
+        &mut r,
+    )
+    .unwrap();
     let h = serde_json::Value::Object(h.to_json(WatchHistory::table(), 1));
-    assert_eq!(h["last_stream"]["size"], json!(9007199254740993_i64), "JSON numbers keep full precision");
+    assert_eq!(
+        h["last_stream"]["size"],
+        json!(9007199254740993_i64),
+        "JSON numbers keep full precision"
+    );
     assert!(h.get("user_id").is_none());
 }
 
 #[test]
 fn bad_wire_rows_are_refused_with_the_column_named() {
     let table = WatchHistory::table();
-    let mut r = MapResolver { addons: HashMap::new() };
+    let mut r = MapResolver {
+        addons: HashMap::new(),
+    };
     let good = serde_json::Value::Object(
-        wire::entity_to_wire(&samples().history[1], "0193a4c2-1111-7000-8000-000000000000", None, &mut r)
-            .unwrap()
-            .to_json(table, 1),
+        wire::entity_to_wire(
+            &samples().history[1],
+            "0193a4c2-1111-7000-8000-000000000000",
+            None,
+            &mut r,
+        )
+        .unwrap()
+        .to_json(table, 1),
     );
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
         ("season", json!("1"), "season"),
@@ -379,15 +464,27 @@ fn bad_wire_rows_are_refused_with_the_column_named() {
     for (key, value, named) in cases {
         let mut row = good.clone();
         row[key] = value;
-        let err = WireRow::from_json(table, &row, 1, false).unwrap_err().to_string();
+        let err = WireRow::from_json(table, &row, 1, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(named), "{key}: {err}");
     }
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("episode");
-    assert!(WireRow::from_json(table, &missing, 1, false).unwrap_err().to_string().contains("missing column `episode`"));
+    assert!(
+        WireRow::from_json(table, &missing, 1, false)
+            .unwrap_err()
+            .to_string()
+            .contains("missing column `episode`")
+    );
     let mut unknown = good.clone();
     unknown["rating"] = json!(5);
-    assert!(WireRow::from_json(table, &unknown, 1, false).unwrap_err().to_string().contains("unknown column `rating`"));
+    assert!(
+        WireRow::from_json(table, &unknown, 1, false)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown column `rating`")
+    );
     // user_id is accepted and ignored; the account's id is filled in by each side.
     let mut with_user = good;
     with_user["user_id"] = json!("someone-else");

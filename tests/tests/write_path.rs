@@ -9,7 +9,11 @@ fn open() -> Store {
     Store::open_in_memory(entities::app()).unwrap()
 }
 
-fn bookkeeping(store: &Store, table: &str, id: i64) -> (Option<String>, Option<String>, bool, String) {
+fn bookkeeping(
+    store: &Store,
+    table: &str,
+    id: i64,
+) -> (Option<String>, Option<String>, bool, String) {
     store
         .connection()
         .query_row(
@@ -22,7 +26,10 @@ fn bookkeeping(store: &Store, table: &str, id: i64) -> (Option<String>, Option<S
 
 fn clean_all(store: &Store) {
     for t in store.app().schema.synced() {
-        store.connection().execute(&format!("UPDATE {} SET dirty = FALSE", t.name), []).unwrap();
+        store
+            .connection()
+            .execute(&format!("UPDATE {} SET dirty = FALSE", t.name), [])
+            .unwrap();
     }
 }
 
@@ -112,7 +119,14 @@ fn tree(store: &mut Store) -> Tree {
         })
         .unwrap();
     let list = store
-        .insert(&mut List { id: None, profile_id: profile, name: "Favourites".into(), is_default: None, created_at: None, updated_at: now })
+        .insert(&mut List {
+            id: None,
+            profile_id: profile,
+            name: "Favourites".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: now,
+        })
         .unwrap();
     let item = store.insert(&mut list_item(list, "tt0111161")).unwrap();
     let history = store
@@ -134,7 +148,17 @@ fn tree(store: &mut Store) -> Tree {
             updated_at: now,
         })
         .unwrap();
-    Tree { settings, profile, list, item, history, stream, appearance, profile_addon, addon }
+    Tree {
+        settings,
+        profile,
+        list,
+        item,
+        history,
+        stream,
+        appearance,
+        profile_addon,
+        addon,
+    }
 }
 
 fn list_item(list: i64, meta: &str) -> ListItem {
@@ -195,7 +219,10 @@ fn update_marks_dirty_and_stamps_above_the_previous_stamp_even_with_a_clock_behi
     assert!(second > first, "{second} must be above {first}");
     store.update(&list).unwrap();
     let (_, _, _, third) = bookkeeping(&store, "lists", t.list);
-    assert!(third > second, "a second edit in the same millisecond still moves the stamp");
+    assert!(
+        third > second,
+        "a second edit in the same millisecond still moves the stamp"
+    );
     // Only the edited row is dirty.
     assert!(!store.is_dirty("list_items", t.item).unwrap());
     drop(store);
@@ -217,14 +244,24 @@ fn deleting_a_profile_tombstones_its_children_and_keeps_its_siblings() {
         ("profile_addons", t.profile_addon),
     ] {
         let (_, deleted, dirty, updated_at) = bookkeeping(&store, table, id);
-        assert_eq!(deleted.as_deref(), Some(updated_at.as_str()), "{table}: a tombstone stamped once");
+        assert_eq!(
+            deleted.as_deref(),
+            Some(updated_at.as_str()),
+            "{table}: a tombstone stamped once"
+        );
         assert!(dirty, "{table}: the tombstone waits to be pushed");
     }
     assert!(store.get::<Profile>(t.profile).unwrap().is_none());
     assert!(store.list::<ListItem>().unwrap().is_empty());
-    for (table, id) in [("settings_profiles", t.settings), ("appearance_settings", t.appearance)] {
+    for (table, id) in [
+        ("settings_profiles", t.settings),
+        ("appearance_settings", t.appearance),
+    ] {
         let (_, deleted, dirty, _) = bookkeeping(&store, table, id);
-        assert!(deleted.is_none() && !dirty, "{table} is not a child of the profile");
+        assert!(
+            deleted.is_none() && !dirty,
+            "{table} is not a child of the profile"
+        );
     }
     let err = store.delete::<Profile>(t.profile).unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
@@ -236,10 +273,16 @@ fn deleting_a_settings_profile_nulls_set_null_references_and_cascades_the_rest()
     let t = tree(&mut store);
     clean_all(&store);
     store.delete::<SettingsProfile>(t.settings).unwrap();
-    let profile: Profile = store.get(t.profile).unwrap().expect("SET NULL keeps the profile");
+    let profile: Profile = store
+        .get(t.profile)
+        .unwrap()
+        .expect("SET NULL keeps the profile");
     assert_eq!(profile.settings_profile_id, None);
     assert!(store.is_dirty("profiles", t.profile).unwrap());
-    for (table, id) in [("appearance_settings", t.appearance), ("stream_settings", t.stream)] {
+    for (table, id) in [
+        ("appearance_settings", t.appearance),
+        ("stream_settings", t.stream),
+    ] {
         let (_, deleted, dirty, _) = bookkeeping(&store, table, id);
         assert!(deleted.is_some() && dirty, "{table} cascades");
     }
@@ -261,7 +304,10 @@ fn re_adding_a_deleted_record_revives_the_tombstone() {
     let (remote_again, deleted, dirty, _) = bookkeeping(&store, "list_items", id);
     assert_eq!(remote_again, remote_id, "the same record");
     assert!(deleted.is_none() && dirty);
-    assert_eq!(store.get::<ListItem>(id).unwrap().unwrap().title.as_deref(), Some("Back again"));
+    assert_eq!(
+        store.get::<ListItem>(id).unwrap().unwrap().title.as_deref(),
+        Some("Back again")
+    );
 }
 
 #[test]
@@ -269,15 +315,26 @@ fn a_duplicate_natural_key_is_a_conflict_that_changes_nothing() {
     let mut store = open();
     let t = tree(&mut store);
     clean_all(&store);
-    let err = store.insert(&mut list_item(t.list, "tt0111161")).unwrap_err();
-    assert!(matches!(&err, StoreError::Conflict { existing, .. } if *existing == t.item), "{err}");
+    let err = store
+        .insert(&mut list_item(t.list, "tt0111161"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict { existing, .. } if *existing == t.item),
+        "{err}"
+    );
     assert_eq!(store.list::<ListItem>().unwrap().len(), 1);
     // Renaming into another record's key is refused as well.
     let other = store.insert(&mut list_item(t.list, "tt0068646")).unwrap();
     let mut renamed: ListItem = store.get(other).unwrap().unwrap();
     renamed.meta_id = "tt0111161".into();
-    assert!(matches!(store.update(&renamed), Err(StoreError::Conflict { .. })));
-    assert_eq!(store.get::<ListItem>(other).unwrap().unwrap().meta_id, "tt0068646");
+    assert!(matches!(
+        store.update(&renamed),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.get::<ListItem>(other).unwrap().unwrap().meta_id,
+        "tt0068646"
+    );
     assert!(!store.is_dirty("list_items", t.item).unwrap());
 }
 
@@ -287,13 +344,23 @@ fn removing_an_addon_tombstones_its_profile_addons_first() {
     let t = tree(&mut store);
     clean_all(&store);
     store.delete::<Addon>(t.addon).unwrap();
-    assert!(store.get::<Addon>(t.addon).unwrap().is_none(), "the add-on is gone for the app");
+    assert!(
+        store.get::<Addon>(t.addon).unwrap().is_none(),
+        "the add-on is gone for the app"
+    );
     let (_, deleted, dirty, _) = bookkeeping(&store, "profile_addons", t.profile_addon);
-    assert!(deleted.is_some() && dirty, "its tombstone must reach the server");
+    assert!(
+        deleted.is_some() && dirty,
+        "its tombstone must reach the server"
+    );
     // The tombstone still knows which add-on it was about (its manifest URL travels on the wire).
     let addon_id: i64 = store
         .connection()
-        .query_row("SELECT addon_id FROM profile_addons WHERE id = ?1", [t.profile_addon], |r| r.get(0))
+        .query_row(
+            "SELECT addon_id FROM profile_addons WHERE id = ?1",
+            [t.profile_addon],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(addon_id, t.addon);
 }
@@ -306,12 +373,18 @@ fn account_id_columns_are_filled_by_the_store() {
     assert_eq!(p.user_id, sync_runtime::store::LOCAL_ACCOUNT);
     store
         .connection()
-        .execute("UPDATE sync_state SET remote_user_id = '0193a4c0-0000-7000-8000-000000000001'", [])
+        .execute(
+            "UPDATE sync_state SET remote_user_id = '0193a4c0-0000-7000-8000-000000000001'",
+            [],
+        )
         .unwrap();
     let mut p2 = p.clone();
     p2.user_id = "forged".into();
     store.update(&p2).unwrap();
-    assert_eq!(store.get::<Profile>(t.profile).unwrap().unwrap().user_id, "0193a4c0-0000-7000-8000-000000000001");
+    assert_eq!(
+        store.get::<Profile>(t.profile).unwrap().unwrap().user_id,
+        "0193a4c0-0000-7000-8000-000000000001"
+    );
 }
 
 #[test]
@@ -321,7 +394,13 @@ fn values_of_the_wrong_type_are_refused_before_anything_is_written() {
     let mut values = store.get::<List>(t.list).unwrap().unwrap().to_values();
     let name = List::table().column_index("name").unwrap();
     values[name] = sync_runtime::Value::Integer(5);
-    let err = store.update_values("lists", t.list, values).unwrap_err().to_string();
+    let err = store
+        .update_values("lists", t.list, values)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("name"), "{err}");
-    assert!(matches!(store.insert_values("nope", None, vec![]), Err(StoreError::UnknownTable(_))));
+    assert!(matches!(
+        store.insert_values("nope", None, vec![]),
+        Err(StoreError::UnknownTable(_))
+    ));
 }

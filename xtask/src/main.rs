@@ -23,7 +23,9 @@ enum Command {
 }
 
 fn entities_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("entities")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("entities")
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,10 @@
+use sync_runtime::Syncable;
+
+#[derive(Syncable)]
+#[sync(table = "bookmarks")]
+pub struct Bookmark {
+    pub id: Option<i64>,
+    pub url: String,
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use sync_runtime::{Syncable, Timestamp};
+
+#[derive(Syncable)]
+#[sync(table = "bookmarks")]
+pub struct Bookmark {
+    pub id: Option<i64>,
+    pub title: String,
+    #[sync(rename = "title")]
+    pub heading: String,
+    pub updated_at: Timestamp,
+}
+
+fn main() {}

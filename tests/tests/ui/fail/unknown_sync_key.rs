@@ -1,0 +1,12 @@
+use sync_runtime::{Syncable, Timestamp};
+
+#[derive(Syncable)]
+#[sync(table = "bookmarks")]
+pub struct Bookmark {
+    pub id: Option<i64>,
+    #[sync(indexed)]
+    pub url: String,
+    pub updated_at: Timestamp,
+}
+
+fn main() {}
