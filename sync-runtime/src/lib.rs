@@ -11,6 +11,8 @@ pub mod generate;
 pub mod merge;
 pub mod migrate;
 pub mod schema;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod store;
 pub mod syncable;
 pub mod timestamp;

@@ -1,0 +1,121 @@
+//! `sync-server`: the sync server for the app's entities, on its embedded SQLite file by default
+//! or on PostgreSQL.
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+use sync_runtime::server::{Server, ServerConfig, router, spawn_purger};
+
+#[derive(Parser)]
+#[command(
+    name = "sync-server",
+    version,
+    about = "The sync server: auth, push and pull over HTTP"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: String,
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(
+        long,
+        env = "SYNC_DATABASE_URL",
+        default_value = "sqlite://sync-server.sqlite"
+    )]
+    database: String,
+    /// Days a tombstone is kept before it is purged (0: forever).
+    #[arg(long, env = "SYNC_TOMBSTONE_DAYS", default_value_t = 90)]
+    tombstone_days: u64,
+    /// Rows one push may carry.
+    #[arg(long, env = "SYNC_MAX_PUSH_ROWS", default_value_t = ServerConfig::default().max_push_rows)]
+    max_push_rows: usize,
+    /// Bytes one request body may have.
+    #[arg(long, env = "SYNC_MAX_BODY_BYTES", default_value_t = ServerConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Days a bearer token lives.
+    #[arg(long, env = "SYNC_TOKEN_DAYS", default_value_t = 30)]
+    token_days: u64,
+    /// The oldest client schema version served.
+    #[arg(long, env = "SYNC_MIN_SCHEMA_VERSION", default_value_t = 1)]
+    min_schema_version: u32,
+    /// Connections to PostgreSQL from this process.
+    #[arg(long, env = "SYNC_POSTGRES_CONNECTIONS", default_value_t = 16)]
+    postgres_connections: usize,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = ServerConfig {
+        max_push_rows: args.max_push_rows,
+        max_body_bytes: args.max_body_bytes,
+        min_schema_version: args.min_schema_version,
+        token_ttl: Duration::from_secs(args.token_days * 24 * 3600),
+        tombstone_horizon: (args.tombstone_days > 0)
+            .then(|| Duration::from_secs(args.tombstone_days * 24 * 3600)),
+        postgres_connections: args.postgres_connections,
+        ..ServerConfig::default()
+    };
+    let server = match Server::open(&args.database, entities::app(), config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", args.database);
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(args.listen);
+    tracing::info!(%addr, database = %args.database, device_id = %server.device_id, "sync server listening");
+    // Printed plainly too, so a script that started the server on port 0 can read the port.
+    println!("listening on http://{addr}");
+    let purger = spawn_purger(server.clone(), Duration::from_secs(3600));
+    let app = router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    purger.abort();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The sync server: auth, push and pull over HTTP (PROTOCOL.md), on the embedded SQLite file or
+//! on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a socket.
+
+pub mod auth;
+pub mod db;
+pub mod error;
+pub mod routes;
+pub mod sync;
+
+use crate::App;
+use crate::ddl::Dialect;
+use crate::migrate::{self, Migration};
+use db::{Db, DbError, PgDb, SqliteDb};
+use error::ApiError;
+use sea_query::{
+    ColumnDef, Expr, ExprTrait, Index, PostgresQueryBuilder, Query, SqliteQueryBuilder, Table,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use routes::router;
+
+/// What an operator can tune. Every field has a default fit for one machine.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Rows per push; more is a 413.
+    pub max_push_rows: usize,
+    /// Bytes per request body; more is a 413.
+    pub max_body_bytes: usize,
+    /// The most rows a pull page holds, whatever `limit` asks for.
+    pub max_pull_limit: usize,
+    /// The oldest client schema version served.
+    pub min_schema_version: u32,
+    pub token_ttl: Duration,
+    /// Tombstones older than this are purged (none: kept forever).
+    pub tombstone_horizon: Option<Duration>,
+    /// Failed logins per account and per address before 429, and the window they count in.
+    pub max_login_failures: u32,
+    pub login_window: Duration,
+    /// Connections to PostgreSQL per server process.
+    pub postgres_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_push_rows: 5000,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_pull_limit: 5000,
+            min_schema_version: 1,
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
+            max_login_failures: 10,
+            login_window: Duration::from_secs(15 * 60),
+            postgres_connections: 16,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Server {
+    pub db: Db,
+    pub app: &'static App,
+    pub config: ServerConfig,
+    /// The server's own device id, stamped on the writes it derives.
+    pub device_id: String,
+    pub limiter: auth::LoginLimiter,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
+    Url(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+}
+
+/// The runtime's own server tables, built with sea-query for either backend: accounts (with
+/// each user's change sequence and purge watermark), tokens, aliases and the server's identity.
+pub fn runtime_migrations(dialect: Dialect) -> Vec<Migration> {
+    let text = |name: &str| {
+        let mut c = ColumnDef::new(name.to_owned());
+        c.custom("TEXT".to_owned()).not_null();
+        c
+    };
+    let int = |name: &str| {
+        let mut c = ColumnDef::new(name.to_owned());
+        c.custom(
+            if dialect == Dialect::Postgres {
+                "BIGINT"
+            } else {
+                "INTEGER"
+            }
+            .to_owned(),
+        )
+        .not_null()
+        .default(Expr::cust("0"));
+        c
+    };
+    let mut users = Table::create();
+    users
+        .table("sync_users")
+        .col(text("user_id").primary_key())
+        .col(text("email").unique_key())
+        .col(text("password_hash"))
+        .col(text("created_at"))
+        .col(int("last_seq"))
+        .col(int("purged_seq"));
+    let mut tokens = Table::create();
+    let mut revoked = ColumnDef::new("revoked_at");
+    revoked.custom("TEXT".to_owned());
+    tokens
+        .table("sync_tokens")
+        .col(text("token_hash").primary_key())
+        .col(text("user_id"))
+        .col(text("created_at"))
+        .col(text("expires_at"))
+        .col(revoked);
+    let mut aliases = Table::create();
+    aliases
+        .table("sync_aliases")
+        .col(text("table_name"))
+        .col(text("alias_id"))
+        .col(text("user_id"))
+        .col(text("canonical_id"))
+        .primary_key(Index::create().col("table_name").col("alias_id"));
+    let mut state = Table::create();
+    state
+        .table("sync_server")
+        .col(text("key").primary_key())
+        .col(text("value"));
+    let mut alias_index = Index::create();
+    alias_index
+        .name("sync_aliases_canonical")
+        .table("sync_aliases")
+        .col("table_name")
+        .col("canonical_id");
+    let mut token_index = Index::create();
+    token_index
+        .name("sync_tokens_user")
+        .table("sync_tokens")
+        .col("user_id");
+    let sql: Vec<String> = match dialect {
+        Dialect::Sqlite => vec![
+            users.to_string(SqliteQueryBuilder),
+            tokens.to_string(SqliteQueryBuilder),
+            aliases.to_string(SqliteQueryBuilder),
+            state.to_string(SqliteQueryBuilder),
+            alias_index.to_string(SqliteQueryBuilder),
+            token_index.to_string(SqliteQueryBuilder),
+        ],
+        Dialect::Postgres => vec![
+            users.to_string(PostgresQueryBuilder),
+            tokens.to_string(PostgresQueryBuilder),
+            aliases.to_string(PostgresQueryBuilder),
+            state.to_string(PostgresQueryBuilder),
+            alias_index.to_string(PostgresQueryBuilder),
+            token_index.to_string(PostgresQueryBuilder),
+        ],
+    };
+    vec![Migration {
+        version: 1,
+        name: "0001_accounts".into(),
+        sql: (sql.join(";\n") + ";").into(),
+    }]
+}
+
+/// The migration scope of the runtime's own server tables.
+pub const RUNTIME_SCOPE: &str = "sync-server";
+/// The migration scope of the app's entity tables.
+pub const APP_SCOPE: &str = "app";
+
+/// Applies migrations on PostgreSQL, each in a transaction under an advisory lock, so that
+/// server processes starting together migrate once.
+pub async fn apply_postgres(
+    db: &PgDb,
+    scope: &str,
+    migrations: &[Migration],
+) -> Result<Vec<u32>, DbError> {
+    let mut client = db.client().await?;
+    let mut applied = Vec::new();
+    for m in migrations {
+        let tx = client.transaction().await?;
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7301946612);
+             CREATE TABLE IF NOT EXISTS sync_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL,
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))",
+        )
+        .await?;
+        let done = tx
+            .query_opt(
+                "SELECT name FROM sync_migrations WHERE scope = $1 AND version = $2",
+                &[&scope, &i64::from(m.version)],
+            )
+            .await?;
+        match done {
+            Some(row) => {
+                let name: String = row.get(0);
+                if name != m.name {
+                    return Err(DbError::Migrate(format!(
+                        "{scope}/{} is recorded as `{name}` but this build calls it `{}`",
+                        m.version, m.name
+                    )));
+                }
+            }
+            None => {
+                tx.batch_execute(&m.sql)
+                    .await
+                    .map_err(|e| DbError::Migrate(format!("{scope}/{}: {e}", m.name)))?;
+                tx.execute(
+                    "INSERT INTO sync_migrations (scope, version, name, applied_at) VALUES ($1, $2, $3, $4)",
+                    &[&scope, &i64::from(m.version), &m.name.as_ref(), &crate::Timestamp::now().to_wire()],
+                )
+                .await?;
+                applied.push(m.version);
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(applied)
+}
+
+impl Server {
+    /// Connects to `database_url` (`sqlite://PATH` or `postgres://...`), creates or migrates the
+    /// schema, and loads (or makes, once) the server's device id.
+    pub async fn open(
+        database_url: &str,
+        app: &'static App,
+        config: ServerConfig,
+    ) -> Result<Arc<Server>, StartError> {
+        let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
+            let path = std::path::PathBuf::from(path);
+            let db = tokio::task::spawn_blocking(move || -> Result<SqliteDb, StartError> {
+                let db = SqliteDb::open(&path)?;
+                db.with_writer(|conn| -> Result<(), StartError> {
+                    migrate::apply_sqlite(
+                        conn,
+                        RUNTIME_SCOPE,
+                        &runtime_migrations(Dialect::Sqlite),
+                    )?;
+                    migrate::apply_sqlite(conn, APP_SCOPE, app.server_sqlite_migrations)?;
+                    Ok(())
+                })?;
+                Ok(db)
+            })
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))??;
+            Db::Sqlite(db)
+        } else if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            let db = PgDb::connect(database_url, config.postgres_connections)?;
+            apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
+            apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations).await?;
+            Db::Postgres(db)
+        } else {
+            return Err(StartError::Url(database_url.to_owned()));
+        };
+        let device_id = server_device_id(&db).await.map_err(|e| match e {
+            ApiError::Internal(m) => StartError::Db(DbError::Migrate(m)),
+            other => StartError::Db(DbError::Migrate(other.to_string())),
+        })?;
+        let limiter = auth::LoginLimiter::new(config.max_login_failures, config.login_window);
+        Ok(Arc::new(Server {
+            db,
+            app,
+            config,
+            device_id,
+            limiter,
+        }))
+    }
+
+    /// Purges tombstones older than the horizon; returns how many rows went.
+    pub async fn purge_tombstones(&self, before: crate::Timestamp) -> Result<u64, ApiError> {
+        let app = self.app;
+        crate::with_tx!(&self.db, true, |tx| Ok::<_, ApiError>(
+            sync::purge(tx, &app.schema, before).await?
+        ))
+    }
+}
+
+async fn server_device_id(db: &Db) -> Result<String, ApiError> {
+    crate::with_tx!(db, true, |tx| {
+        use crate::server::db::SyncTx;
+        let mut q = Query::select();
+        q.column("value")
+            .from("sync_server")
+            .and_where(Expr::col("key").eq("device_id"));
+        let found = tx.fetch(&q, &[crate::ColumnType::Text]).await?;
+        match found.first().and_then(|r| r.first()) {
+            Some(crate::Value::Text(id)) => Ok::<_, ApiError>(id.clone()),
+            _ => {
+                let id = uuid::Uuid::now_v7().to_string();
+                let mut ins = Query::insert();
+                ins.into_table("sync_server")
+                    .columns(["key", "value"])
+                    .values_panic(["device_id".into(), id.as_str().into()]);
+                tx.run(&ins).await?;
+                Ok(id)
+            }
+        }
+    })
+}
+
+/// Purges old tombstones every `every` until the server stops.
+pub fn spawn_purger(server: Arc<Server>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(horizon) = server.config.tombstone_horizon else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let before = crate::Timestamp::now()
+                .add_millis(-(horizon.as_millis().min(i64::MAX as u128) as i64));
+            match server.purge_tombstones(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged tombstones"),
+                Err(e) => tracing::warn!(error = %e, "purging tombstones failed"),
+            }
+        }
+    })
+}

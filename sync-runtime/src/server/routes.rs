@@ -1,0 +1,550 @@
+//! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
+//! request gets the JSON error of the protocol (never axum's plain-text rejections).
+
+use crate::server::error::ApiError;
+use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
+use crate::server::{Server, auth};
+use crate::timestamp::Timestamp;
+use crate::wire::{WireError, WireRow, normalise_id};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+
+/// The error body of every failure.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A snake_case code, e.g. `bad_request`.
+    pub error: String,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Session {
+    pub user_id: String,
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub schema_version: u32,
+    pub min_schema_version: u32,
+    pub server_device_id: String,
+    pub max_push_rows: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PushRequest {
+    /// Made once per local database.
+    pub device_id: String,
+    pub schema_version: u32,
+    /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
+    #[schema(value_type = Object)]
+    pub changes: BTreeMap<String, Vec<Json>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RowResult {
+    pub remote_id: String,
+    /// `applied`, `stale`, `merged` or `rejected`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub row: Option<Map<String, Json>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PushResponse {
+    pub server_time: String,
+    pub results: BTreeMap<String, Vec<RowResult>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PullResponse {
+    /// Rows per table; all synced tables, empty arrays included.
+    #[schema(value_type = Object)]
+    pub changes: BTreeMap<String, Vec<Map<String, Json>>>,
+    /// Pass back as `since` on the next pull.
+    pub cursor: String,
+    pub has_more: bool,
+    pub server_time: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Syncable sync server",
+        description = "The wire protocol of docs/PROTOCOL.md"
+    ),
+    paths(health, register, login, logout, push, pull, openapi_json),
+    components(schemas(
+        ErrorBody,
+        Credentials,
+        Session,
+        Health,
+        PushRequest,
+        PushResponse,
+        RowResult,
+        PullResponse
+    ))
+)]
+pub struct ApiDoc;
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/sync/push", post(push))
+        .route("/api/sync/pull", get(pull))
+        .route("/api/openapi.json", get(openapi_json))
+        .fallback(|| async { ApiError::BadRequest("no such endpoint".into()) })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a handler panicked".into()).into_response()
+            },
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(server)
+}
+
+/// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::BadRequest(
+            "send a JSON body with `Content-Type: application/json`".into(),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+}
+
+/// The user of the request's bearer token.
+async fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+    let hash = auth::token_hash(token);
+    let h = hash.clone();
+    let user = crate::with_tx!(&server.db, false, |tx| auth::token_user(tx, &h).await)?;
+    user.map(|u| (u, hash)).ok_or_else(|| {
+        ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
+    })
+}
+
+#[utoipa::path(get, path = "/api/health", responses((status = 200, body = Health)))]
+async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+        schema_version: s.app.schema.version(),
+        min_schema_version: s.config.min_schema_version,
+        server_device_id: s.device_id.clone(),
+        max_push_rows: s.config.max_push_rows,
+        max_body_bytes: s.config.max_body_bytes,
+    })
+}
+
+fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < auth::MIN_PASSWORD_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "the password needs at least {} characters",
+            auth::MIN_PASSWORD_CHARS
+        )));
+    }
+    if password.len() > 1024 {
+        return Err(ApiError::BadRequest(
+            "the password is over 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
+    let token = auth::new_token()?;
+    let expires =
+        Timestamp::now().add_millis(s.config.token_ttl.as_millis().min(i64::MAX as u128) as i64);
+    let (hash, u) = (auth::token_hash(&token), user_id.clone());
+    crate::with_tx!(&s.db, true, |tx| auth::insert_token(tx, &hash, &u, expires)
+        .await)?;
+    Ok(Session {
+        user_id,
+        token,
+        expires_at: expires.to_wire(),
+    })
+}
+
+#[utoipa::path(post, path = "/api/auth/register", request_body = Credentials,
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
+    let email = auth::normalise_email(&c.email)?;
+    check_password(&c.password)?;
+    let hash = auth::hash_password(c.password).await?;
+    let user = crate::with_tx!(&s.db, true, |tx| auth::create_user(tx, &email, &hash).await)?;
+    let session = new_session(&s, user).await?;
+    Ok((StatusCode::CREATED, axum::Json(session)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/auth/login", request_body = Credentials,
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn login(
+    State(s): State<Arc<Server>>,
+    req: Request,
+) -> Result<axum::Json<Session>, ApiError> {
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = req.into_parts();
+    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
+    let email = c.email.trim().to_lowercase();
+    let account_key = format!("account:{email}");
+    let mut keys = vec![account_key.clone()];
+    if let Some(ip) = addr {
+        keys.push(format!("address:{ip}"));
+    }
+    s.limiter.check(&keys)?;
+    let e = email.clone();
+    let found = crate::with_tx!(&s.db, false, |tx| auth::find_user(tx, &e).await)?;
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    let ok = auth::verify_password(c.password, hash).await?;
+    match (ok, user) {
+        (true, Some(user)) => {
+            s.limiter.succeeded(&account_key);
+            Ok(axum::Json(new_session(&s, user).await?))
+        }
+        _ => {
+            s.limiter.failed(&keys);
+            Err(ApiError::Unauthorized("wrong email or password".into()))
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(State(s): State<Arc<Server>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+    let (_, hash) = authenticate(&s, &headers).await?;
+    crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_schema_version(s: &Server, v: u32) -> Result<(), ApiError> {
+    let (min, max) = (s.config.min_schema_version, s.app.schema.version());
+    if v > max || v < min {
+        return Err(ApiError::UnsupportedSchema(format!(
+            "schema_version {v} is not served; this server serves {min} to {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses the rows of one push: envelope faults (a missing or unknown column, a malformed id
+/// or timestamp) fail the whole request; a value of the wrong type rejects its row alone.
+fn parse_push(s: &Server, req: PushRequest, user: String) -> Result<PushInput, ApiError> {
+    let device_id = normalise_id("device_id", &req.device_id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    check_schema_version(s, req.schema_version)?;
+    let total: usize = req.changes.values().map(Vec::len).sum();
+    if total > s.config.max_push_rows {
+        return Err(ApiError::TooLarge(format!(
+            "{total} rows in one push; the limit is {}",
+            s.config.max_push_rows
+        )));
+    }
+    let mut changes = BTreeMap::new();
+    for (name, rows) in req.changes {
+        let table = s
+            .app
+            .schema
+            .table(&name)
+            .filter(|t| t.synced)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown table `{}`",
+                    name.chars().take(64).collect::<String>()
+                ))
+            })?;
+        let mut parsed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            match WireRow::from_json(table, row, req.schema_version, false) {
+                Ok(r) => parsed.push(Ok(r)),
+                Err(WireError::BadValue { column, message }) => {
+                    let id = row
+                        .get("remote_id")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default();
+                    let id = normalise_id("remote_id", id)
+                        .map_err(|e| ApiError::BadRequest(format!("{name}[{i}]: {e}")))?;
+                    parsed.push(Err((id, format!("column `{column}`: {message}"))));
+                }
+                Err(e) => return Err(ApiError::BadRequest(format!("{name}[{i}]: {e}"))),
+            }
+        }
+        changes.insert(name, parsed);
+    }
+    Ok(PushInput {
+        user_id: user,
+        device_id,
+        client_version: req.schema_version,
+        changes,
+    })
+}
+
+#[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
+    responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn push(
+    State(s): State<Arc<Server>>,
+    req: Request,
+) -> Result<axum::Json<PushResponse>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (user, _) = authenticate(&s, &parts.headers).await?;
+    let request: PushRequest = read_json(&parts.headers, body, s.config.max_body_bytes).await?;
+    let version = request.schema_version;
+    let input = parse_push(&s, request, user)?;
+    let (app, server_device) = (s.app, s.device_id.clone());
+    let results = crate::with_tx!(&s.db, true, |tx| {
+        let ctx = PushContext {
+            schema: &app.schema,
+            server_device: &server_device,
+        };
+        sync::push(tx, &ctx, input).await
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, rows) in results {
+        let table = s
+            .app
+            .schema
+            .table(&name)
+            .ok_or_else(|| ApiError::internal("result for an unknown table"))?;
+        let rows = rows
+            .into_iter()
+            .map(|(remote_id, status)| {
+                let mut r = RowResult {
+                    remote_id,
+                    status: String::new(),
+                    canonical_id: None,
+                    row: None,
+                    message: None,
+                };
+                match status {
+                    RowStatus::Applied => r.status = "applied".into(),
+                    RowStatus::Stale(row) => {
+                        r.status = "stale".into();
+                        r.row = Some(sync::row_json(table, &row, version));
+                    }
+                    RowStatus::Merged(id) => {
+                        r.status = "merged".into();
+                        r.canonical_id = Some(id);
+                    }
+                    RowStatus::Rejected(m) => {
+                        r.status = "rejected".into();
+                        r.message = Some(m);
+                    }
+                }
+                r
+            })
+            .collect();
+        out.insert(name, rows);
+    }
+    Ok(axum::Json(PushResponse {
+        server_time: Timestamp::now().to_wire(),
+        results: out,
+    }))
+}
+
+/// An opaque cursor: the schema version it was issued for and the sequence reached.
+pub fn encode_cursor(schema_version: u32, seq: i64) -> String {
+    format!("c1.{schema_version}.{seq}")
+}
+
+pub fn decode_cursor(s: &str) -> Option<(u32, i64)> {
+    let mut parts = s.strip_prefix("c1.")?.split('.');
+    let (v, seq) = (parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || !v.bytes().all(|b| b.is_ascii_digit())
+        || !seq.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((v.parse().ok()?, seq.parse().ok()?))
+}
+
+fn query_params(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| {
+                ApiError::BadRequest("the query string is not valid percent-encoded UTF-8".into())
+            })
+        };
+        out.insert(decode(k)?, decode(v)?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[utoipa::path(get, path = "/api/sync/pull",
+    params(("since" = Option<String>, Query, description = "the cursor of the previous page; absent: a full pull"),
+        ("limit" = Option<u32>, Query, description = "rows per page (default 1000, clamped to the server's cap)"),
+        ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
+        ("X-Sync-Schema-Version" = Option<u32>, Header, description = "the client's schema version")),
+    responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn pull(
+    State(s): State<Arc<Server>>,
+    req: Request,
+) -> Result<axum::Json<PullResponse>, ApiError> {
+    let (user, _) = authenticate(&s, req.headers()).await?;
+    let version = match req.headers().get("x-sync-schema-version") {
+        None => s.app.schema.version(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest("X-Sync-Schema-Version must be a positive integer".into())
+            })?,
+    };
+    check_schema_version(&s, version)?;
+    let params = query_params(req.uri().query())?;
+    let limit = match params.get("limit") {
+        None => 1000,
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ApiError::BadRequest("`limit` must be a positive integer".into()))?
+            .min(s.config.max_pull_limit as u64) as usize,
+    };
+    let since = match params.get("since").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(c) => {
+            let (v, seq) = decode_cursor(c).ok_or_else(|| {
+                ApiError::BadRequest("`since` is not a cursor this server issued".into())
+            })?;
+            if v != version {
+                return Err(ApiError::CursorExpired(format!(
+                    "the cursor was issued for schema version {v}; pull again without `since`"
+                )));
+            }
+            Some(seq)
+        }
+    };
+    let exclude_device = match params.get("device_id").filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => {
+            Some(normalise_id("device_id", d).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+        }
+    };
+    let app = s.app;
+    let input = PullInput {
+        user_id: user,
+        since,
+        limit,
+        exclude_device,
+    };
+    let page = crate::with_tx!(&s.db, false, |tx| {
+        let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;
+        if input.since.is_some_and(|since| since < purged) {
+            return Err(ApiError::CursorExpired(
+                "the cursor is older than the tombstones kept; pull again without `since`".into(),
+            ));
+        }
+        Ok(sync::pull(tx, &app.schema, &input, last_seq).await?)
+    })?;
+    let mut changes = BTreeMap::new();
+    for table in s.app.schema.synced() {
+        let rows = page
+            .changes
+            .get(&table.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        changes.insert(
+            table.name.clone(),
+            rows.iter()
+                .map(|r| sync::row_json(table, r, version))
+                .collect(),
+        );
+    }
+    Ok(axum::Json(PullResponse {
+        changes,
+        cursor: encode_cursor(version, page.cursor),
+        has_more: page.has_more,
+        server_time: Timestamp::now().to_wire(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "this document")))]
+async fn openapi_json() -> axum::Json<Json> {
+    axum::Json(serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({})))
+}

@@ -1,0 +1,893 @@
+//! Push, pull and purge (PROTOCOL.md), written once for both backends over [`SyncTx`].
+//!
+//! A push runs in one transaction that first locks the user's row, so two pushes of one user
+//! never interleave (on PostgreSQL, even across server processes) and the per-user change
+//! sequence is assigned in commit order: a pull can never skip a lower sequence that commits
+//! later.
+
+use crate::ddl::SERVER_COLUMNS;
+use crate::merge::{ServerDecision, Stamp, decide_on_server};
+use crate::schema::{Column, ColumnType, OnDelete, Reference, Schema, Table, UPDATED_AT};
+use crate::server::db::{DbError, SyncTx};
+use crate::server::error::ApiError;
+use crate::timestamp::Timestamp;
+use crate::value::Value;
+use crate::wire::WireRow;
+use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+
+/// A record as the server stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub remote_id: String,
+    pub user_id: String,
+    pub seq: i64,
+    pub device_id: String,
+    pub deleted_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    /// Every column of the table in order; references hold the parent's wire form; columns
+    /// that do not travel are NULL.
+    pub values: Vec<Value>,
+}
+
+impl Stored {
+    fn stamp(&self) -> Stamp<'_> {
+        Stamp::new(self.updated_at, &self.device_id)
+    }
+
+    pub fn to_wire(&self) -> WireRow {
+        WireRow {
+            remote_id: self.remote_id.clone(),
+            updated_at: self.updated_at,
+            device_id: Some(self.device_id.clone()),
+            deleted_at: self.deleted_at,
+            values: self.values.clone(),
+        }
+    }
+
+    fn set(&mut self, table: &Table, column: &str, v: Value) {
+        if let Some(i) = table.column_index(column) {
+            self.values[i] = v;
+        }
+    }
+
+    fn set_stamp(&mut self, table: &Table, t: Timestamp) {
+        self.updated_at = t;
+        self.set(table, UPDATED_AT, Value::DateTime(t));
+    }
+}
+
+pub(crate) fn sea(v: &Value) -> sea_query::Value {
+    use sea_query::Value as S;
+    match v {
+        Value::Null => S::String(None),
+        Value::Integer(i) => S::BigInt(Some(*i)),
+        Value::Real(f) => S::Double(Some(*f)),
+        Value::Text(s) => S::String(Some(s.clone())),
+        Value::Boolean(b) => S::Bool(Some(*b)),
+        Value::DateTime(t) => S::String(Some(t.to_wire())),
+        Value::Json(j) => S::String(Some(j.to_string())),
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::Text(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The type a column has on the server (references are text).
+fn server_ty(c: &Column) -> ColumnType {
+    if c.reference.is_some() {
+        ColumnType::Text
+    } else {
+        c.ty
+    }
+}
+
+fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
+    let mut names: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let mut types = vec![
+        ColumnType::Text,
+        ColumnType::Text,
+        ColumnType::Integer,
+        ColumnType::Text,
+        ColumnType::DateTime,
+    ];
+    for c in table.columns.iter().filter(|c| c.on_wire()) {
+        names.push(c.name.clone());
+        types.push(server_ty(c));
+    }
+    (names, types)
+}
+
+fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> {
+    let mut it = row.into_iter();
+    let mut next_text = || match it.next() {
+        Some(Value::Text(s)) => Ok(s),
+        other => Err(DbError::Decode(format!(
+            "{}: expected text, found {other:?}",
+            table.name
+        ))),
+    };
+    let remote_id = next_text()?;
+    let user_id = next_text()?;
+    let seq = match it.next() {
+        Some(Value::Integer(i)) => i,
+        other => {
+            return Err(DbError::Decode(format!(
+                "{}: bad seq {other:?}",
+                table.name
+            )));
+        }
+    };
+    let device_id = match it.next() {
+        Some(Value::Text(s)) => s,
+        other => {
+            return Err(DbError::Decode(format!(
+                "{}: bad device_id {other:?}",
+                table.name
+            )));
+        }
+    };
+    let deleted_at = match it.next() {
+        Some(Value::DateTime(t)) => Some(t),
+        _ => None,
+    };
+    let mut values = Vec::with_capacity(table.columns.len());
+    let mut updated_at = None;
+    for c in &table.columns {
+        let v = if c.on_wire() {
+            it.next().unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        if let (true, Value::DateTime(t)) = (c.name == UPDATED_AT, &v) {
+            updated_at = Some(*t);
+        }
+        values.push(v);
+    }
+    let updated_at = updated_at
+        .ok_or_else(|| DbError::Decode(format!("{}: row without updated_at", table.name)))?;
+    Ok(Stored {
+        remote_id,
+        user_id,
+        seq,
+        device_id,
+        deleted_at,
+        updated_at,
+        values,
+    })
+}
+
+/// Loads the record `remote_id` of `table`, whoever owns it.
+pub async fn load<T: SyncTx>(
+    tx: &mut T,
+    table: &Table,
+    remote_id: &str,
+) -> Result<Option<Stored>, DbError> {
+    let (names, types) = select_columns(table);
+    let mut q = Query::select();
+    q.columns(names)
+        .from(table.name.clone())
+        .and_where(Expr::col("remote_id").eq(remote_id));
+    Ok(tx
+        .fetch(&q, &types)
+        .await?
+        .into_iter()
+        .next()
+        .map(|r| decode(table, r))
+        .transpose()?)
+}
+
+/// The outcome of one pushed row (PROTOCOL.md, push response).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowStatus {
+    Applied,
+    Stale(Box<Stored>),
+    Merged(String),
+    Rejected(String),
+}
+
+/// One push request after envelope validation.
+pub struct PushInput {
+    pub user_id: String,
+    pub device_id: String,
+    pub client_version: u32,
+    /// Per synced table, the rows in body order: parsed, or (remote_id, why it is rejected).
+    pub changes: BTreeMap<String, Vec<Result<WireRow, (String, String)>>>,
+}
+
+pub struct PushContext<'a> {
+    pub schema: &'a Schema,
+    pub server_device: &'a str,
+}
+
+struct Session<'a, T> {
+    tx: &'a mut T,
+    schema: &'a Schema,
+    user: &'a str,
+    device: &'a str,
+    version: u32,
+    server_device: &'a str,
+    seq: i64,
+}
+
+/// Applies a push in the caller's transaction: parents before children whatever the body
+/// order, each row by the merge rule. Returns the results per table in body order and the
+/// sequence now reached.
+pub async fn push<T: SyncTx>(
+    tx: &mut T,
+    ctx: &PushContext<'_>,
+    input: PushInput,
+) -> Result<BTreeMap<String, Vec<(String, RowStatus)>>, ApiError> {
+    // Lock the user's row for the whole transaction: pushes of one user run one at a time.
+    let mut lock = Query::update();
+    lock.table("sync_users")
+        .value("last_seq", Expr::col("last_seq"))
+        .and_where(Expr::col("user_id").eq(input.user_id.as_str()));
+    if tx.run(&lock).await? != 1 {
+        return Err(ApiError::Unauthorized(
+            "the account no longer exists".into(),
+        ));
+    }
+    let mut q = Query::select();
+    q.column("last_seq")
+        .from("sync_users")
+        .and_where(Expr::col("user_id").eq(input.user_id.as_str()));
+    let seq = match tx
+        .fetch(&q, &[ColumnType::Integer])
+        .await?
+        .first()
+        .and_then(|r| r.first())
+    {
+        Some(Value::Integer(i)) => *i,
+        _ => return Err(ApiError::internal("sync_users.last_seq is missing")),
+    };
+    let mut s = Session {
+        tx,
+        schema: ctx.schema,
+        user: &input.user_id,
+        device: &input.device_id,
+        version: input.client_version,
+        server_device: ctx.server_device,
+        seq,
+    };
+    let mut results = BTreeMap::new();
+    let mut changes = input.changes;
+    for table in ctx.schema.synced() {
+        let Some(rows) = changes.remove(&table.name) else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Err((remote_id, why)) => out.push((remote_id, RowStatus::Rejected(why))),
+                Ok(row) => {
+                    let sent = row.remote_id.clone();
+                    let status = s.apply_push(table, row).await?;
+                    out.push((sent, status));
+                }
+            }
+        }
+        results.insert(table.name.clone(), out);
+    }
+    let mut save = Query::update();
+    save.table("sync_users")
+        .value("last_seq", s.seq)
+        .and_where(Expr::col("user_id").eq(input.user_id.as_str()));
+    s.tx.run(&save).await?;
+    Ok(results)
+}
+
+enum Parent {
+    Live(String),
+    Tombstone(String, Timestamp),
+    Missing,
+}
+
+impl<T: SyncTx> Session<'_, T> {
+    fn next_seq(&mut self) -> i64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The stamp of a write the server derives itself: above its wall clock and every stamp
+    /// involved.
+    fn derived_stamp(&self, involved: &[Timestamp]) -> Timestamp {
+        let top = involved.iter().copied().max().unwrap_or(Timestamp::MIN);
+        std::cmp::max(Timestamp::now(), top.add_millis(1))
+    }
+
+    async fn alias_of(
+        &mut self,
+        table: &str,
+        id: &str,
+    ) -> Result<Option<(String, String)>, DbError> {
+        let mut q = Query::select();
+        q.columns(["user_id", "canonical_id"])
+            .from("sync_aliases")
+            .and_where(Expr::col("table_name").eq(table))
+            .and_where(Expr::col("alias_id").eq(id));
+        let rows = self
+            .tx
+            .fetch(&q, &[ColumnType::Text, ColumnType::Text])
+            .await?;
+        Ok(rows.into_iter().next().and_then(|r| match (&r[0], &r[1]) {
+            (Value::Text(u), Value::Text(c)) => Some((u.clone(), c.clone())),
+            _ => None,
+        }))
+    }
+
+    async fn add_alias(
+        &mut self,
+        table: &str,
+        alias: &str,
+        canonical: &str,
+    ) -> Result<(), DbError> {
+        // Aliases that pointed at the merged-away id now point at the survivor: one hop always.
+        let mut repoint = Query::update();
+        repoint
+            .table("sync_aliases")
+            .value("canonical_id", canonical)
+            .and_where(Expr::col("table_name").eq(table))
+            .and_where(Expr::col("user_id").eq(self.user))
+            .and_where(Expr::col("canonical_id").eq(alias));
+        self.tx.run(&repoint).await?;
+        let mut ins = Query::insert();
+        ins.into_table("sync_aliases")
+            .columns(["table_name", "alias_id", "user_id", "canonical_id"])
+            .values_panic([
+                table.into(),
+                alias.into(),
+                self.user.into(),
+                canonical.into(),
+            ])
+            .on_conflict(
+                OnConflict::columns(["table_name", "alias_id"])
+                    .update_column("canonical_id")
+                    .to_owned(),
+            );
+        self.tx.run(&ins).await?;
+        Ok(())
+    }
+
+    /// Writes `row` as the latest version of its record, with the next sequence. Only columns
+    /// known to `version` are written over an existing row; the rest stay as stored.
+    async fn store(
+        &mut self,
+        table: &Table,
+        row: &mut Stored,
+        version: u32,
+    ) -> Result<(), ApiError> {
+        row.seq = self.next_seq();
+        let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
+        let mut vals: Vec<Expr> = vec![
+            row.remote_id.as_str().into(),
+            row.user_id.as_str().into(),
+            row.seq.into(),
+            row.device_id.as_str().into(),
+            sea(&row.deleted_at.map_or(Value::Null, Value::DateTime)).into(),
+        ];
+        for (c, v) in table.columns.iter().zip(&row.values) {
+            if c.on_wire() && c.since <= version {
+                cols.push(c.name.clone());
+                vals.push(sea(v).into());
+            }
+        }
+        let update: Vec<String> = cols
+            .iter()
+            .filter(|c| *c != "remote_id" && *c != "user_id")
+            .cloned()
+            .collect();
+        let mut ins = Query::insert();
+        ins.into_table(table.name.clone())
+            .columns(cols)
+            .values_panic(vals)
+            .on_conflict(
+                OnConflict::column("remote_id")
+                    .update_columns(update)
+                    // Never over another user's record.
+                    .action_and_where(
+                        Expr::col((table.name.clone(), "user_id".to_owned())).eq(self.user),
+                    )
+                    .to_owned(),
+            );
+        if self.tx.run(&ins).await? != 1 {
+            return Err(ApiError::Forbidden(format!(
+                "{} {} belongs to another account",
+                table.name, row.remote_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn resolve_parent(&mut self, r: &Reference, id: &str) -> Result<Parent, DbError> {
+        let parent_table = self
+            .schema
+            .table(&r.table)
+            .ok_or_else(|| DbError::Decode(format!("unknown parent table {}", r.table)))?;
+        let canonical = match self.alias_of(&r.table, id).await? {
+            Some((owner, c)) if owner == self.user => c,
+            Some(_) => return Ok(Parent::Missing),
+            None => id.to_owned(),
+        };
+        Ok(match load(self.tx, parent_table, &canonical).await? {
+            Some(p) if p.user_id == self.user => match p.deleted_at {
+                Some(_) => Parent::Tombstone(canonical, p.updated_at),
+                None => Parent::Live(canonical),
+            },
+            _ => Parent::Missing,
+        })
+    }
+
+    /// The other records of this user whose natural key equals one of `values`' (tombstones
+    /// included; a key holding a NULL matches nothing).
+    async fn natural_key_matches(
+        &mut self,
+        table: &Table,
+        values: &[Value],
+        except: &str,
+    ) -> Result<Vec<String>, DbError> {
+        let mut found: Vec<String> = Vec::new();
+        for key in &table.natural_keys {
+            let mut q = Query::select();
+            q.column("remote_id")
+                .from(table.name.clone())
+                .and_where(Expr::col("user_id").eq(self.user))
+                .and_where(Expr::col("remote_id").ne(except));
+            let mut usable = true;
+            for k in key {
+                let i = table.column_index(k).unwrap_or_default();
+                if values[i].is_null() {
+                    usable = false;
+                    break;
+                }
+                q.and_where(Expr::col(k.clone()).eq(sea(&values[i])));
+            }
+            if !usable {
+                continue;
+            }
+            for r in self.tx.fetch(&q, &[ColumnType::Text]).await? {
+                if let Some(id) = r.first().and_then(text) {
+                    if !found.iter().any(|f| f == id) {
+                        found.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn stored_from(&self, row: &WireRow, device: &str) -> Stored {
+        Stored {
+            remote_id: row.remote_id.clone(),
+            user_id: self.user.to_owned(),
+            seq: 0,
+            device_id: device.to_owned(),
+            deleted_at: row.deleted_at,
+            updated_at: row.updated_at,
+            values: row.values.clone(),
+        }
+    }
+
+    async fn apply_push(&mut self, table: &Table, mut row: WireRow) -> Result<RowStatus, ApiError> {
+        let sent = row.remote_id.clone();
+        let forbidden =
+            || ApiError::Forbidden(format!("{} {sent} belongs to another account", table.name));
+        let mut merged = false;
+        if let Some((owner, canonical)) = self.alias_of(&table.name, &row.remote_id).await? {
+            if owner != self.user {
+                return Err(forbidden());
+            }
+            row.remote_id = canonical;
+            merged = true;
+        }
+        let stored = load(self.tx, table, &row.remote_id).await?;
+        if stored.as_ref().is_some_and(|s| s.user_id != self.user) {
+            return Err(forbidden());
+        }
+        // An older client does not know the newer columns: keep them as stored.
+        if let Some(s) = &stored {
+            for (i, c) in table.columns.iter().enumerate() {
+                if c.since > self.version {
+                    row.values[i] = s.values[i].clone();
+                }
+            }
+        }
+
+        // References: read aliases as their canonical ids, and check the parents are this
+        // account's. A tombstone of a record never seen is stored without these checks.
+        let mut orphaned_by = None;
+        let mut nulled_by = None;
+        if !(stored.is_none() && row.is_tombstone()) {
+            for (i, c) in table.columns.iter().enumerate() {
+                let Some(r) = c
+                    .reference
+                    .as_ref()
+                    .filter(|r| r.by_key.is_none() && c.on_wire())
+                else {
+                    continue;
+                };
+                let Some(id) = text(&row.values[i]).map(str::to_owned) else {
+                    continue;
+                };
+                match self.resolve_parent(r, &id).await? {
+                    Parent::Missing => {
+                        return Ok(RowStatus::Rejected(format!(
+                            "column `{}` references a {} record this account does not have",
+                            c.name, r.table
+                        )));
+                    }
+                    Parent::Live(canonical) => {
+                        if canonical != id {
+                            merged = true;
+                        }
+                        row.values[i] = Value::Text(canonical);
+                    }
+                    Parent::Tombstone(canonical, at) => {
+                        row.values[i] = Value::Text(canonical);
+                        if !row.is_tombstone() {
+                            match r.on_delete {
+                                OnDelete::Cascade => orphaned_by = Some(at),
+                                OnDelete::SetNull => {
+                                    row.values[i] = Value::Null;
+                                    nulled_by = Some(at);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let matches = self
+            .natural_key_matches(table, &row.values, &row.remote_id)
+            .await?;
+        if matches.len() > 1 {
+            return Ok(RowStatus::Rejected(format!(
+                "its natural key matches two different {} records through two keys",
+                table.name
+            )));
+        }
+        if let Some(survivor) = matches.into_iter().next() {
+            let mut incoming = self.stored_from(&row, self.device);
+            if let Some(at) = orphaned_by {
+                let t = self.derived_stamp(&[at, row.updated_at]);
+                incoming.deleted_at = Some(t);
+                incoming.set_stamp(table, t);
+                incoming.device_id = self.server_device.to_owned();
+            }
+            self.merge_into(table, incoming, stored, &survivor).await?;
+            return Ok(RowStatus::Merged(survivor));
+        }
+
+        let incoming = self.stored_from(&row, self.device);
+        let decision = decide_on_server(stored.as_ref().map(Stored::stamp), incoming.stamp());
+        if let Some(parent_at) = orphaned_by.or(nulled_by) {
+            // A live write under a deleted parent: the server derives what must be stored.
+            if decision == ServerDecision::Stale {
+                return Ok(RowStatus::Stale(Box::new(
+                    stored.expect("stale implies stored"),
+                )));
+            }
+            let mut derived = incoming;
+            let t = self.derived_stamp(&[parent_at, row.updated_at]);
+            derived.set_stamp(table, t);
+            derived.device_id = self.server_device.to_owned();
+            if orphaned_by.is_some() {
+                derived.deleted_at = Some(t);
+            }
+            self.store(table, &mut derived, self.version).await?;
+            return Ok(RowStatus::Stale(Box::new(derived)));
+        }
+        match decision {
+            ServerDecision::Insert | ServerDecision::Replace => {
+                let was_live = stored.as_ref().is_some_and(|s| s.deleted_at.is_none());
+                let mut incoming = incoming;
+                self.store(table, &mut incoming, self.version).await?;
+                if incoming.deleted_at.is_some() && was_live {
+                    self.cascade(table, &incoming.remote_id, incoming.updated_at)
+                        .await?;
+                }
+            }
+            ServerDecision::Repeat => {}
+            ServerDecision::Stale => {
+                return Ok(RowStatus::Stale(Box::new(
+                    stored.expect("stale implies stored"),
+                )));
+            }
+        }
+        Ok(if merged {
+            RowStatus::Merged(row.remote_id)
+        } else {
+            RowStatus::Applied
+        })
+    }
+
+    /// Merges `incoming` (whose record may exist as `own`) into the record `survivor` with the
+    /// same natural key: its id becomes an alias, its own record a derived tombstone whose
+    /// children move to the survivor, and the survivor takes its values if its stamp is greater.
+    async fn merge_into(
+        &mut self,
+        table: &Table,
+        incoming: Stored,
+        own: Option<Stored>,
+        survivor: &str,
+    ) -> Result<(), ApiError> {
+        Box::pin(async move {
+            let Some(mut target) = load(self.tx, table, survivor).await? else {
+                return Err(ApiError::internal("a natural-key match vanished"));
+            };
+            self.add_alias(&table.name, &incoming.remote_id, survivor)
+                .await?;
+            if let Some(mut own) = own {
+                self.repoint_children(table, &own.remote_id, survivor, own.updated_at)
+                    .await?;
+                if own.deleted_at.is_none() {
+                    let t = self.derived_stamp(&[own.updated_at, incoming.updated_at]);
+                    own.deleted_at = Some(t);
+                    own.set_stamp(table, t);
+                    own.device_id = self.server_device.to_owned();
+                    self.store(table, &mut own, u32::MAX).await?;
+                }
+            }
+            let was_live = target.deleted_at.is_none();
+            if incoming.stamp() > target.stamp() {
+                let device = incoming.device_id.clone();
+                let mut merged = Stored {
+                    remote_id: target.remote_id.clone(),
+                    seq: 0,
+                    device_id: device,
+                    ..incoming
+                };
+                self.store(table, &mut merged, self.version).await?;
+                if merged.deleted_at.is_some() && was_live {
+                    self.cascade(table, &merged.remote_id, merged.updated_at)
+                        .await?;
+                }
+            } else {
+                // The survivor keeps its values; a new sequence sends it to the device that
+                // pushed the losing write, which now maps that record to the survivor.
+                self.store(table, &mut target, u32::MAX).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Points every child of `from` at `to`, as derived writes (merging children that now
+    /// share a natural key).
+    async fn repoint_children(
+        &mut self,
+        table: &Table,
+        from: &str,
+        to: &str,
+        at: Timestamp,
+    ) -> Result<(), ApiError> {
+        for (child, col, r) in self.schema.children_of(&table.name).collect::<Vec<_>>() {
+            if !child.synced || r.by_key.is_some() || !col.on_wire() {
+                continue;
+            }
+            for mut c in self.children(child, &col.name, from, false).await? {
+                c.set(child, &col.name, Value::Text(to.to_owned()));
+                let t = self.derived_stamp(&[at, c.updated_at]);
+                c.set_stamp(child, t);
+                c.device_id = self.server_device.to_owned();
+                let matches = self
+                    .natural_key_matches(child, &c.values, &c.remote_id)
+                    .await?;
+                match matches.into_iter().next() {
+                    Some(survivor) => {
+                        let own = load(self.tx, child, &c.remote_id).await?;
+                        Box::pin(self.merge_into(child, c, own, &survivor)).await?;
+                    }
+                    None => self.store(child, &mut c, u32::MAX).await?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn children(
+        &mut self,
+        child: &Table,
+        col: &str,
+        parent: &str,
+        live_only: bool,
+    ) -> Result<Vec<Stored>, DbError> {
+        let (names, types) = select_columns(child);
+        let mut q = Query::select();
+        q.columns(names)
+            .from(child.name.clone())
+            .and_where(Expr::col("user_id").eq(self.user))
+            .and_where(Expr::col(col.to_owned()).eq(parent));
+        if live_only {
+            q.and_where(Expr::col("deleted_at").is_null());
+        }
+        self.tx
+            .fetch(&q, &types)
+            .await?
+            .into_iter()
+            .map(|r| decode(child, r))
+            .collect()
+    }
+
+    /// A tombstone of `parent` reaches its children: CASCADE ones become derived tombstones,
+    /// SET NULL references are nulled, recursively.
+    async fn cascade(
+        &mut self,
+        table: &Table,
+        parent: &str,
+        at: Timestamp,
+    ) -> Result<(), ApiError> {
+        Box::pin(async move {
+            for (child, col, r) in self.schema.children_of(&table.name).collect::<Vec<_>>() {
+                if !child.synced || r.by_key.is_some() || !col.on_wire() {
+                    continue;
+                }
+                for mut c in self.children(child, &col.name, parent, true).await? {
+                    let t = self.derived_stamp(&[at, c.updated_at]);
+                    c.set_stamp(child, t);
+                    c.device_id = self.server_device.to_owned();
+                    match r.on_delete {
+                        OnDelete::Cascade => {
+                            c.deleted_at = Some(t);
+                            self.store(child, &mut c, u32::MAX).await?;
+                            self.cascade(child, &c.remote_id, t).await?;
+                        }
+                        OnDelete::SetNull => {
+                            c.set(child, &col.name, Value::Null);
+                            self.store(child, &mut c, u32::MAX).await?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A pull request after validation.
+pub struct PullInput {
+    pub user_id: String,
+    pub since: Option<i64>,
+    pub limit: usize,
+    pub exclude_device: Option<String>,
+}
+
+pub struct PullPage {
+    pub changes: BTreeMap<String, Vec<Stored>>,
+    pub cursor: i64,
+    pub has_more: bool,
+}
+
+/// The user's sequence reached and purge watermark.
+pub async fn user_sequence<T: SyncTx>(tx: &mut T, user: &str) -> Result<(i64, i64), DbError> {
+    let mut q = Query::select();
+    q.columns(["last_seq", "purged_seq"])
+        .from("sync_users")
+        .and_where(Expr::col("user_id").eq(user));
+    match tx
+        .fetch(&q, &[ColumnType::Integer, ColumnType::Integer])
+        .await?
+        .first()
+        .map(|r| (&r[0], &r[1]))
+    {
+        Some((Value::Integer(a), Value::Integer(b))) => Ok((*a, *b)),
+        _ => Ok((0, 0)),
+    }
+}
+
+/// One page of changes after `since` (none: a full pull of every live record), ordered by
+/// sequence, each record at most once in its latest state.
+pub async fn pull<T: SyncTx>(
+    tx: &mut T,
+    schema: &Schema,
+    input: &PullInput,
+    last_seq: i64,
+) -> Result<PullPage, DbError> {
+    let full = input.since.is_none();
+    let since = input.since.unwrap_or(0);
+    // The page's end: the `limit`-th sequence after `since` across all tables.
+    let mut seqs: Vec<i64> = Vec::new();
+    for table in schema.synced() {
+        let mut q = Query::select();
+        q.column("seq")
+            .from(table.name.clone())
+            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
+            .and_where(Expr::col("seq").gt(since))
+            .order_by("seq", Order::Asc)
+            .limit(input.limit as u64 + 1);
+        if full {
+            q.and_where(Expr::col("deleted_at").is_null());
+        }
+        for r in tx.fetch(&q, &[ColumnType::Integer]).await? {
+            if let Some(Value::Integer(s)) = r.first() {
+                seqs.push(*s);
+            }
+        }
+    }
+    seqs.sort_unstable();
+    let has_more = seqs.len() > input.limit;
+    let cutoff = if has_more {
+        seqs[input.limit - 1]
+    } else {
+        std::cmp::max(last_seq, since)
+    };
+    let mut changes = BTreeMap::new();
+    for table in schema.synced() {
+        let (names, types) = select_columns(table);
+        let mut q = Query::select();
+        q.columns(names)
+            .from(table.name.clone())
+            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
+            .and_where(Expr::col("seq").gt(since))
+            .and_where(Expr::col("seq").lte(cutoff))
+            .order_by("seq", Order::Asc);
+        if full {
+            q.and_where(Expr::col("deleted_at").is_null());
+        } else if let Some(device) = &input.exclude_device {
+            q.and_where(Expr::col("device_id").ne(device.as_str()));
+        }
+        let rows = tx
+            .fetch(&q, &types)
+            .await?
+            .into_iter()
+            .map(|r| decode(table, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        changes.insert(table.name.clone(), rows);
+    }
+    Ok(PullPage {
+        changes,
+        cursor: cutoff,
+        has_more,
+    })
+}
+
+/// Purges tombstones deleted before `before`, raising each user's purge watermark to the
+/// highest sequence it removed. Returns the number of rows removed.
+pub async fn purge<T: SyncTx>(
+    tx: &mut T,
+    schema: &Schema,
+    before: Timestamp,
+) -> Result<u64, DbError> {
+    let cutoff = before.to_wire();
+    let mut removed = 0;
+    for table in schema.synced() {
+        let mut q = Query::select();
+        q.column("user_id")
+            .expr(Expr::col("seq").max())
+            .from(table.name.clone())
+            .and_where(Expr::col("deleted_at").is_not_null())
+            .and_where(Expr::col("deleted_at").lt(cutoff.as_str()))
+            .group_by_col("user_id");
+        for r in tx
+            .fetch(&q, &[ColumnType::Text, ColumnType::Integer])
+            .await?
+        {
+            if let (Value::Text(user), Value::Integer(max)) = (&r[0], &r[1]) {
+                let mut up = Query::update();
+                up.table("sync_users")
+                    .value("purged_seq", *max)
+                    .and_where(Expr::col("user_id").eq(user.as_str()))
+                    .and_where(Expr::col("purged_seq").lt(*max));
+                tx.run(&up).await?;
+            }
+        }
+        let mut del = Query::delete();
+        del.from_table(table.name.clone())
+            .and_where(Expr::col("deleted_at").is_not_null())
+            .and_where(Expr::col("deleted_at").lt(cutoff.as_str()));
+        removed += tx.run(&del).await?;
+    }
+    Ok(removed)
+}
+
+/// A stored record as the JSON row of PROTOCOL.md for a client of `version`.
+pub fn row_json(table: &Table, row: &Stored, version: u32) -> Map<String, Json> {
+    row.to_wire().to_json(table, version)
+}
