@@ -14,8 +14,12 @@ pub enum WireError {
     MissingColumn(String),
     #[error("unknown column `{0}`")]
     UnknownColumn(String),
+    /// A value of the wrong type for its column: the row alone is refused.
     #[error("column `{column}`: {message}")]
     BadValue { column: String, message: String },
+    /// A malformed id or timestamp: the envelope is wrong.
+    #[error("column `{column}`: {message}")]
+    Malformed { column: String, message: String },
     #[error("a row must be a JSON object")]
     NotAnObject,
     #[error("column `{column}` references a record this device does not know")]
@@ -29,6 +33,13 @@ fn bad(column: &str, message: impl Into<String>) -> WireError {
     }
 }
 
+fn malformed(column: &str, message: impl Into<String>) -> WireError {
+    WireError::Malformed {
+        column: column.to_owned(),
+        message: message.into(),
+    }
+}
+
 /// A canonical lowercase UUID, from any case.
 pub fn normalise_id(column: &str, s: &str) -> Result<String, WireError> {
     uuid::Uuid::try_parse(s)
@@ -36,7 +47,7 @@ pub fn normalise_id(column: &str, s: &str) -> Result<String, WireError> {
         .filter(|_| s.len() == 36)
         .map(|u| u.hyphenated().to_string())
         .ok_or_else(|| {
-            bad(
+            malformed(
                 column,
                 format!("`{}` is not a UUID", s.chars().take(64).collect::<String>()),
             )
@@ -100,7 +111,7 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
                 .ok_or_else(|| bad(&col.name, "expected a timestamp string"))?;
             Timestamp::parse_wire(s)
                 .map(Value::DateTime)
-                .map_err(|e| bad(&col.name, e.to_string()))
+                .map_err(|e| malformed(&col.name, e.to_string()))
         }
         ColumnType::Json => Ok(Value::Json(j.clone())),
     }
@@ -180,24 +191,24 @@ impl WireRow {
             "remote_id",
             field("remote_id")?
                 .as_str()
-                .ok_or_else(|| bad("remote_id", "expected a string"))?,
+                .ok_or_else(|| malformed("remote_id", "expected a string"))?,
         )?;
         let stamp = |k: &str, j: &Json| -> Result<Option<Timestamp>, WireError> {
             match j {
                 Json::Null => Ok(None),
                 Json::String(s) => Timestamp::parse_wire(s)
                     .map(Some)
-                    .map_err(|e| bad(k, e.to_string())),
-                _ => Err(bad(k, "expected a timestamp string or null")),
+                    .map_err(|e| malformed(k, e.to_string())),
+                _ => Err(malformed(k, "expected a timestamp string or null")),
             }
         };
         let updated_at = stamp("updated_at", field("updated_at")?)?
-            .ok_or_else(|| bad("updated_at", "must not be null"))?;
+            .ok_or_else(|| malformed("updated_at", "must not be null"))?;
         let deleted_at = stamp("deleted_at", field("deleted_at")?)?;
         let device_id = match m.get("device_id") {
             Some(Json::String(s)) if allow_device_id => Some(normalise_id("device_id", s)?),
             Some(Json::Null) | None => None,
-            Some(_) if allow_device_id => return Err(bad("device_id", "expected a string")),
+            Some(_) if allow_device_id => return Err(malformed("device_id", "expected a string")),
             Some(_) => None,
         };
         let mut values = Vec::with_capacity(table.columns.len());

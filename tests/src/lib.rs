@@ -247,3 +247,5 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
     .collect::<Result<_, _>>()
     .unwrap()
 }
+
+pub mod server;

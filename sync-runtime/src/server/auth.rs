@@ -226,13 +226,11 @@ impl LoginLimiter {
         let now = Instant::now();
         map.retain(|_, (_, since)| now.duration_since(*since) < self.window);
         for k in keys {
-            if let Some((n, since)) = map.get(k) {
-                if *n >= self.max_failures {
-                    let left = self.window.saturating_sub(now.duration_since(*since));
-                    return Err(ApiError::RateLimited {
-                        retry_after: std::cmp::max(left.as_secs(), 1),
-                    });
-                }
+            if let Some((_, since)) = map.get(k).filter(|(n, _)| *n >= self.max_failures) {
+                let left = self.window.saturating_sub(now.duration_since(*since));
+                return Err(ApiError::RateLimited {
+                    retry_after: std::cmp::max(left.as_secs(), 1),
+                });
             }
         }
         Ok(())

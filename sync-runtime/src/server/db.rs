@@ -411,3 +411,8 @@ macro_rules! with_tx {
         }
     }};
 }
+
+/// A new record or device id: a canonical lowercase UUIDv7.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

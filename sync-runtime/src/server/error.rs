@@ -79,9 +79,9 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.code(), "message": message });
         let mut response = (self.status_code(), axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
     }

@@ -173,13 +173,12 @@ pub async fn load<T: SyncTx>(
     q.columns(names)
         .from(table.name.clone())
         .and_where(Expr::col("remote_id").eq(remote_id));
-    Ok(tx
-        .fetch(&q, &types)
+    tx.fetch(&q, &types)
         .await?
         .into_iter()
         .next()
         .map(|r| decode(table, r))
-        .transpose()?)
+        .transpose()
 }
 
 /// The outcome of one pushed row (PROTOCOL.md, push response).
@@ -191,13 +190,16 @@ pub enum RowStatus {
     Rejected(String),
 }
 
+/// The rows of one table in a push, in body order: parsed, or (remote_id, why it is rejected).
+pub type PushedRows = Vec<Result<WireRow, (String, String)>>;
+
 /// One push request after envelope validation.
 pub struct PushInput {
     pub user_id: String,
     pub device_id: String,
     pub client_version: u32,
     /// Per synced table, the rows in body order: parsed, or (remote_id, why it is rejected).
-    pub changes: BTreeMap<String, Vec<Result<WireRow, (String, String)>>>,
+    pub changes: BTreeMap<String, PushedRows>,
 }
 
 pub struct PushContext<'a> {
@@ -451,10 +453,12 @@ impl<T: SyncTx> Session<'_, T> {
                 continue;
             }
             for r in self.tx.fetch(&q, &[ColumnType::Text]).await? {
-                if let Some(id) = r.first().and_then(text) {
-                    if !found.iter().any(|f| f == id) {
-                        found.push(id.to_owned());
-                    }
+                if let Some(id) = r
+                    .first()
+                    .and_then(text)
+                    .filter(|id| !found.iter().any(|f| f == id))
+                {
+                    found.push(id.to_owned());
                 }
             }
         }

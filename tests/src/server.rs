@@ -1,0 +1,332 @@
+//! A sync server for tests, in-process (the router driven directly) on either backend.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value as Json, json};
+use std::sync::Arc;
+use sync_runtime::App;
+use sync_runtime::schema::{ColumnType, DefaultValue, Table};
+use sync_runtime::server::{Server, ServerConfig, router};
+use tower::ServiceExt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server with its own empty database: a temporary SQLite file, or a fresh schema
+/// in the test PostgreSQL database (dropped afterwards).
+pub struct TestServer {
+    pub server: Arc<Server>,
+    pub backend: Backend,
+    router: axum::Router,
+    cleanup: Cleanup,
+}
+
+pub enum Cleanup {
+    File(std::path::PathBuf),
+    Schema(String, String),
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(p) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+                }
+            }
+            Cleanup::Schema(url, schema) => {
+                let (url, schema) = (url.clone(), schema.clone());
+                // Drop the schema on a thread of its own: Drop cannot await.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    rt.block_on(async {
+                        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                            .await
+                            .ok()?;
+                        tokio::spawn(conn);
+                        client
+                            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .await
+                            .ok()
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database URL for a fresh, empty store on `backend` (None: PostgreSQL is not configured).
+pub async fn fresh_database(backend: Backend, test: &str) -> Option<(String, Cleanup)> {
+    match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("{}.sqlite", unique("sync_server")));
+            Some((format!("sqlite://{}", path.display()), Cleanup::File(path)))
+        }
+        Backend::Postgres => {
+            let url = crate::postgres_url(test)?;
+            let schema = unique("srv");
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to PostgreSQL");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .expect("create a test schema");
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+            Some((scoped, Cleanup::Schema(url, schema)))
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend, test: &str) -> Option<TestServer> {
+        Self::start_with(backend, test, entities::app(), ServerConfig::default()).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        test: &str,
+        app: &'static App,
+        config: ServerConfig,
+    ) -> Option<TestServer> {
+        let (url, cleanup) = fresh_database(backend, test).await?;
+        let server = Server::open(&url, app, config)
+            .await
+            .expect("the server starts");
+        Some(TestServer {
+            router: router(server.clone()),
+            server,
+            backend,
+            cleanup,
+        })
+    }
+
+    /// Sends a request; returns the status and the JSON body (`null` if empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Json>,
+    ) -> (StatusCode, Json) {
+        let body = body.map(|b| b.to_string().into_bytes());
+        self.raw(method, uri, token, body, "application/json", &[])
+            .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Json) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", content_type);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, json)
+    }
+
+    /// Registers `email` and returns (user_id, token).
+    pub async fn register(&self, email: &str) -> (String, String) {
+        let (s, b) = self
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "correct horse"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        (
+            b["user_id"].as_str().unwrap().to_owned(),
+            b["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Pushes `changes` as `device`; asserts 200 and returns the results.
+    pub async fn push(&self, token: &str, device: &str, changes: Json) -> Json {
+        let (s, b) = self.push_raw(token, device, changes).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["results"].clone()
+    }
+
+    pub async fn push_raw(&self, token: &str, device: &str, changes: Json) -> (StatusCode, Json) {
+        let body = json!({"device_id": device, "schema_version": 1, "changes": changes});
+        self.call(Method::POST, "/api/sync/push", Some(token), Some(body))
+            .await
+    }
+
+    pub async fn pull_page(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        limit: Option<usize>,
+        device: Option<&str>,
+    ) -> (StatusCode, Json) {
+        let mut q = vec![];
+        if let Some(s) = since {
+            q.push(format!("since={s}"));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        if let Some(d) = device {
+            q.push(format!("device_id={d}"));
+        }
+        self.call(
+            Method::GET,
+            &format!("/api/sync/pull?{}", q.join("&")),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// Pulls every page after `since`; returns the rows per table (in pull order) and the cursor.
+    pub async fn pull_all(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        limit: usize,
+        device: Option<&str>,
+    ) -> (Vec<(String, Json)>, String) {
+        let mut rows = Vec::new();
+        let mut cursor = since.map(str::to_owned);
+        loop {
+            let (s, b) = self
+                .pull_page(token, cursor.as_deref(), Some(limit), device)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            for (table, list) in b["changes"].as_object().unwrap() {
+                for r in list.as_array().unwrap() {
+                    rows.push((table.clone(), r.clone()));
+                }
+            }
+            cursor = Some(b["cursor"].as_str().unwrap().to_owned());
+            if !b["has_more"].as_bool().unwrap() {
+                return (rows, cursor.unwrap());
+            }
+        }
+    }
+}
+
+/// A new UUIDv7, as a remote id or device id.
+pub fn id() -> String {
+    sync_runtime::server::db::new_id()
+}
+
+/// A wire row of `table`: every column present, NOT NULL ones without a default given a
+/// plain value, then `fields` over them.
+pub fn row(table: &str, remote_id: &str, updated_at: &str, fields: Json) -> Json {
+    let t: &Table = entities::app().schema.table(table).expect("a synced table");
+    let mut m = serde_json::Map::new();
+    m.insert("remote_id".into(), json!(remote_id));
+    m.insert("updated_at".into(), json!(updated_at));
+    m.insert("deleted_at".into(), Json::Null);
+    for c in t
+        .columns
+        .iter()
+        .filter(|c| c.on_wire() && c.name != "updated_at")
+    {
+        let v = if c.nullable || c.reference.is_some() {
+            Json::Null
+        } else {
+            match (&c.default, c.ty) {
+                (Some(DefaultValue::Integer(i)), _) => json!(i),
+                (Some(DefaultValue::Boolean(b)), _) => json!(b),
+                (_, ColumnType::Integer) => json!(0),
+                (_, ColumnType::Boolean) => json!(false),
+                (_, ColumnType::Real) => json!(0.0),
+                _ => json!("x"),
+            }
+        };
+        m.insert(c.name.clone(), v);
+    }
+    for (k, v) in fields.as_object().expect("fields as an object") {
+        m.insert(k.clone(), v.clone());
+    }
+    Json::Object(m)
+}
+
+/// `2026-11-28T07:49:06.123Z` plus `ms` milliseconds: deterministic stamps for tests.
+pub fn at(ms: i64) -> String {
+    sync_runtime::Timestamp::parse_wire("2026-11-28T07:00:00.000Z")
+        .unwrap()
+        .add_millis(ms)
+        .to_wire()
+}
+
+/// Runs an async test body once per backend (PostgreSQL only when configured).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(s) = $crate::server::TestServer::start(
+                    $crate::server::Backend::Sqlite,
+                    stringify!($name),
+                )
+                .await
+                {
+                    super::$body(s).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(s) = $crate::server::TestServer::start(
+                    $crate::server::Backend::Postgres,
+                    stringify!($name),
+                )
+                .await
+                {
+                    super::$body(s).await;
+                }
+            }
+        }
+    };
+}
