@@ -5,8 +5,11 @@
 //! local store ([`store`]) with its dirty tracking and [`clock`], and carries rows on the
 //! [`wire`].
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod ddl;
+pub mod engine;
 pub mod generate;
 pub mod merge;
 pub mod migrate;

@@ -28,10 +28,11 @@ pub const APP_SCOPE: &str = "app";
 /// The runtime's own device tables: `sync_state` (the seed's columns, created if the app did
 /// not have it, plus what the runtime needs), rejected rows, pulled rows waiting for a parent or
 /// for a natural key to free up, and non-synced rows removed while tombstones still point at them.
-pub const RUNTIME_MIGRATIONS: &[Migration] = &[Migration::new(
-    1,
-    "0001_sync_state",
-    "CREATE TABLE IF NOT EXISTS sync_state (
+pub const RUNTIME_MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "0001_sync_state",
+        "CREATE TABLE IF NOT EXISTS sync_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         remote_url TEXT,
         remote_user_id TEXT,
@@ -63,7 +64,18 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[Migration::new(
         row_id INTEGER NOT NULL,
         PRIMARY KEY (table_name, row_id)
     );",
-)];
+    ),
+    Migration::new(
+        2,
+        "0002_full_pull",
+        "ALTER TABLE sync_state ADD COLUMN full_pull BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE sync_seen (
+        table_name TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        PRIMARY KEY (table_name, remote_id)
+    ) WITHOUT ROWID;",
+    ),
+];
 
 /// Makes a row a tombstone: one stamp, above the row's previous one, is both its `updated_at`
 /// and its `deleted_at`.
@@ -104,10 +116,12 @@ fn value_err(table: &Table, source: ValueError) -> StoreError {
 
 /// The local database of one device.
 pub struct Store {
-    conn: Connection,
-    app: &'static App,
-    clock: Arc<Clock>,
-    device_id: String,
+    pub(crate) conn: Connection,
+    pub(crate) app: &'static App,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) device_id: String,
+    pub(crate) path: Option<std::path::PathBuf>,
+    pub(crate) write_hook: Option<Box<dyn Fn() + Send>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,12 +135,25 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if missing) and migrates the database at `path`.
     pub fn open(path: impl AsRef<Path>, app: &'static App) -> Result<Store, StoreError> {
-        Self::from_connection(Connection::open(path)?, app, Timestamp::now)
+        let path = path.as_ref().to_path_buf();
+        Self::from_connection(
+            Connection::open(&path)?,
+            app,
+            Timestamp::now,
+            Some(path),
+            None,
+        )
     }
 
     /// An in-memory database, for tests and tools.
     pub fn open_in_memory(app: &'static App) -> Result<Store, StoreError> {
-        Self::from_connection(Connection::open_in_memory()?, app, Timestamp::now)
+        Self::from_connection(
+            Connection::open_in_memory()?,
+            app,
+            Timestamp::now,
+            None,
+            None,
+        )
     }
 
     /// Opens with another wall clock, for simulations of devices whose clocks are skewed.
@@ -135,13 +162,44 @@ impl Store {
         app: &'static App,
         wall: fn() -> Timestamp,
     ) -> Result<Store, StoreError> {
-        Self::from_connection(Connection::open(path)?, app, wall)
+        let path = path.as_ref().to_path_buf();
+        Self::from_connection(Connection::open(&path)?, app, wall, Some(path), None)
+    }
+
+    /// A second connection to the same database file sharing this one's clock, for the sync
+    /// engine to work beside the app (WAL lets them read and write side by side).
+    pub fn reopen(&self) -> Result<Store, StoreError> {
+        let path = self.path.clone().ok_or_else(|| {
+            StoreError::Sqlite(rusqlite::Error::InvalidPath(
+                "an in-memory store cannot be reopened".into(),
+            ))
+        })?;
+        Self::from_connection(
+            Connection::open(&path)?,
+            self.app,
+            Timestamp::now,
+            Some(path),
+            Some(self.clock.clone()),
+        )
+    }
+
+    /// Called after every local write (e.g. to schedule a sync soon after).
+    pub fn set_write_hook(&mut self, hook: impl Fn() + Send + 'static) {
+        self.write_hook = Some(Box::new(hook));
+    }
+
+    pub(crate) fn wrote(&self) {
+        if let Some(h) = &self.write_hook {
+            h();
+        }
     }
 
     fn from_connection(
         mut conn: Connection,
         app: &'static App,
         wall: fn() -> Timestamp,
+        path: Option<std::path::PathBuf>,
+        shared_clock: Option<Arc<Clock>>,
     ) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL lets the app read while a sync writes; in-memory databases stay in "memory" mode.
@@ -163,7 +221,10 @@ impl Store {
                 id
             }
         };
-        let clock = Arc::new(Clock::with_wall_clock(largest_stamp(&conn, app)?, wall));
+        let clock = match shared_clock {
+            Some(c) => c,
+            None => Arc::new(Clock::with_wall_clock(largest_stamp(&conn, app)?, wall)),
+        };
         let c = Arc::clone(&clock);
         // `sync_stamp(previous)`: the clock's next stamp for a row whose stamp was `previous`.
         conn.create_scalar_function("sync_stamp", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
@@ -175,11 +236,18 @@ impl Store {
             };
             Ok(c.stamp(previous).to_wire())
         })?;
+        conn.create_scalar_function("sync_new_id", 0, FunctionFlags::SQLITE_UTF8, |_| {
+            Ok(uuid::Uuid::now_v7().to_string())
+        })?;
+        // A sync interrupted by a crash leaves no stuck flag behind.
+        conn.execute("UPDATE sync_state SET is_syncing = FALSE WHERE id = 1", [])?;
         Ok(Store {
             conn,
             app,
             clock,
             device_id,
+            path,
+            write_hook: None,
         })
     }
 
@@ -202,7 +270,7 @@ impl Store {
         &self.clock
     }
 
-    fn table(&self, name: &str) -> Result<&'static Table, StoreError> {
+    pub(crate) fn table(&self, name: &str) -> Result<&'static Table, StoreError> {
         self.app
             .schema
             .table(name)
@@ -507,6 +575,7 @@ impl Store {
                     )?;
                 }
                 tx.commit()?;
+                self.wrote();
                 return Ok(existing);
             }
         }
@@ -543,6 +612,7 @@ impl Store {
             .execute(params_from_iter(params.iter()))?;
         let id = self.conn.last_insert_rowid();
         tx.commit()?;
+        self.wrote();
         Ok(id)
     }
 
@@ -676,6 +746,7 @@ impl Store {
         }
         self.cascade(table, id)?;
         tx.commit()?;
+        self.wrote();
         Ok(())
     }
 

@@ -248,4 +248,5 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
     .unwrap()
 }
 
+pub mod device;
 pub mod server;

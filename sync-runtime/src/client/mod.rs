@@ -1,0 +1,336 @@
+//! The device's sync client: connect to an account, push dirty rows, pull changes, run in the
+//! background, and tell the app how it is going.
+
+pub mod remote;
+pub mod service;
+
+pub use remote::{Remote, RemoteError, Session};
+pub use service::{ServiceOptions, SyncService};
+
+use crate::engine::RejectedRow;
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+use std::collections::{BTreeMap, HashSet};
+
+/// The app's default remote.
+pub const DEFAULT_REMOTE: &str = "https://zentrio.eu";
+/// Rows per push; halved while the server answers 413.
+pub const PUSH_BATCH: usize = 1000;
+/// Rows per pulled page.
+pub const PULL_LIMIT: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("not connected to an account: run connect first")]
+    NotConnected,
+    /// The server refused the stored token: syncing stops until the user signs in again. No
+    /// local change is lost.
+    #[error("sign in again: {0}")]
+    SignInAgain(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    /// Whether a later attempt may succeed without the user doing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SyncError::Remote(e) if e.is_transient())
+    }
+}
+
+/// What the sync is doing right now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Activity {
+    Idle,
+    Pushing { rows: usize },
+    Pulling { pages: usize, rows: usize },
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub pushed: usize,
+    pub rejected: usize,
+    pub pulled: usize,
+    pub pages: usize,
+    pub full_pull: bool,
+}
+
+/// Everything the app shows about sync, readable at any time (also offline).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncStatus {
+    pub connected: bool,
+    pub remote_url: Option<String>,
+    pub account: Option<String>,
+    pub device_id: String,
+    pub syncing: bool,
+    pub activity: Activity,
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+    /// The stored token was refused: the user must sign in again.
+    pub needs_sign_in: bool,
+    /// Rows waiting to be pushed, per table (rejected rows apart).
+    pub pending: BTreeMap<String, u64>,
+    pub rejected: Vec<RejectedRow>,
+    /// Pulled rows held back until a parent arrives or a natural key frees up.
+    pub parked: u64,
+}
+
+/// The columns of `sync_state` a status shows.
+type StateRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
+/// The store's sync status; `activity` is what a running sync reports.
+pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreError> {
+    let (url, account, token, last_sync, last_error, syncing): StateRow =
+        store.connection().query_row(
+            "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE) FROM sync_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
+    let rejected = store.rejected_rows()?;
+    let mut pending = BTreeMap::new();
+    for (table, n) in store.dirty_counts()? {
+        let r = rejected.iter().filter(|x| x.table == table).count() as u64;
+        pending.insert(table, n.saturating_sub(r));
+    }
+    let needs_sign_in = token.is_none()
+        && account.is_some()
+        && last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("sign in again"));
+    Ok(SyncStatus {
+        connected: token.is_some(),
+        remote_url: url,
+        account,
+        device_id: store.device_id().to_owned(),
+        syncing: syncing || activity != Activity::Idle,
+        activity,
+        last_sync_at: last_sync,
+        last_error,
+        needs_sign_in,
+        pending,
+        rejected,
+        parked: store.parked_count()?,
+    })
+}
+
+fn server_time(j: &serde_json::Value) -> Option<Timestamp> {
+    j["server_time"]
+        .as_str()
+        .and_then(|s| Timestamp::parse_wire(s).ok())
+}
+
+/// Batch sizes of a sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub push_batch: usize,
+    pub pull_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            push_batch: PUSH_BATCH,
+            pull_limit: PULL_LIMIT,
+        }
+    }
+}
+
+/// One sync: every dirty row pushed (parents first, in batches), then every page pulled.
+pub async fn sync_once(
+    store: &mut Store,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<SyncReport, SyncError> {
+    sync_with(store, Limits::default(), progress).await
+}
+
+/// [`sync_once`] with other batch sizes.
+pub async fn sync_with(
+    store: &mut Store,
+    limits: Limits,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<SyncReport, SyncError> {
+    let (url, token) = match store.session()? {
+        (Some(u), Some(t)) => (u, t),
+        _ => return Err(SyncError::NotConnected),
+    };
+    let remote = Remote::new(&url)?;
+    store.set_syncing(true)?;
+    let result = run(store, &remote, &token, limits, progress).await;
+    let error = result.as_ref().err().map(ToString::to_string);
+    if let Err(SyncError::SignInAgain(_)) = &result {
+        store.forget_token()?;
+    }
+    store.finish_sync(error.as_deref())?;
+    progress(Activity::Idle);
+    result
+}
+
+fn refused(e: RemoteError) -> SyncError {
+    match e.status() {
+        Some(401) => SyncError::SignInAgain(e.to_string()),
+        _ => SyncError::Remote(e),
+    }
+}
+
+async fn run(
+    store: &mut Store,
+    remote: &Remote,
+    token: &str,
+    limits: Limits,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<SyncReport, SyncError> {
+    let device = store.device_id().to_owned();
+    let version = store.app().schema.version();
+    let mut report = SyncReport::default();
+    let mut limit = limits.push_batch.max(1);
+    let mut done: HashSet<(String, i64, String)> = HashSet::new();
+    while let Some(batch) = store.prepare_push(limit, &done)? {
+        match remote.push(token, &device, version, &batch.changes).await {
+            Ok(answer) => {
+                let summary = store.apply_push_results(&batch, &answer["results"])?;
+                if let Some(t) = server_time(&answer) {
+                    store.clock().observe(t);
+                }
+                report.pushed += batch.rows.len();
+                report.rejected += summary.rejected;
+                done.extend(
+                    batch
+                        .rows
+                        .iter()
+                        .map(|r| (r.table.clone(), r.id, r.updated_at.clone())),
+                );
+                progress(Activity::Pushing {
+                    rows: report.pushed,
+                });
+            }
+            Err(e) if e.status() == Some(413) => {
+                if batch.rows.len() == 1 {
+                    store.reject(&batch.rows[0], "the row is too large for the server")?;
+                    done.insert((
+                        batch.rows[0].table.clone(),
+                        batch.rows[0].id,
+                        batch.rows[0].updated_at.clone(),
+                    ));
+                    report.rejected += 1;
+                } else {
+                    limit = batch.rows.len() / 2;
+                }
+            }
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    let mut restarted = false;
+    loop {
+        let since = store.cursor()?;
+        report.full_pull |= since.is_none();
+        match remote
+            .pull(
+                token,
+                &device,
+                version,
+                since.as_deref(),
+                limits.pull_limit.max(1),
+            )
+            .await
+        {
+            Ok(page) => {
+                let summary = store.apply_pull_page(&page)?;
+                if let Some(t) = server_time(&page) {
+                    store.clock().observe(t);
+                }
+                report.pages += 1;
+                report.pulled += summary.rows;
+                progress(Activity::Pulling {
+                    pages: report.pages,
+                    rows: report.pulled,
+                });
+                if !summary.has_more {
+                    return Ok(report);
+                }
+            }
+            Err(e) if e.status() == Some(410) && !restarted => {
+                // The cursor is older than the tombstones kept: pull everything again.
+                store.restart_full_pull()?;
+                restarted = true;
+            }
+            Err(e) => return Err(refused(e)),
+        }
+    }
+}
+
+/// What to do with this device's data when it connects to an account that holds data too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LocalData {
+    /// Upload it beside the account's (the default).
+    #[default]
+    Upload,
+    /// Discard it and take the account's.
+    Discard,
+}
+
+/// Signs in (or registers) and runs a first sync that uploads the existing data. Connecting to
+/// another account than the last one forgets this database's remote ids, cursor and tombstones
+/// and queues every live row for upload.
+pub async fn connect(
+    store: &mut Store,
+    url: &str,
+    email: &str,
+    password: &str,
+    register: bool,
+    local_data: LocalData,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<SyncReport, SyncError> {
+    let remote = Remote::new(url)?;
+    let session = if register {
+        remote.register(email, password).await?
+    } else {
+        remote.login(email, password).await?
+    };
+    let previous = store.synced_account()?;
+    if previous.as_deref() != Some(session.user_id.as_str()) {
+        if previous.is_some() {
+            store.reset_for_new_account()?;
+        }
+        if local_data == LocalData::Discard && store.has_local_data()? {
+            let page = remote
+                .pull(
+                    &session.token,
+                    store.device_id(),
+                    store.app().schema.version(),
+                    None,
+                    1,
+                )
+                .await?;
+            let account_has_data = page["changes"].as_object().is_some_and(|c| {
+                c.values()
+                    .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            });
+            if account_has_data {
+                store.discard_local_data()?;
+            }
+        }
+    }
+    store.save_session(remote.url(), &session.user_id, &session.token)?;
+    sync_once(store, progress).await
+}
+
+/// Forgets the token (signing out on the server when it is reachable); the local data stays.
+pub async fn disconnect(store: &mut Store) -> Result<(), SyncError> {
+    if let (Some(url), Some(token)) = store.session()? {
+        // Best effort: offline, the token simply expires on the server.
+        let _ = async { Remote::new(&url)?.logout(&token).await }.await;
+    }
+    store.forget_token()?;
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The server, as the device speaks to it over HTTP.
+
+use serde_json::{Value as Json, json};
+use std::time::Duration;
+
+/// Why a request to the server failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    /// The network: unreachable, cut, timed out. Worth retrying later.
+    #[error("cannot reach {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The server answered with a protocol error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server answered something that is not the protocol.
+    #[error("the server's answer is not the sync protocol: {0}")]
+    Protocol(String),
+}
+
+impl RemoteError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RemoteError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may succeed (the network, or the server failing).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Unreachable { .. } => true,
+            RemoteError::Api { status, .. } => *status >= 500 || *status == 429,
+            RemoteError::Protocol(_) => false,
+        }
+    }
+}
+
+/// A session with an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: String,
+    pub token: String,
+}
+
+/// One sync server.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(base_url: &str) -> Result<Remote, RemoteError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| RemoteError::Protocol(e.to_string()))?;
+        Ok(Remote {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Json, RemoteError> {
+        let resp = req.send().await.map_err(|e| RemoteError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| RemoteError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let body: Json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| {
+                RemoteError::Protocol(format!("HTTP {status} with a body that is not JSON"))
+            })?
+        };
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(RemoteError::Api {
+                status,
+                code: body["error"].as_str().unwrap_or("unknown").to_owned(),
+                message: body["message"]
+                    .as_str()
+                    .unwrap_or("the server refused the request")
+                    .to_owned(),
+            })
+        }
+    }
+
+    fn session(body: Json) -> Result<Session, RemoteError> {
+        match (body["user_id"].as_str(), body["token"].as_str()) {
+            (Some(u), Some(t)) => Ok(Session {
+                user_id: u.to_owned(),
+                token: t.to_owned(),
+            }),
+            _ => Err(RemoteError::Protocol(
+                "a session without user_id or token".into(),
+            )),
+        }
+    }
+
+    pub async fn health(&self) -> Result<Json, RemoteError> {
+        self.send(self.http.get(format!("{}/api/health", self.base)))
+            .await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Result<Session, RemoteError> {
+        let body = json!({"email": email, "password": password});
+        Self::session(
+            self.send(
+                self.http
+                    .post(format!("{}/api/auth/register", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<Session, RemoteError> {
+        let body = json!({"email": email, "password": password});
+        Self::session(
+            self.send(
+                self.http
+                    .post(format!("{}/api/auth/login", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), RemoteError> {
+        self.send(
+            self.http
+                .post(format!("{}/api/auth/logout", self.base))
+                .bearer_auth(token),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Pushes `changes`; returns the per-table results.
+    pub async fn push(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        changes: &serde_json::Map<String, Json>,
+    ) -> Result<Json, RemoteError> {
+        let body =
+            json!({"device_id": device_id, "schema_version": schema_version, "changes": changes});
+        let r = self
+            .send(
+                self.http
+                    .post(format!("{}/api/sync/push", self.base))
+                    .bearer_auth(token)
+                    .json(&body),
+            )
+            .await?;
+        if r["results"].is_object() {
+            Ok(r)
+        } else {
+            Err(RemoteError::Protocol(
+                "a push answer without results".into(),
+            ))
+        }
+    }
+
+    /// One page of changes after `since`.
+    pub async fn pull(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Json, RemoteError> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("limit", limit.to_string()),
+            ("device_id", device_id.to_owned()),
+        ];
+        if let Some(s) = since {
+            query.push(("since", s.to_owned()));
+        }
+        let req = self
+            .http
+            .get(format!("{}/api/sync/pull", self.base))
+            .bearer_auth(token)
+            .header("X-Sync-Schema-Version", schema_version.to_string())
+            .query(&query);
+        let page = self.send(req).await?;
+        if page["cursor"].is_string() && page["changes"].is_object() {
+            Ok(page)
+        } else {
+            Err(RemoteError::Protocol(
+                "a pull page without cursor or changes".into(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,920 @@
+//! The device's half of a sync, on the local store: reading dirty rows for a push, applying
+//! the push's results, and applying pulled pages. No network here: `client` carries the JSON.
+//!
+//! Each step is one local transaction, so a sync interrupted anywhere (a killed process, a cut
+//! connection) leaves either all of a step or none of it.
+
+use crate::ddl::{quote_ident, quote_literal};
+use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
+use crate::schema::{ColumnRole, Table};
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+use crate::value::{Value, ValueError};
+use crate::wire::{WireRow, encode_value};
+use rusqlite::{OptionalExtension, params_from_iter};
+use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
+
+/// One row read for a push, to be matched with its result.
+#[derive(Clone, Debug)]
+pub struct PushedRow {
+    pub table: String,
+    pub id: i64,
+    /// The stamp the row had when it was read: its dirty mark is cleared only if it still has it.
+    pub updated_at: String,
+    pub remote_id: String,
+}
+
+/// A batch of dirty rows, parents first, as the `changes` of a push.
+#[derive(Clone, Debug)]
+pub struct PushBatch {
+    pub changes: Map<String, Json>,
+    pub rows: Vec<PushedRow>,
+}
+
+/// What a push's results did locally.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    pub applied: usize,
+    pub stale: usize,
+    pub merged: usize,
+    pub rejected: usize,
+}
+
+/// What a pulled page did locally.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageSummary {
+    pub rows: usize,
+    pub parked: usize,
+    pub has_more: bool,
+}
+
+/// A row the server refused, kept dirty and shown in the status.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedRow {
+    pub table: String,
+    pub id: i64,
+    pub message: String,
+}
+
+/// Where a pulled row came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Incoming {
+    Pull,
+    /// A push answered `stale`: the server's version, stored as if pulled.
+    Stale,
+}
+
+enum Applied {
+    Done,
+    Parked,
+}
+
+fn err(table: &Table, m: impl Into<String>) -> StoreError {
+    StoreError::Value {
+        table: table.name.clone(),
+        source: ValueError(m.into()),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+impl Store {
+    /// The cursor of the last pulled page (`None`: the next pull is a full pull).
+    pub fn cursor(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT cursor FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Forgets the cursor: the next pull is a full one, after which clean rows it did not return
+    /// are removed (their tombstones were purged meanwhile). Dirty rows are kept.
+    pub fn restart_full_pull(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("UPDATE sync_state SET cursor = NULL, full_pull = TRUE WHERE id = 1; DELETE FROM sync_seen;")?;
+        Ok(())
+    }
+
+    /// Reads up to `limit` dirty rows, parents before children, skipping rows the server
+    /// rejected at their current stamp. Rows without a `remote_id` get one now, in the same
+    /// transaction, so a retried push reuses it.
+    pub fn prepare_push(
+        &mut self,
+        limit: usize,
+        skip: &std::collections::HashSet<(String, i64, String)>,
+    ) -> Result<Option<PushBatch>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut changes = Map::new();
+        let mut rows = Vec::new();
+        let schema = &self.app.schema;
+        for t in schema.synced() {
+            if rows.len() >= limit {
+                break;
+            }
+            let name = quote_ident(&t.name);
+            self.conn.execute(
+                &format!(
+                    "UPDATE {name} SET remote_id = sync_new_id() WHERE dirty AND remote_id IS NULL"
+                ),
+                [],
+            )?;
+            let mut select = vec![
+                format!("t.{}", quote_ident(&t.id_column)),
+                "t.updated_at".into(),
+                "t.remote_id".into(),
+                "t.deleted_at".into(),
+            ];
+            let mut joins = Vec::new();
+            for (i, c) in t.columns.iter().enumerate() {
+                match &c.reference {
+                    Some(r) => {
+                        let parent = schema
+                            .table(&r.table)
+                            .ok_or_else(|| err(t, "unknown parent"))?;
+                        let key = r.by_key.clone().unwrap_or_else(|| "remote_id".into());
+                        select.push(format!("p{i}.{}", quote_ident(&key)));
+                        joins.push(format!(
+                            "LEFT JOIN {} AS p{i} ON p{i}.{} = t.{}",
+                            quote_ident(&parent.name),
+                            quote_ident(&parent.id_column),
+                            quote_ident(&c.name)
+                        ));
+                    }
+                    None => select.push(format!("t.{}", quote_ident(&c.name))),
+                }
+            }
+            let sql = format!(
+                "SELECT {} FROM {name} AS t {} WHERE t.dirty AND NOT EXISTS (SELECT 1 FROM sync_rejected x \
+                 WHERE x.table_name = {} AND x.row_id = t.{} AND x.updated_at = t.updated_at) ORDER BY t.{} LIMIT ?1",
+                select.join(", "),
+                joins.join(" "),
+                quote_literal(&t.name),
+                quote_ident(&t.id_column),
+                quote_ident(&t.id_column),
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let want = (limit - rows.len() + skip.len()) as i64;
+            let mut q = stmt.query([want])?;
+            let mut list = Vec::new();
+            while let Some(r) = q.next()? {
+                if rows.len() >= limit {
+                    break;
+                }
+                let id: i64 = r.get(0)?;
+                let updated_at: String = r.get(1)?;
+                if skip.contains(&(t.name.clone(), id, updated_at.clone())) {
+                    continue;
+                }
+                let remote_id: String = r.get(2)?;
+                let deleted_at: Option<String> = r.get(3)?;
+                let mut m = Map::new();
+                m.insert("remote_id".into(), Json::String(remote_id.clone()));
+                let stamp =
+                    Timestamp::parse_lenient(&updated_at).map_err(|e| err(t, e.to_string()))?;
+                m.insert("updated_at".into(), Json::String(stamp.to_wire()));
+                let deleted = deleted_at
+                    .map(|d| Timestamp::parse_lenient(&d).map(|t| Json::String(t.to_wire())))
+                    .transpose()
+                    .map_err(|e| err(t, e.to_string()))?;
+                m.insert("deleted_at".into(), deleted.unwrap_or(Json::Null));
+                for (i, c) in t.columns.iter().enumerate() {
+                    if !c.on_wire() || c.name == crate::schema::UPDATED_AT {
+                        continue;
+                    }
+                    let v = if c.reference.is_some() {
+                        r.get::<_, Option<String>>(4 + i)?
+                            .map_or(Value::Null, Value::Text)
+                    } else {
+                        Value::from_sqlite(c.ty, r.get_ref(4 + i)?)
+                            .map_err(|e| err(t, format!("row {id}, `{}`: {}", c.name, e.0)))?
+                    };
+                    m.insert(c.name.clone(), encode_value(&v));
+                }
+                list.push(Json::Object(m));
+                rows.push(PushedRow {
+                    table: t.name.clone(),
+                    id,
+                    updated_at,
+                    remote_id,
+                });
+            }
+            if !list.is_empty() {
+                changes.insert(t.name.clone(), Json::Array(list));
+            }
+        }
+        tx.commit()?;
+        Ok((!rows.is_empty()).then_some(PushBatch { changes, rows }))
+    }
+
+    /// Records that the server refused `row` at its current stamp: it stays dirty, shows in the
+    /// status, and is not pushed again until it changes.
+    pub fn reject(&self, row: &PushedRow, message: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_rejected (table_name, row_id, updated_at, message) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (table_name, row_id) DO UPDATE SET updated_at = excluded.updated_at, message = excluded.message",
+            (&row.table, row.id, &row.updated_at, message),
+        )?;
+        Ok(())
+    }
+
+    /// Applies the `results` of a push of `batch`, in one transaction.
+    pub fn apply_push_results(
+        &mut self,
+        batch: &PushBatch,
+        results: &Json,
+    ) -> Result<PushSummary, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut summary = PushSummary::default();
+        let mut by_key: HashMap<(&str, &str), &Json> = HashMap::new();
+        if let Some(obj) = results.as_object() {
+            for (table, list) in obj {
+                for r in list.as_array().into_iter().flatten() {
+                    if let Some(id) = r["remote_id"].as_str() {
+                        by_key.insert((table.as_str(), id), r);
+                    }
+                }
+            }
+        }
+        for row in &batch.rows {
+            let Some(result) = by_key.get(&(row.table.as_str(), row.remote_id.as_str())) else {
+                continue;
+            };
+            let table = self.table(&row.table)?;
+            match result["status"].as_str().unwrap_or_default() {
+                "applied" => {
+                    self.clear_dirty(table, row)?;
+                    summary.applied += 1;
+                }
+                "merged" => {
+                    let canonical = result["canonical_id"]
+                        .as_str()
+                        .unwrap_or(&row.remote_id)
+                        .to_owned();
+                    self.adopt_remote_id(table, row, &canonical)?;
+                    summary.merged += 1;
+                }
+                "stale" => {
+                    let server_row = &result["row"];
+                    if let Some(canonical) = server_row["remote_id"]
+                        .as_str()
+                        .filter(|c| *c != row.remote_id)
+                    {
+                        let canonical = canonical.to_owned();
+                        self.adopt_remote_id(table, row, &canonical)?;
+                    }
+                    self.apply_incoming(table, server_row, Incoming::Stale, &mut HashMap::new())?;
+                    summary.stale += 1;
+                }
+                "rejected" => {
+                    let message = result["message"]
+                        .as_str()
+                        .unwrap_or("rejected by the server");
+                    self.reject(row, message)?;
+                    summary.rejected += 1;
+                }
+                _ => {}
+            }
+        }
+        self.retry_parked()?;
+        self.purge_removed()?;
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    fn clear_dirty(&self, table: &Table, row: &PushedRow) -> Result<(), StoreError> {
+        // Only if unchanged since it was read: an edit made while the push was in flight stays dirty.
+        self.conn.execute(
+            &format!(
+                "UPDATE {} SET dirty = FALSE WHERE {} = ?1 AND updated_at = ?2",
+                quote_ident(&table.name),
+                quote_ident(&table.id_column)
+            ),
+            (row.id, &row.updated_at),
+        )?;
+        self.conn.execute(
+            "DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2",
+            (&table.name, row.id),
+        )?;
+        Ok(())
+    }
+
+    /// The server merged this row into record `canonical`. If this device already holds that
+    /// record (pulled earlier), the two local rows become one: children move to it, and it takes
+    /// this row's values if they won the merge rule.
+    fn adopt_remote_id(
+        &self,
+        table: &Table,
+        row: &PushedRow,
+        canonical: &str,
+    ) -> Result<(), StoreError> {
+        let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        let survivor: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                &format!("SELECT {idc}, updated_at FROM {t} WHERE remote_id = ?1 AND {idc} <> ?2"),
+                (canonical, row.id),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match survivor {
+            None => {
+                self.conn.execute(
+                    &format!("UPDATE {t} SET remote_id = ?1 WHERE {idc} = ?2"),
+                    (canonical, row.id),
+                )?;
+                self.clear_dirty(table, row)?;
+            }
+            Some((sid, s_updated)) => {
+                for (child, col, _) in self.app.schema.children_of(&table.name) {
+                    self.conn.execute(
+                        &format!(
+                            "UPDATE {} SET {} = ?1 WHERE {} = ?2",
+                            quote_ident(&child.name),
+                            quote_ident(&col.name),
+                            quote_ident(&col.name)
+                        ),
+                        (sid, row.id),
+                    )?;
+                }
+                let mine = Timestamp::parse_lenient(&row.updated_at).ok();
+                let theirs = Timestamp::parse_lenient(&s_updated).ok();
+                if mine > theirs {
+                    // This device's write won on the server; the survivor takes its values.
+                    let cols: Vec<String> = table
+                        .columns
+                        .iter()
+                        .filter(|c| c.on_wire())
+                        .map(|c| {
+                            format!(
+                                "{0} = (SELECT {0} FROM {t} WHERE {idc} = ?2)",
+                                quote_ident(&c.name)
+                            )
+                        })
+                        .collect();
+                    self.conn.execute(
+                        &format!(
+                            "UPDATE {t} SET {}, deleted_at = (SELECT deleted_at FROM {t} WHERE {idc} = ?2), dirty = FALSE WHERE {idc} = ?1",
+                            cols.join(", ")
+                        ),
+                        (sid, row.id),
+                    )?;
+                }
+                self.conn
+                    .execute(&format!("DELETE FROM {t} WHERE {idc} = ?1"), [row.id])?;
+                self.conn.execute(
+                    "DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2",
+                    (&table.name, row.id),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes rows of device-only tables that the app deleted, once no unpushed tombstone
+    /// points at them any more.
+    fn purge_removed(&self) -> Result<(), StoreError> {
+        for t in self.app.schema.tables.iter().filter(|t| !t.synced) {
+            let waiting: Vec<String> = self
+                .app
+                .schema
+                .children_of(&t.name)
+                .filter(|(c, _, _)| c.synced)
+                .map(|(c, col, _)| {
+                    format!(
+                        "EXISTS (SELECT 1 FROM {} c WHERE c.{} = r.row_id AND c.dirty)",
+                        quote_ident(&c.name),
+                        quote_ident(&col.name)
+                    )
+                })
+                .collect();
+            let blocked = if waiting.is_empty() {
+                "FALSE".to_owned()
+            } else {
+                waiting.join(" OR ")
+            };
+            let ids: Vec<i64> = self
+                .conn
+                .prepare(&format!("SELECT r.row_id FROM sync_removed r WHERE r.table_name = ?1 AND NOT ({blocked})"))?
+                .query_map([&t.name], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                self.conn.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE {} = ?1",
+                        quote_ident(&t.name),
+                        quote_ident(&t.id_column)
+                    ),
+                    [id],
+                )?;
+                self.conn.execute(
+                    "DELETE FROM sync_removed WHERE table_name = ?1 AND row_id = ?2",
+                    (&t.name, id),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one pulled page (`changes`, `cursor`, `has_more`) in one transaction together
+    /// with its cursor, so an interrupted pull resumes where it stopped.
+    pub fn apply_pull_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
+        let cursor = page["cursor"]
+            .as_str()
+            .ok_or_else(|| StoreError::UnknownTable("a pull page without a cursor".into()))?;
+        let has_more = page["has_more"].as_bool().unwrap_or(false);
+        let tx = self.conn.unchecked_transaction()?;
+        let full_pull: bool =
+            self.conn
+                .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+        let mut summary = PageSummary {
+            has_more,
+            ..Default::default()
+        };
+        let mut cache = HashMap::new();
+        for table in self.app.schema.synced() {
+            let Some(rows) = page["changes"][table.name.as_str()].as_array() else {
+                continue;
+            };
+            for row in rows {
+                if let (true, Some(rid)) = (full_pull, row["remote_id"].as_str()) {
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+                        (&table.name, rid),
+                    )?;
+                }
+                summary.rows += 1;
+                if let Applied::Parked =
+                    self.apply_incoming(table, row, Incoming::Pull, &mut cache)?
+                {
+                    summary.parked += 1;
+                }
+            }
+        }
+        self.retry_parked()?;
+        self.conn
+            .execute("UPDATE sync_state SET cursor = ?1 WHERE id = 1", [cursor])?;
+        if !has_more && full_pull {
+            self.sweep_unseen()?;
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// After a full pull: clean rows the server did not return are gone from the account.
+    fn sweep_unseen(&self) -> Result<(), StoreError> {
+        for t in self
+            .app
+            .schema
+            .synced()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            self.conn.execute(
+                &format!(
+                    "DELETE FROM {} WHERE NOT dirty AND remote_id IS NOT NULL AND remote_id NOT IN \
+                     (SELECT remote_id FROM sync_seen WHERE table_name = ?1)",
+                    quote_ident(&t.name)
+                ),
+                [&t.name],
+            )?;
+        }
+        self.conn.execute_batch(
+            "DELETE FROM sync_seen; UPDATE sync_state SET full_pull = FALSE WHERE id = 1;",
+        )?;
+        Ok(())
+    }
+
+    /// Applies held-back rows whose parent has arrived or whose natural key is free now, until
+    /// no more can be applied.
+    fn retry_parked(&self) -> Result<(), StoreError> {
+        loop {
+            let parked: Vec<(String, String, String)> = self
+                .conn
+                .prepare("SELECT table_name, remote_id, row FROM sync_parked")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            if parked.is_empty() {
+                return Ok(());
+            }
+            let mut progress = false;
+            let mut cache = HashMap::new();
+            for t in self.app.schema.synced() {
+                for (_, rid, text) in parked.iter().filter(|(tn, _, _)| *tn == t.name) {
+                    let row: Json =
+                        serde_json::from_str(text).map_err(|e| err(t, e.to_string()))?;
+                    self.conn.execute(
+                        "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
+                        (&t.name, rid),
+                    )?;
+                    if let Applied::Done =
+                        self.apply_incoming(t, &row, Incoming::Pull, &mut cache)?
+                    {
+                        progress = true;
+                    }
+                }
+            }
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    fn park(&self, table: &Table, row: &Json, remote_id: &str) -> Result<Applied, StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_parked (table_name, remote_id, row) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (table_name, remote_id) DO UPDATE SET row = excluded.row",
+            (&table.name, remote_id, row.to_string()),
+        )?;
+        Ok(Applied::Parked)
+    }
+
+    /// The local id of the parent whose wire form is `wire`; a non-synced parent (an add-on) that
+    /// this device lacks is created as a placeholder for the app to refresh.
+    fn local_parent(
+        &self,
+        r: &crate::schema::Reference,
+        wire: &str,
+        cache: &mut HashMap<(String, String), i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(id) = cache.get(&(r.table.clone(), wire.to_owned())) {
+            return Ok(Some(*id));
+        }
+        let parent = self.table(&r.table)?;
+        let key = r.by_key.clone().unwrap_or_else(|| "remote_id".into());
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            quote_ident(&parent.id_column),
+            quote_ident(&parent.name),
+            quote_ident(&key)
+        );
+        let mut found: Option<i64> = self.conn.query_row(&sql, [wire], |r| r.get(0)).optional()?;
+        if found.is_none() && r.by_key.is_some() {
+            // Every NOT NULL column of the placeholder takes the key (e.g. name = the URL).
+            let cols: Vec<&crate::schema::Column> = parent
+                .columns
+                .iter()
+                .filter(|c| c.name == key || (!c.nullable && c.default.is_none()))
+                .collect();
+            let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
+            let marks: Vec<&str> = cols.iter().map(|_| "?").collect();
+            self.conn.execute(
+                &format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote_ident(&parent.name),
+                    names.join(", "),
+                    marks.join(", ")
+                ),
+                params_from_iter(cols.iter().map(|_| wire)),
+            )?;
+            found = Some(self.conn.last_insert_rowid());
+        }
+        if let Some(id) = found {
+            cache.insert((r.table.clone(), wire.to_owned()), id);
+        }
+        Ok(found)
+    }
+
+    /// Applies one version from the server by the merge rule.
+    fn apply_incoming(
+        &self,
+        table: &Table,
+        j: &Json,
+        origin: Incoming,
+        cache: &mut HashMap<(String, String), i64>,
+    ) -> Result<Applied, StoreError> {
+        let version = self.app.schema.version();
+        let row = WireRow::from_json(table, j, version, true)
+            .map_err(|e| err(table, format!("the server sent a bad row: {e}")))?;
+        self.clock.observe(row.updated_at);
+        let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        let local: Option<(i64, bool, String)> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {idc}, dirty, updated_at FROM {t} WHERE remote_id = ?1"
+            ))?
+            .query_row([&row.remote_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if local.is_none() && row.is_tombstone() {
+            // A tombstone of a record this device never had: nothing to remove.
+            return Ok(Applied::Done);
+        }
+        // References: remote ids to local ids; a parent not here yet holds the row back.
+        let mut values = row.values.clone();
+        for (i, c) in table.columns.iter().enumerate() {
+            if let (Some(r), Value::Text(wire)) = (&c.reference, &values[i]) {
+                match self.local_parent(r, &wire.clone(), cache)? {
+                    Some(id) => values[i] = Value::Integer(id),
+                    None if row.is_tombstone() && c.nullable => values[i] = Value::Null,
+                    None => return self.park(table, j, &row.remote_id),
+                }
+            }
+        }
+        let device = row.device_id.clone().unwrap_or_default();
+        let incoming = Stamp::new(row.updated_at, &device);
+        let local_row = local.as_ref().map(|(id, dirty, at)| LocalRow {
+            id: *id,
+            dirty: *dirty,
+            updated_at: Timestamp::parse_lenient(at).unwrap_or(Timestamp::MIN),
+        });
+        let decision = match (origin, local_row) {
+            // A stale answer is the server's winner over this very write.
+            (Incoming::Stale, Some(l)) if l.updated_at <= row.updated_at || !l.dirty => {
+                DeviceDecision::Replace { id: l.id }
+            }
+            _ => decide_on_device(local_row, None, incoming, &self.device_id),
+        };
+        let account = self.account_id()?;
+        let writable: Vec<(usize, &crate::schema::Column)> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.role != ColumnRole::Local)
+            .collect();
+        let mut params: Vec<Value> = writable
+            .iter()
+            .map(|(i, c)| {
+                if c.role == ColumnRole::AccountId {
+                    Value::Text(account.clone())
+                } else {
+                    values[*i].clone()
+                }
+            })
+            .collect();
+        params.push(row.deleted_at.map_or(Value::Null, Value::DateTime));
+        let result = match decision {
+            DeviceDecision::KeepLocal { .. } | DeviceDecision::Same { .. } => {
+                return Ok(Applied::Done);
+            }
+            DeviceDecision::Replace { id } => {
+                let sets: Vec<String> = writable
+                    .iter()
+                    .map(|(_, c)| format!("{} = ?", quote_ident(&c.name)))
+                    .collect();
+                params.push(Value::Integer(id));
+                self.conn
+                    .prepare_cached(&format!(
+                        "UPDATE {t} SET {}, deleted_at = ?, dirty = FALSE WHERE {idc} = ?",
+                        sets.join(", ")
+                    ))?
+                    .execute(params_from_iter(params.iter()))
+            }
+            _ => {
+                let names: Vec<String> =
+                    writable.iter().map(|(_, c)| quote_ident(&c.name)).collect();
+                let marks: Vec<&str> = writable.iter().map(|_| "?").collect();
+                params.push(Value::Text(row.remote_id.clone()));
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO {t} ({}, deleted_at, remote_id, dirty) VALUES ({}, ?, ?, FALSE)",
+                        names.join(", "),
+                        marks.join(", ")
+                    ))?
+                    .execute(params_from_iter(params.iter()))
+            }
+        };
+        match result {
+            Ok(_) => Ok(Applied::Done),
+            Err(e) if is_unique_violation(&e) => {
+                self.natural_key_collision(table, j, &row, &values)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A pulled row's natural key is held by another local row. A row the server has never seen
+    /// (no `remote_id` yet) is the same record: it takes the pulled id, its values by the merge
+    /// rule. Any other row is one the server keeps apart for now: the pulled row waits.
+    fn natural_key_collision(
+        &self,
+        table: &Table,
+        j: &Json,
+        row: &WireRow,
+        values: &[Value],
+    ) -> Result<Applied, StoreError> {
+        let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        for key in &table.natural_keys {
+            let mut conds = Vec::new();
+            let mut params = Vec::new();
+            for k in key {
+                let i = table.column_index(k).unwrap_or_default();
+                conds.push(format!("{} = ?", quote_ident(k)));
+                params.push(values[i].clone());
+            }
+            if params.iter().any(Value::is_null) {
+                continue;
+            }
+            let sql = format!(
+                "SELECT {idc}, remote_id IS NULL, dirty, updated_at FROM {t} WHERE {}",
+                conds.join(" AND ")
+            );
+            let found: Option<(i64, bool, bool, String)> = self
+                .conn
+                .query_row(&sql, params_from_iter(params.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            if let Some((id, true, dirty, at)) = found {
+                self.conn.execute(
+                    &format!("UPDATE {t} SET remote_id = ?1 WHERE {idc} = ?2"),
+                    (&row.remote_id, id),
+                )?;
+                let local = LocalRow {
+                    id,
+                    dirty,
+                    updated_at: Timestamp::parse_lenient(&at).unwrap_or(Timestamp::MIN),
+                };
+                let device = row.device_id.clone().unwrap_or_default();
+                if !matches!(
+                    decide_on_device(
+                        Some(local),
+                        None,
+                        Stamp::new(row.updated_at, &device),
+                        &self.device_id
+                    ),
+                    DeviceDecision::KeepLocal { .. }
+                ) {
+                    return self.apply_incoming(table, j, Incoming::Pull, &mut HashMap::new());
+                }
+                return Ok(Applied::Done);
+            }
+        }
+        self.park(table, j, &row.remote_id)
+    }
+
+    /// The rows the server rejected, with why.
+    pub fn rejected_rows(&self) -> Result<Vec<RejectedRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT table_name, row_id, message FROM sync_rejected ORDER BY table_name, row_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RejectedRow {
+                table: r.get(0)?,
+                id: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rows pulled but held back (a parent not here yet, or a natural key not yet free).
+    pub fn parked_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM sync_parked", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Whether any synced table holds a live row.
+    pub fn has_local_data(&self) -> Result<bool, StoreError> {
+        for t in self.app.schema.synced() {
+            let n: i64 = self.conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE deleted_at IS NULL",
+                    quote_ident(&t.name)
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Prepares this database for an account other than the one it last synced with: remote ids
+    /// and cursor are forgotten, tombstones dropped, every live row queued for upload.
+    pub fn reset_for_new_account(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for t in self
+            .app
+            .schema
+            .synced()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            let name = quote_ident(&t.name);
+            self.conn.execute(
+                &format!("DELETE FROM {name} WHERE deleted_at IS NOT NULL"),
+                [],
+            )?;
+            self.conn.execute(
+                &format!("UPDATE {name} SET remote_id = NULL, dirty = TRUE"),
+                [],
+            )?;
+        }
+        self.conn.execute_batch(
+            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
+             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops every synced row (the user chose the account's data over this device's).
+    pub fn discard_local_data(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for t in self
+            .app
+            .schema
+            .synced()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            self.conn
+                .execute(&format!("DELETE FROM {}", quote_ident(&t.name)), [])?;
+        }
+        self.conn.execute_batch(
+            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
+             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a session with an account: its id fills account-id columns from now on.
+    pub fn save_session(
+        &mut self,
+        url: &str,
+        user_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL WHERE id = 1",
+            (url, user_id, token),
+        )?;
+        for t in self.app.schema.tables.iter() {
+            for c in t.columns.iter().filter(|c| c.role == ColumnRole::AccountId) {
+                // A write from the sync itself: not dirty, not stamped.
+                self.conn.execute(
+                    &format!(
+                        "UPDATE {} SET {} = ?1",
+                        quote_ident(&t.name),
+                        quote_ident(&c.name)
+                    ),
+                    [user_id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The account this database last synced with.
+    pub fn synced_account(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT synced_user_id FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// (remote_url, auth_token) of the current session.
+    pub fn session(&self) -> Result<(Option<String>, Option<String>), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT remote_url, auth_token FROM sync_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Forgets the token (the local data stays).
+    pub fn forget_token(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE sync_state SET auth_token = NULL WHERE id = 1", [])?;
+        Ok(())
+    }
+
+    pub fn set_syncing(&self, syncing: bool) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE sync_state SET is_syncing = ?1 WHERE id = 1",
+            [syncing],
+        )?;
+        Ok(())
+    }
+
+    /// Records the end of a sync: when, the error if any, and the clock's high-water mark.
+    pub fn finish_sync(&self, error: Option<&str>) -> Result<(), StoreError> {
+        let now = Timestamp::now().to_wire();
+        let clock = self.clock.high_water().to_wire();
+        if error.is_none() {
+            self.conn.execute(
+                "UPDATE sync_state SET is_syncing = FALSE, last_sync_at = ?1, last_error = NULL, clock = ?2 WHERE id = 1",
+                (&now, &clock),
+            )?;
+        } else {
+            self.conn.execute("UPDATE sync_state SET is_syncing = FALSE, last_error = ?1, clock = ?2 WHERE id = 1", (error, &clock))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! Devices and a real server over loopback HTTP, for end-to-end tests of the device runtime.
+
+use crate::server::{Backend, Cleanup, fresh_database};
+use std::path::PathBuf;
+use std::sync::Arc;
+use sync_runtime::Store;
+use sync_runtime::client::{self, Activity, Limits, LocalData, SyncError, SyncReport};
+use sync_runtime::server::{Server, ServerConfig, router};
+
+/// A sync server listening on a loopback port, which a test can stop and start again on the
+/// same port and database (the server "going down").
+pub struct LiveServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub server: Option<Arc<Server>>,
+    db_url: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _cleanup: Cleanup,
+}
+
+impl LiveServer {
+    pub async fn start(backend: Backend, test: &str) -> Option<LiveServer> {
+        let (db_url, cleanup) = fresh_database(backend, test).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut s = LiveServer {
+            url: format!("http://{addr}"),
+            addr,
+            server: None,
+            db_url,
+            task: None,
+            _cleanup: cleanup,
+        };
+        s.serve(listener).await;
+        Some(s)
+    }
+
+    async fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let server = Server::open(&self.db_url, entities::app(), ServerConfig::default())
+            .await
+            .unwrap();
+        let app =
+            router(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        self.task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+        self.server = Some(server);
+    }
+
+    /// The server goes down: the port refuses connections.
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        self.server = None;
+    }
+
+    /// The server comes back on the same port with the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener).await;
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// One device: its own database file.
+pub struct Device {
+    pub store: Store,
+    pub path: PathBuf,
+    pub limits: Limits,
+}
+
+impl Device {
+    pub fn new(name: &str) -> Device {
+        let path = std::env::temp_dir().join(format!(
+            "device-{name}-{}-{}.sqlite",
+            std::process::id(),
+            sync_runtime::server::db::new_id()
+        ));
+        Device::at(path)
+    }
+
+    pub fn at(path: PathBuf) -> Device {
+        let store = Store::open(&path, entities::app()).unwrap();
+        Device {
+            store,
+            path,
+            limits: Limits::default(),
+        }
+    }
+
+    /// A device whose wall clock runs `wall()` instead of the real one.
+    pub fn with_wall_clock(name: &str, wall: fn() -> sync_runtime::Timestamp) -> Device {
+        let d = Device::new(name);
+        let store = Store::open_with_wall_clock(&d.path, entities::app(), wall).unwrap();
+        Device {
+            store,
+            path: d.path.clone(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The process dies and starts again: the same file, a new connection, a clock derived anew.
+    pub fn restart(&mut self) {
+        self.store = Store::open(&self.path, entities::app()).unwrap();
+    }
+
+    pub async fn connect(&mut self, url: &str, email: &str, register: bool) -> SyncReport {
+        self.connect_with(url, email, register, LocalData::Upload)
+            .await
+            .unwrap()
+    }
+
+    pub async fn connect_with(
+        &mut self,
+        url: &str,
+        email: &str,
+        register: bool,
+        local: LocalData,
+    ) -> Result<SyncReport, SyncError> {
+        client::connect(
+            &mut self.store,
+            url,
+            email,
+            "correct horse",
+            register,
+            local,
+            &mut |_: Activity| {},
+        )
+        .await
+    }
+
+    pub async fn sync(&mut self) -> Result<SyncReport, SyncError> {
+        client::sync_with(&mut self.store, self.limits, &mut |_: Activity| {}).await
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}

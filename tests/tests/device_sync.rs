@@ -1,0 +1,912 @@
+//! The device runtime end to end: two or more devices and a real server over loopback HTTP.
+
+use entities::*;
+use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError};
+use sync_runtime::{Store, Timestamp};
+use tests::device::{Device, LiveServer};
+use tests::server::Backend;
+
+async fn server(test: &str) -> LiveServer {
+    LiveServer::start(Backend::Sqlite, test)
+        .await
+        .expect("a SQLite server always starts")
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// The local id of the row with `remote_id` on `store`.
+fn local_id(store: &Store, table: &str, remote_id: &str) -> Option<i64> {
+    store
+        .connection()
+        .query_row(
+            &format!("SELECT id FROM {table} WHERE remote_id = ?1 AND deleted_at IS NULL"),
+            [remote_id],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+fn remote_id(store: &Store, table: &str, id: i64) -> String {
+    store.remote_id(table, id).unwrap().expect("a remote id")
+}
+
+fn live_count(store: &Store, table: &str) -> i64 {
+    store
+        .connection()
+        .query_row(
+            &format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+struct Ids {
+    settings: i64,
+    profile: i64,
+    addon: i64,
+    profile_addon: i64,
+    stream: i64,
+    appearance: i64,
+    list: i64,
+    item: i64,
+    history: i64,
+}
+
+fn profile(name: &str, settings: Option<i64>) -> Profile {
+    Profile {
+        id: None,
+        user_id: String::new(),
+        name: name.into(),
+        avatar: "A".into(),
+        avatar_type: Some("initials".into()),
+        avatar_style: None,
+        is_default: Some(true),
+        settings_profile_id: settings,
+        created_at: Some(now()),
+        updated_at: now(),
+    }
+}
+
+fn list(profile: i64, name: &str) -> List {
+    List {
+        id: None,
+        profile_id: profile,
+        name: name.into(),
+        is_default: Some(false),
+        created_at: Some(now()),
+        updated_at: now(),
+    }
+}
+
+fn item(list: i64, meta: &str) -> ListItem {
+    ListItem {
+        id: None,
+        list_id: list,
+        meta_id: meta.into(),
+        r#type: "movie".into(),
+        title: Some(format!("Title of {meta}")),
+        poster: None,
+        imdb_rating: Some(8.1),
+        created_at: Some(now()),
+        updated_at: now(),
+    }
+}
+
+fn history(profile: i64, meta: &str, season: i64, episode: i64) -> WatchHistory {
+    WatchHistory {
+        id: None,
+        profile_id: profile,
+        meta_id: meta.into(),
+        meta_type: "series".into(),
+        season,
+        episode,
+        episode_id: None,
+        title: Some("Show".into()),
+        poster: None,
+        duration: Some(3_600_000),
+        position: Some(60_000),
+        is_watched: Some(false),
+        watched_at: Some(now()),
+        last_stream: Some(serde_json::json!({"url": "magnet:?xt=1", "quality": "1080p"})),
+        updated_at: now(),
+    }
+}
+
+fn create_everything(s: &mut Store) -> Ids {
+    let settings = s
+        .insert(&mut SettingsProfile {
+            id: None,
+            user_id: String::new(),
+            name: "Default".into(),
+            is_default: Some(true),
+            created_at: Some(now()),
+            updated_at: now(),
+            tmdb_catalog_config: Some(serde_json::json!({"lang": "fr"})),
+        })
+        .unwrap();
+    let profile = s.insert(&mut profile("Alice", Some(settings))).unwrap();
+    let addon = s
+        .insert(&mut Addon {
+            id: None,
+            manifest_url: "https://cinemeta.example/manifest.json".into(),
+            name: "Cinemeta".into(),
+            version: Some("1.0".into()),
+            description: None,
+            logo: None,
+            logo_url: None,
+            behavior_hints: None,
+            created_at: Some(now()),
+        })
+        .unwrap();
+    let profile_addon = s
+        .insert(&mut ProfileAddon {
+            id: None,
+            profile_id: Some(profile),
+            addon_id: addon,
+            enabled: Some(true),
+            priority: Some(2),
+            created_at: Some(now()),
+            updated_at: now(),
+            settings_profile_id: None,
+        })
+        .unwrap();
+    let stream = s
+        .insert(&mut StreamSettings {
+            id: None,
+            profile_id: Some(profile),
+            qualities: Some("4k".into()),
+            preferred_keywords: None,
+            required_keywords: None,
+            config: Some(serde_json::json!({"autoplay": true})),
+            settings_profile_id: Some(settings),
+            updated_at: now(),
+        })
+        .unwrap();
+    let appearance = s
+        .insert(&mut AppearanceSettings {
+            id: None,
+            settings_profile_id: Some(settings),
+            show_imdb_ratings: Some(false),
+            show_age_ratings: Some(true),
+            updated_at: now(),
+        })
+        .unwrap();
+    let list = s.insert(&mut list(profile, "Favourites")).unwrap();
+    let item = s.insert(&mut item(list, "tt0111161")).unwrap();
+    let history = s.insert(&mut history(profile, "tt0903747", 1, 1)).unwrap();
+    Ids {
+        settings,
+        profile,
+        addon,
+        profile_addon,
+        stream,
+        appearance,
+        list,
+        item,
+        history,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entity_travels_to_another_device_and_back() {
+    let srv = server("every_entity").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "everything@example.org", true).await;
+    b.connect(&srv.url, "everything@example.org", false).await;
+    let ids = create_everything(&mut a.store);
+    let report = a.sync().await.unwrap();
+    assert_eq!(report.pushed, 8, "every synced row, not the add-on itself");
+    b.sync().await.unwrap();
+
+    // B has every record, references resolved to B's own local ids.
+    let rid = |t: &str, id: i64| remote_id(&a.store, t, id);
+    let b_settings = local_id(
+        &b.store,
+        "settings_profiles",
+        &rid("settings_profiles", ids.settings),
+    )
+    .expect("settings profile");
+    let b_profile_id =
+        local_id(&b.store, "profiles", &rid("profiles", ids.profile)).expect("profile");
+    let b_profile: Profile = b.store.get(b_profile_id).unwrap().unwrap();
+    assert_eq!(b_profile.settings_profile_id, Some(b_settings));
+    assert_eq!(b_profile.name, "Alice");
+    assert_eq!(
+        b_profile.user_id,
+        a.store
+            .get::<Profile>(ids.profile)
+            .unwrap()
+            .unwrap()
+            .user_id,
+        "the account's id"
+    );
+    let b_list = local_id(&b.store, "lists", &rid("lists", ids.list)).expect("list");
+    let b_item: ListItem = b
+        .store
+        .get(local_id(&b.store, "list_items", &rid("list_items", ids.item)).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(b_item.list_id, b_list);
+    assert_eq!(b_item.imdb_rating, Some(8.1));
+    let b_history: WatchHistory = b
+        .store
+        .get(
+            local_id(
+                &b.store,
+                "watch_history",
+                &rid("watch_history", ids.history),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(b_history.profile_id, b_profile_id);
+    assert_eq!(
+        b_history.last_stream,
+        Some(serde_json::json!({"url": "magnet:?xt=1", "quality": "1080p"}))
+    );
+    let b_stream: StreamSettings = b
+        .store
+        .get(
+            local_id(
+                &b.store,
+                "stream_settings",
+                &rid("stream_settings", ids.stream),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (b_stream.profile_id, b_stream.settings_profile_id),
+        (Some(b_profile_id), Some(b_settings))
+    );
+    assert!(
+        local_id(
+            &b.store,
+            "appearance_settings",
+            &rid("appearance_settings", ids.appearance)
+        )
+        .is_some()
+    );
+    // The add-on B never installed arrives as a placeholder named by its URL.
+    let b_pa: ProfileAddon = b
+        .store
+        .get(
+            local_id(
+                &b.store,
+                "profile_addons",
+                &rid("profile_addons", ids.profile_addon),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+    let placeholder: Addon = b
+        .store
+        .get(b_pa.addon_id)
+        .unwrap()
+        .expect("a placeholder add-on");
+    assert_eq!(
+        placeholder.manifest_url,
+        "https://cinemeta.example/manifest.json"
+    );
+    assert_eq!(placeholder.name, placeholder.manifest_url);
+    assert!(b.store.list_values("addons").unwrap().len() == 1 && ids.addon > 0);
+    assert!(
+        client::status(&b.store, Activity::Idle)
+            .unwrap()
+            .pending
+            .values()
+            .all(|n| *n == 0),
+        "pulled rows are clean"
+    );
+
+    // Edited on B, appears on A.
+    let mut renamed: List = b.store.get(b_list).unwrap().unwrap();
+    renamed.name = "Renamed on B".into();
+    b.store.update(&renamed).unwrap();
+    b.sync().await.unwrap();
+    a.sync().await.unwrap();
+    assert_eq!(
+        a.store.get::<List>(ids.list).unwrap().unwrap().name,
+        "Renamed on B"
+    );
+
+    // Deleted on A, gone from B with its children.
+    a.store.delete::<Profile>(ids.profile).unwrap();
+    a.sync().await.unwrap();
+    b.sync().await.unwrap();
+    for table in [
+        "profiles",
+        "lists",
+        "list_items",
+        "watch_history",
+        "profile_addons",
+        "stream_settings",
+    ] {
+        assert_eq!(live_count(&b.store, table), 0, "{table} on B");
+    }
+    assert_eq!(live_count(&b.store, "settings_profiles"), 1);
+    assert_eq!(live_count(&b.store, "appearance_settings"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_on_both_devices_converge_by_the_merge_rule() {
+    let mut srv = server("offline").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "offline@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    let l = a.store.insert(&mut list(p, "Shared")).unwrap();
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "offline@example.org", false).await;
+    let b_l = local_id(&b.store, "lists", &remote_id(&a.store, "lists", l)).unwrap();
+
+    srv.stop().await;
+    let mut la: List = a.store.get(l).unwrap().unwrap();
+    la.name = "A's name".into();
+    a.store.update(&la).unwrap();
+    a.store.insert(&mut item(l, "tt-from-a")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut lb: List = b.store.get(b_l).unwrap().unwrap();
+    lb.name = "B's name".into();
+    b.store.update(&lb).unwrap();
+    b.store.insert(&mut item(b_l, "tt-from-b")).unwrap();
+    let err = a.sync().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(b.sync().await.unwrap_err().is_transient());
+    let status = client::status(&a.store, Activity::Idle).unwrap();
+    assert_eq!(status.pending["lists"], 1);
+    assert!(status.last_error.unwrap().contains("cannot reach"));
+
+    srv.restart().await;
+    a.sync().await.unwrap();
+    b.sync().await.unwrap();
+    a.sync().await.unwrap();
+    // B's rename is later: it wins everywhere; both new items arrived everywhere.
+    assert_eq!(a.store.get::<List>(l).unwrap().unwrap().name, "B's name");
+    assert_eq!(b.store.get::<List>(b_l).unwrap().unwrap().name, "B's name");
+    let metas = |s: &Store| {
+        let mut m: Vec<String> = s
+            .list::<ListItem>()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.meta_id)
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(metas(&a.store), vec!["tt-from-a", "tt-from-b"]);
+    assert_eq!(metas(&a.store), metas(&b.store));
+    assert!(
+        client::status(&a.store, Activity::Idle)
+            .unwrap()
+            .pending
+            .values()
+            .all(|n| *n == 0)
+    );
+}
+
+fn an_hour_behind() -> Timestamp {
+    Timestamp::now().add_millis(-3_600_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_clock_is_an_hour_behind_still_wins_with_a_later_edit() {
+    let srv = server("skew").await;
+    let mut a = Device::new("a");
+    let mut slow = Device::with_wall_clock("slow", an_hour_behind);
+    a.connect(&srv.url, "skew@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    let l = a.store.insert(&mut list(p, "Before")).unwrap();
+    a.sync().await.unwrap();
+    slow.connect(&srv.url, "skew@example.org", false).await;
+    // A edits again; the slow device pulls that newer version, then edits after seeing it.
+    let mut la: List = a.store.get(l).unwrap().unwrap();
+    la.name = "A's edit".into();
+    a.store.update(&la).unwrap();
+    a.sync().await.unwrap();
+    slow.sync().await.unwrap();
+    let s_l = local_id(&slow.store, "lists", &remote_id(&a.store, "lists", l)).unwrap();
+    let mut ls: List = slow.store.get(s_l).unwrap().unwrap();
+    assert_eq!(ls.name, "A's edit");
+    ls.name = "Slow device's later edit".into();
+    slow.store.update(&ls).unwrap();
+    slow.sync().await.unwrap();
+    a.sync().await.unwrap();
+    assert_eq!(
+        a.store.get::<List>(l).unwrap().unwrap().name,
+        "Slow device's later edit"
+    );
+    assert_eq!(
+        slow.store.get::<List>(s_l).unwrap().unwrap().name,
+        "Slow device's later edit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_episode_and_movie_added_offline_on_two_devices_is_one_record() {
+    let srv = server("same_record").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "same@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    let l = a.store.insert(&mut list(p, "Watchlist")).unwrap();
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "same@example.org", false).await;
+    let (b_p, b_l) = (
+        local_id(&b.store, "profiles", &remote_id(&a.store, "profiles", p)).unwrap(),
+        local_id(&b.store, "lists", &remote_id(&a.store, "lists", l)).unwrap(),
+    );
+    a.store.insert(&mut history(p, "tt0903747", 2, 3)).unwrap();
+    a.store.insert(&mut item(l, "tt0068646")).unwrap();
+    b.store
+        .insert(&mut history(b_p, "tt0903747", 2, 3))
+        .unwrap();
+    b.store.insert(&mut item(b_l, "tt0068646")).unwrap();
+    a.sync().await.unwrap();
+    b.sync().await.unwrap();
+    a.sync().await.unwrap();
+    for d in [&a, &b] {
+        assert_eq!(live_count(&d.store, "watch_history"), 1);
+        assert_eq!(live_count(&d.store, "list_items"), 1);
+        let st = client::status(&d.store, Activity::Idle).unwrap();
+        assert!(
+            st.rejected.is_empty() && st.parked == 0 && st.last_error.is_none(),
+            "{st:?}"
+        );
+    }
+    let ra: Vec<String> = a
+        .store
+        .list::<ListItem>()
+        .unwrap()
+        .iter()
+        .map(|i| remote_id(&a.store, "list_items", i.id.unwrap()))
+        .collect();
+    let rb: Vec<String> = b
+        .store
+        .list::<ListItem>()
+        .unwrap()
+        .iter()
+        .map(|i| remote_id(&b.store, "list_items", i.id.unwrap()))
+        .collect();
+    assert_eq!(ra, rb, "both devices know the record by one id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_edited_while_its_push_is_in_flight_stays_dirty() {
+    let srv = server("dirty_race").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "race@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    let l = a.store.insert(&mut list(p, "First")).unwrap();
+    let batch = a
+        .store
+        .prepare_push(100, &Default::default())
+        .unwrap()
+        .unwrap();
+    // The edit lands between reading the row and the push's answer.
+    let mut edited: List = a.store.get(l).unwrap().unwrap();
+    edited.name = "Edited in flight".into();
+    a.store.update(&edited).unwrap();
+    let (url, token) = a.store.session().unwrap();
+    let remote = Remote::new(&url.unwrap()).unwrap();
+    let answer = remote
+        .push(&token.unwrap(), a.store.device_id(), 1, &batch.changes)
+        .await
+        .unwrap();
+    a.store
+        .apply_push_results(&batch, &answer["results"])
+        .unwrap();
+    assert!(!a.store.is_dirty("profiles", p).unwrap());
+    assert!(
+        a.store.is_dirty("lists", l).unwrap(),
+        "the in-flight edit is still to push"
+    );
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "race@example.org", false).await;
+    assert_eq!(b.store.list::<List>().unwrap()[0].name, "Edited in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_whose_answer_is_lost_and_a_pull_cut_midway_resume_without_loss_or_duplicates() {
+    let srv = server("interrupted").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "cut@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    for i in 0..30 {
+        a.store
+            .insert(&mut history(p, &format!("tt{i}"), 1, i))
+            .unwrap();
+    }
+    // The server commits the push, but the process dies before it reads the answer.
+    let batch = a
+        .store
+        .prepare_push(1000, &Default::default())
+        .unwrap()
+        .unwrap();
+    let (url, token) = a.store.session().unwrap();
+    let remote = Remote::new(&url.unwrap()).unwrap();
+    remote
+        .push(&token.unwrap(), a.store.device_id(), 1, &batch.changes)
+        .await
+        .unwrap();
+    a.restart();
+    assert_eq!(
+        client::status(&a.store, Activity::Idle).unwrap().pending["watch_history"],
+        30,
+        "nothing was marked clean"
+    );
+    let r = a.sync().await.unwrap();
+    assert_eq!(r.pushed, 31, "the retry sends the same ids again");
+
+    // B pulls in pages of 4 and dies after two of them.
+    b.connect(&srv.url, "cut@example.org", false).await;
+    let mut c = Device::new("c");
+    c.connect_with(&srv.url, "cut@example.org", false, LocalData::Upload)
+        .await
+        .unwrap();
+    c.store.restart_full_pull().unwrap();
+    c.restart();
+    c.limits.pull_limit = 4;
+    let (url, token) = c.store.session().unwrap();
+    let remote = Remote::new(&url.unwrap()).unwrap();
+    let token = token.unwrap();
+    for _ in 0..2 {
+        let since = c.store.cursor().unwrap();
+        let page = remote
+            .pull(&token, c.store.device_id(), 1, since.as_deref(), 4)
+            .await
+            .unwrap();
+        c.store.apply_pull_page(&page).unwrap();
+    }
+    c.restart();
+    c.sync().await.unwrap();
+    for d in [&a, &b, &c] {
+        assert_eq!(live_count(&d.store, "watch_history"), 30);
+        assert_eq!(live_count(&d.store, "profiles"), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_sync_database_uploads_everything_to_an_empty_account() {
+    let srv = server("pre_sync").await;
+    let path = std::env::temp_dir().join(format!("pre-sync-device-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(tests::PRE_SYNC_SCHEMA).unwrap();
+        tests::populate_pre_sync(&conn, 3);
+    }
+    let mut old = Device::at(path);
+    let live: i64 = entities::app()
+        .schema
+        .synced()
+        .map(|t| live_count(&old.store, &t.name))
+        .sum();
+    let report = old.connect(&srv.url, "upgrade@example.org", true).await;
+    assert_eq!(
+        report.pushed as i64, live,
+        "every existing row went up: {report:?}"
+    );
+    let mut fresh = Device::new("fresh");
+    fresh.connect(&srv.url, "upgrade@example.org", false).await;
+    for t in entities::app().schema.synced() {
+        assert_eq!(
+            live_count(&old.store, &t.name),
+            live_count(&fresh.store, &t.name),
+            "{}",
+            t.name
+        );
+        assert!(live_count(&fresh.store, &t.name) > 0, "{}", t.name);
+    }
+    let names = |s: &Store| {
+        let mut v: Vec<String> = s
+            .list::<Profile>()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&old.store), names(&fresh.store));
+    assert!(
+        client::status(&old.store, Activity::Idle)
+            .unwrap()
+            .pending
+            .values()
+            .all(|n| *n == 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_row_does_not_stop_the_others_and_shows_in_the_status() {
+    let srv = server("rejected").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "reject@example.org", true).await;
+    let ids = create_everything(&mut a.store);
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "reject@example.org", false).await;
+    let rid = |t: &str, id: i64| remote_id(&a.store, t, id);
+    let (b_p, b_s) = (
+        local_id(&b.store, "profiles", &rid("profiles", ids.profile)).unwrap(),
+        local_id(
+            &b.store,
+            "settings_profiles",
+            &rid("settings_profiles", ids.settings),
+        )
+        .unwrap(),
+    );
+    // A enables a second add-on for the settings profile; B, before pulling that, enables the same
+    // add-on for both the profile and the settings profile in one row: two natural keys, two records.
+    let addon2 = a
+        .store
+        .insert(&mut Addon {
+            id: None,
+            manifest_url: "https://two.example/manifest.json".into(),
+            name: "Two".into(),
+            version: None,
+            description: None,
+            logo: None,
+            logo_url: None,
+            behavior_hints: None,
+            created_at: None,
+        })
+        .unwrap();
+    a.store
+        .insert(&mut ProfileAddon {
+            id: None,
+            profile_id: Some(ids.profile),
+            addon_id: addon2,
+            enabled: Some(true),
+            priority: Some(0),
+            created_at: None,
+            updated_at: now(),
+            settings_profile_id: None,
+        })
+        .unwrap();
+    a.store
+        .insert(&mut ProfileAddon {
+            id: None,
+            profile_id: None,
+            addon_id: addon2,
+            enabled: Some(true),
+            priority: Some(0),
+            created_at: None,
+            updated_at: now(),
+            settings_profile_id: Some(ids.settings),
+        })
+        .unwrap();
+    a.sync().await.unwrap();
+    let b_addon2 = b
+        .store
+        .insert(&mut Addon {
+            id: None,
+            manifest_url: "https://two.example/manifest.json".into(),
+            name: "Two".into(),
+            version: None,
+            description: None,
+            logo: None,
+            logo_url: None,
+            behavior_hints: None,
+            created_at: None,
+        })
+        .unwrap();
+    let bad = b
+        .store
+        .insert(&mut ProfileAddon {
+            id: None,
+            profile_id: Some(b_p),
+            addon_id: b_addon2,
+            enabled: Some(false),
+            priority: Some(9),
+            created_at: None,
+            updated_at: now(),
+            settings_profile_id: Some(b_s),
+        })
+        .unwrap();
+    let fine = b
+        .store
+        .insert(&mut list(b_p, "Pushed beside the rejected row"))
+        .unwrap();
+    let report = b.sync().await.unwrap();
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert!(
+        !b.store.is_dirty("lists", fine).unwrap(),
+        "the other rows went through"
+    );
+    assert!(
+        b.store.is_dirty("profile_addons", bad).unwrap(),
+        "the rejected row stays dirty"
+    );
+    let st = client::status(&b.store, Activity::Idle).unwrap();
+    assert_eq!(st.rejected.len(), 1);
+    assert_eq!(
+        (st.rejected[0].table.as_str(), st.rejected[0].id),
+        ("profile_addons", bad)
+    );
+    assert!(
+        st.rejected[0].message.contains("two"),
+        "{}",
+        st.rejected[0].message
+    );
+    // Not retried until it changes.
+    let again = b.sync().await.unwrap();
+    assert_eq!(again.pushed, 0);
+    a.sync().await.unwrap();
+    assert!(
+        a.store
+            .list::<List>()
+            .unwrap()
+            .iter()
+            .any(|l| l.name == "Pushed beside the rejected row")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_moved_to_another_account_uploads_its_data_there() {
+    let srv = server("switch").await;
+    let mut a = Device::new("a");
+    a.connect(&srv.url, "x@example.org", true).await;
+    let ids = create_everything(&mut a.store);
+    a.store.delete::<ListItem>(ids.item).unwrap();
+    a.sync().await.unwrap();
+    // The same database, now connected to account Y.
+    let report = a.connect(&srv.url, "y@example.org", true).await;
+    assert_eq!(
+        report.pushed, 7,
+        "every live row, tombstones dropped: {report:?}"
+    );
+    let st = client::status(&a.store, Activity::Idle).unwrap();
+    assert!(
+        st.rejected.is_empty(),
+        "nothing refused for ids owned by X: {:?}",
+        st.rejected
+    );
+    let mut y = Device::new("y");
+    y.connect(&srv.url, "y@example.org", false).await;
+    for t in entities::app().schema.synced() {
+        assert_eq!(
+            live_count(&y.store, &t.name),
+            live_count(&a.store, &t.name),
+            "{}",
+            t.name
+        );
+    }
+    let account: String = a
+        .store
+        .connection()
+        .query_row("SELECT remote_user_id FROM sync_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        a.store
+            .get::<Profile>(ids.profile)
+            .unwrap()
+            .unwrap()
+            .user_id,
+        account,
+        "account ids follow the account"
+    );
+    // X keeps its own copy.
+    let mut x = Device::new("x");
+    x.connect(&srv.url, "x@example.org", false).await;
+    assert_eq!(live_count(&x.store, "list_items"), 0);
+    assert_eq!(live_count(&x.store, "lists"), 1);
+
+    // A new device with its own default profile, connected with `discard`, ends with exactly Y's data.
+    let mut d = Device::new("d");
+    d.store
+        .insert(&mut profile("My own default", None))
+        .unwrap();
+    d.connect_with(&srv.url, "y@example.org", false, LocalData::Discard)
+        .await
+        .unwrap();
+    let names: Vec<String> = d
+        .store
+        .list::<Profile>()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, vec!["Alice".to_owned()]);
+    // And with `upload` (the default) the device's own profile joins the account's.
+    let mut e = Device::new("e");
+    e.store.insert(&mut profile("E's default", None)).unwrap();
+    e.connect(&srv.url, "y@example.org", false).await;
+    assert_eq!(live_count(&e.store, "profiles"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_stops_syncing_and_asks_to_sign_in_again_keeping_dirty_rows() {
+    let srv = server("signin").await;
+    let mut a = Device::new("a");
+    a.connect(&srv.url, "token@example.org", true).await;
+    let (url, token) = a.store.session().unwrap();
+    Remote::new(&url.unwrap())
+        .unwrap()
+        .logout(&token.unwrap())
+        .await
+        .unwrap();
+    let p = a
+        .store
+        .insert(&mut profile("Written after the token died", None))
+        .unwrap();
+    let err = a.sync().await.unwrap_err();
+    assert!(matches!(err, SyncError::SignInAgain(_)), "{err}");
+    let st = client::status(&a.store, Activity::Idle).unwrap();
+    assert!(st.needs_sign_in && !st.connected, "{st:?}");
+    assert!(st.last_error.unwrap().starts_with("sign in again"));
+    assert!(a.store.is_dirty("profiles", p).unwrap());
+    assert!(matches!(
+        a.sync().await.unwrap_err(),
+        SyncError::NotConnected
+    ));
+    a.connect(&srv.url, "token@example.org", false).await;
+    assert!(
+        !a.store.is_dirty("profiles", p).unwrap(),
+        "signed in again, the row went up"
+    );
+    client::disconnect(&mut a.store).await.unwrap();
+    assert!(!client::status(&a.store, Activity::Idle).unwrap().connected);
+    assert_eq!(
+        live_count(&a.store, "profiles"),
+        1,
+        "disconnecting keeps the local data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_service_syncs_soon_after_a_local_write_and_reports_status() {
+    use std::time::Duration;
+    use sync_runtime::client::{ServiceOptions, SyncService};
+    let srv = server("service").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "service@example.org", true).await;
+    b.connect(&srv.url, "service@example.org", false).await;
+    let options = ServiceOptions {
+        period: Duration::from_secs(3600),
+        debounce: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let service = SyncService::start(a.store.reopen().unwrap(), options);
+    a.store.set_write_hook(service.write_hook());
+    let mut status = service.status();
+    // The start-up sync.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.last_sync_at.is_some()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let first = status.borrow().last_sync_at.clone();
+    a.store
+        .insert(&mut profile("Written by the app", None))
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.last_sync_at != first && s.pending.values().all(|n| *n == 0)),
+    )
+    .await
+    .expect("a sync soon after the write")
+    .unwrap();
+    b.sync().await.unwrap();
+    assert_eq!(
+        b.store.list::<Profile>().unwrap()[0].name,
+        "Written by the app"
+    );
+    // On demand.
+    b.store.insert(&mut profile("From B", None)).unwrap();
+    b.sync().await.unwrap();
+    let report = service.sync_now().await.unwrap();
+    assert_eq!(report.pulled, 1);
+    assert_eq!(
+        live_count(&a.store, "profiles"),
+        2,
+        "the app's connection sees what the service pulled"
+    );
+    service.stop();
+}
