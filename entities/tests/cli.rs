@@ -1,0 +1,196 @@
+//! `sync-client` run as a process: connect, insert, sync and status on two database files,
+//! against a `sync-server` process.
+
+use serde_json::Value as Json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
+        .args(["--listen", "127.0.0.1:0", "--database"])
+        .arg(format!("sqlite://{}", dir.join("server.sqlite").display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    Server(child, url)
+}
+
+fn client(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sync-client"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = client(db, args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "sync-client {args:?} failed: {stdout}{stderr}"
+    );
+    stdout.into_owned()
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "cli-test-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn two_databases_sync_through_the_command_line() {
+    let dir = temp_dir();
+    let server = start_server(&dir);
+    let (a, b) = (dir.join("a.sqlite"), dir.join("b.sqlite"));
+    ok(
+        &a,
+        &[
+            "connect",
+            &server.1,
+            "--email",
+            "cli@example.org",
+            "--password",
+            "cli password",
+            "--register",
+        ],
+    );
+    let out = ok(&a, &["insert", "profiles", "name=Zoë", "avatar=Z"]);
+    assert!(out.contains("inserted profiles 1"), "{out}");
+    ok(&a, &["insert", "lists", "profile_id=1", "name=Watch later"]);
+    ok(
+        &a,
+        &[
+            "insert",
+            "list_items",
+            "list_id=1",
+            "meta_id=tt0111161",
+            "type=movie",
+            "imdb_rating=9.3",
+        ],
+    );
+    let status: Json = serde_json::from_str(&ok(&a, &["status", "--json"])).unwrap();
+    assert_eq!(status["pending"]["list_items"], 1);
+    assert_eq!(status["connected"], true);
+    assert!(ok(&a, &["sync"]).contains("pushed 3 rows"));
+    ok(
+        &b,
+        &[
+            "connect",
+            &server.1,
+            "--email",
+            "cli@example.org",
+            "--password",
+            "cli password",
+        ],
+    );
+    let items: Json = serde_json::from_str(&ok(&b, &["list", "list_items", "--json"])).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["meta_id"], "tt0111161");
+    assert_eq!(items[0]["imdb_rating"], 9.3);
+    let lists: Json = serde_json::from_str(&ok(&b, &["list", "lists", "--json"])).unwrap();
+    assert_eq!(
+        items[0]["list_id"], lists[0]["id"],
+        "references are B's own local ids"
+    );
+    // An edit on B reaches A.
+    let list_id = lists[0]["id"].to_string();
+    ok(&b, &["update", "lists", &list_id, "name=Weekend"]);
+    ok(&b, &["sync"]);
+    ok(&a, &["sync"]);
+    assert!(ok(&a, &["list", "lists"]).contains("\"Weekend\""));
+    let human = ok(&a, &["status"]);
+    assert!(
+        human.contains("connected to") && human.contains("to push:    0 row(s)"),
+        "{human}"
+    );
+    // Deleting on A removes it from B.
+    ok(&a, &["delete", "lists", "1"]);
+    ok(&a, &["sync"]);
+    ok(&b, &["sync"]);
+    let items: Json = serde_json::from_str(&ok(&b, &["list", "list_items", "--json"])).unwrap();
+    assert!(
+        items.as_array().unwrap().is_empty(),
+        "the item went with its list"
+    );
+    ok(&a, &["disconnect"]);
+    assert!(ok(&a, &["status"]).contains("not connected"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_commands_fail_with_one_line() {
+    let dir = temp_dir();
+    let db = dir.join("x.sqlite");
+    for (args, says) in [
+        (vec!["insert", "nope", "a=1"], "no table `nope`"),
+        (
+            vec!["insert", "profiles", "colour=red"],
+            "no column `colour`",
+        ),
+        (
+            vec!["insert", "lists", "profile_id=one", "name=x"],
+            "is not an integer",
+        ),
+        (
+            vec!["insert", "profiles", "name=x"],
+            "profiles.avatar is required",
+        ),
+        (vec!["update", "profiles", "99", "name=x"], "no live row 99"),
+        (vec!["sync"], "not connected"),
+    ] {
+        let out = client(&db, &args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_shows_two_devices_converging() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sync-client"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("converged"), "{stdout}");
+}
