@@ -253,7 +253,17 @@ impl Store {
                         .as_str()
                         .unwrap_or(&row.remote_id)
                         .to_owned();
-                    self.adopt_remote_id(table, row, &canonical)?;
+                    let won = !result["row"].is_object();
+                    self.adopt_remote_id(table, row, &canonical, won)?;
+                    // The pushed write lost the merge: take the survivor's version.
+                    if result["row"].is_object() {
+                        self.apply_incoming(
+                            table,
+                            &result["row"],
+                            Incoming::Stale,
+                            &mut HashMap::new(),
+                        )?;
+                    }
                     summary.merged += 1;
                 }
                 "stale" => {
@@ -263,7 +273,7 @@ impl Store {
                         .filter(|c| *c != row.remote_id)
                     {
                         let canonical = canonical.to_owned();
-                        self.adopt_remote_id(table, row, &canonical)?;
+                        self.adopt_remote_id(table, row, &canonical, false)?;
                     }
                     self.apply_incoming(table, server_row, Incoming::Stale, &mut HashMap::new())?;
                     summary.stale += 1;
@@ -303,20 +313,21 @@ impl Store {
 
     /// The server merged this row into record `canonical`. If this device already holds that
     /// record (pulled earlier), the two local rows become one: children move to it, and it takes
-    /// this row's values if they won the merge rule.
+    /// this row's values if they `won` the merge rule on the server.
     fn adopt_remote_id(
         &self,
         table: &Table,
         row: &PushedRow,
         canonical: &str,
+        won: bool,
     ) -> Result<(), StoreError> {
         let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
-        let survivor: Option<(i64, String)> = self
+        let survivor: Option<i64> = self
             .conn
             .query_row(
-                &format!("SELECT {idc}, updated_at FROM {t} WHERE remote_id = ?1 AND {idc} <> ?2"),
+                &format!("SELECT {idc} FROM {t} WHERE remote_id = ?1 AND {idc} <> ?2"),
                 (canonical, row.id),
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()?;
         match survivor {
@@ -327,7 +338,7 @@ impl Store {
                 )?;
                 self.clear_dirty(table, row)?;
             }
-            Some((sid, s_updated)) => {
+            Some(sid) => {
                 for (child, col, _) in self.app.schema.children_of(&table.name) {
                     self.conn.execute(
                         &format!(
@@ -339,31 +350,38 @@ impl Store {
                         (sid, row.id),
                     )?;
                 }
-                let mine = Timestamp::parse_lenient(&row.updated_at).ok();
-                let theirs = Timestamp::parse_lenient(&s_updated).ok();
-                if mine > theirs {
-                    // This device's write won on the server; the survivor takes its values.
-                    let cols: Vec<String> = table
-                        .columns
-                        .iter()
-                        .filter(|c| c.on_wire())
-                        .map(|c| {
-                            format!(
-                                "{0} = (SELECT {0} FROM {t} WHERE {idc} = ?2)",
-                                quote_ident(&c.name)
-                            )
-                        })
-                        .collect();
-                    self.conn.execute(
-                        &format!(
-                            "UPDATE {t} SET {}, deleted_at = (SELECT deleted_at FROM {t} WHERE {idc} = ?2), dirty = FALSE WHERE {idc} = ?1",
-                            cols.join(", ")
-                        ),
-                        (sid, row.id),
-                    )?;
-                }
+                // This device's write won on the server: the survivor takes its values. They
+                // are read before this row goes, since the two share a natural key (found by the
+                // simulation, seed 34).
+                let names: Vec<String> = table
+                    .columns
+                    .iter()
+                    .filter(|c| c.on_wire())
+                    .map(|c| quote_ident(&c.name))
+                    .chain(["deleted_at".to_owned()])
+                    .collect();
+                let won: Option<Vec<rusqlite::types::Value>> = won
+                    .then(|| {
+                        self.conn.query_row(
+                            &format!("SELECT {} FROM {t} WHERE {idc} = ?1", names.join(", ")),
+                            [row.id],
+                            |r| (0..names.len()).map(|i| r.get(i)).collect(),
+                        )
+                    })
+                    .transpose()?;
                 self.conn
                     .execute(&format!("DELETE FROM {t} WHERE {idc} = ?1"), [row.id])?;
+                if let Some(mut values) = won {
+                    let sets: Vec<String> = names.iter().map(|n| format!("{n} = ?")).collect();
+                    values.push(rusqlite::types::Value::Integer(sid));
+                    self.conn.execute(
+                        &format!(
+                            "UPDATE {t} SET {}, dirty = FALSE WHERE {idc} = ?",
+                            sets.join(", ")
+                        ),
+                        params_from_iter(values.iter()),
+                    )?;
+                }
                 self.conn.execute(
                     "DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2",
                     (&table.name, row.id),
@@ -436,6 +454,7 @@ impl Store {
             ..Default::default()
         };
         let mut cache = HashMap::new();
+        let any_parked = self.parked_count()? > 0;
         for table in self.app.schema.synced() {
             let Some(rows) = page["changes"][table.name.as_str()].as_array() else {
                 continue;
@@ -444,6 +463,13 @@ impl Store {
                 if let (true, Some(rid)) = (full_pull, row["remote_id"].as_str()) {
                     self.conn.execute(
                         "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+                        (&table.name, rid),
+                    )?;
+                }
+                if let (true, Some(rid)) = (any_parked, row["remote_id"].as_str()) {
+                    // A newer version supersedes a held-back one (found by the simulation, seed 34).
+                    self.conn.execute(
+                        "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
                         (&table.name, rid),
                     )?;
                 }
@@ -608,10 +634,22 @@ impl Store {
         let mut values = row.values.clone();
         for (i, c) in table.columns.iter().enumerate() {
             if let (Some(r), Value::Text(wire)) = (&c.reference, &values[i]) {
-                match self.local_parent(r, &wire.clone(), cache)? {
-                    Some(id) => values[i] = Value::Integer(id),
-                    None if row.is_tombstone() && c.nullable => values[i] = Value::Null,
-                    None => return self.park(table, j, &row.remote_id),
+                match (self.local_parent(r, &wire.clone(), cache)?, &local) {
+                    (Some(id), _) => values[i] = Value::Integer(id),
+                    // A tombstone removes the local record whatever its parent: it keeps the
+                    // reference it has (found by the simulation, seed 34: the parent had been
+                    // merged away on the server).
+                    (None, Some((id, _, _))) if row.is_tombstone() => {
+                        values[i] = self.conn.query_row(
+                            &format!("SELECT {} FROM {t} WHERE {idc} = ?1", quote_ident(&c.name)),
+                            [id],
+                            |r| {
+                                Ok(r.get::<_, Option<i64>>(0)?
+                                    .map_or(Value::Null, Value::Integer))
+                            },
+                        )?;
+                    }
+                    (None, _) => return self.park(table, j, &row.remote_id),
                 }
             }
         }

@@ -99,15 +99,11 @@ pub fn decide_on_device(
     let local_wins =
         |row: &LocalRow| row.dirty && Stamp::new(row.updated_at, this_device) > incoming;
     if let Some(row) = by_remote_id {
-        let mine = Stamp::new(
-            row.updated_at,
-            if row.dirty {
-                this_device
-            } else {
-                incoming.device_id
-            },
-        );
-        return if mine == incoming {
+        // A clean row takes the pulled version even at an equal `updated_at`: another device may
+        // have written in the same millisecond, and the server holds the winner.
+        return if !row.dirty {
+            DeviceDecision::Replace { id: row.id }
+        } else if Stamp::new(row.updated_at, this_device) == incoming {
             DeviceDecision::Same { id: row.id }
         } else if local_wins(&row) {
             DeviceDecision::KeepLocal { id: row.id }
@@ -169,6 +165,19 @@ mod tests {
         };
         // Even an older stamp: the server holds the winner.
         let d = decide_on_device(Some(row), None, Stamp::new(ts(10), "srv"), "me");
+        assert_eq!(d, DeviceDecision::Replace { id: 1 });
+    }
+
+    /// Found by the simulation (seed 1): two devices wrote one record in the same millisecond;
+    /// the device whose write lost kept its own values, taking the winner for "the same write".
+    #[test]
+    fn a_clean_row_takes_another_devices_version_with_an_equal_stamp() {
+        let row = LocalRow {
+            id: 1,
+            updated_at: ts(50),
+            dirty: false,
+        };
+        let d = decide_on_device(Some(row), None, Stamp::new(ts(50), "other"), "me");
         assert_eq!(d, DeviceDecision::Replace { id: 1 });
     }
 

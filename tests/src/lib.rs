@@ -250,3 +250,4 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 
 pub mod device;
 pub mod server;
+pub mod sim;

@@ -868,3 +868,84 @@ async fn the_openapi_document_lists_every_endpoint(s: TestServer) {
     assert!(doc["components"]["schemas"]["PushRequest"].is_object());
 }
 on_both_backends!(openapi, the_openapi_document_lists_every_endpoint);
+
+/// Found by the simulation (seed 16): a device whose clock went back wrote a record with the same
+/// natural key as its own earlier tombstone, at a lower stamp. The write lost the merge, and the
+/// survivor's version, written last by that very device, never reached it by pull.
+async fn a_write_that_loses_a_natural_key_merge_is_answered_with_the_survivor(s: TestServer) {
+    let (_, token) = s.register("lost-merge@example.org").await;
+    let dev = id();
+    let g = graph(0);
+    s.push(&token, &dev, g.changes.clone()).await;
+    let mut tomb = row(
+        "list_items",
+        &g.item,
+        &at(500),
+        json!({"list_id": g.list, "meta_id": "tt0111161", "type": "movie"}),
+    );
+    tomb["deleted_at"] = json!(at(500));
+    s.push(&token, &dev, json!({"list_items": [tomb]})).await;
+    let again = id();
+    let r = s
+        .push(&token, &dev, json!({"list_items": [row("list_items", &again, &at(400), json!({"list_id": g.list, "meta_id": "tt0111161", "type": "movie"}))]}))
+        .await;
+    assert_eq!(status(&r, "list_items", 0), "merged");
+    assert_eq!(r["list_items"][0]["canonical_id"], json!(g.item));
+    let survivor = &r["list_items"][0]["row"];
+    assert_eq!(survivor["remote_id"], json!(g.item), "{r}");
+    assert!(
+        survivor["deleted_at"].is_string(),
+        "the survivor is still the tombstone: {survivor}"
+    );
+    // A write that wins the merge is answered without a row: the device has the values.
+    let later = id();
+    let r = s
+        .push(&token, &dev, json!({"list_items": [row("list_items", &later, &at(600), json!({"list_id": g.list, "meta_id": "tt0111161", "type": "movie"}))]}))
+        .await;
+    assert_eq!(status(&r, "list_items", 0), "merged");
+    assert!(r["list_items"][0].get("row").is_none(), "{r}");
+}
+on_both_backends!(
+    lost_merge,
+    a_write_that_loses_a_natural_key_merge_is_answered_with_the_survivor
+);
+
+/// Found by the simulation (seed 46): a live list merged by its natural key into a deleted list
+/// (the deleted one's stamp being greater) moved its live items under the deleted list.
+async fn children_moved_to_a_deleted_survivor_are_deleted_too(s: TestServer) {
+    let (_, token) = s.register("dead-survivor@example.org").await;
+    let dev = id();
+    let g = graph(0);
+    s.push(&token, &dev, g.changes.clone()).await;
+    let mut tomb = row(
+        "lists",
+        &g.list,
+        &at(900),
+        json!({"profile_id": g.profile, "name": "Favourites"}),
+    );
+    tomb["deleted_at"] = json!(at(900));
+    s.push(&token, &dev, json!({"lists": [tomb]})).await;
+    let (other, its_item) = (id(), id());
+    s.push(
+        &token,
+        &dev,
+        json!({
+            "lists": [row("lists", &other, &at(10), json!({"profile_id": g.profile, "name": "Other"}))],
+            "list_items": [row("list_items", &its_item, &at(10), json!({"list_id": other, "meta_id": "tt0068646", "type": "movie"}))],
+        }),
+    )
+    .await;
+    // Renamed into the deleted list's key, with an older stamp: it loses to the tombstone.
+    let r = s.push(&token, &dev, json!({"lists": [row("lists", &other, &at(20), json!({"profile_id": g.profile, "name": "Favourites"}))]})).await;
+    assert_eq!(status(&r, "lists", 0), "merged");
+    let (rows, _) = s.pull_all(&token, None, 1000, None).await;
+    assert!(find(&rows, "lists", &g.list).is_none() && find(&rows, "lists", &other).is_none());
+    assert!(
+        find(&rows, "list_items", &its_item).is_none(),
+        "no live item under a deleted list: {rows:?}"
+    );
+}
+on_both_backends!(
+    dead_survivor,
+    children_moved_to_a_deleted_survivor_are_deleted_too
+);

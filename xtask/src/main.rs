@@ -20,6 +20,80 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run the seeded multi-device simulation: one seed to replay a failure, or a soak over
+    /// seeds S..S+N. Stops at the first divergence, printing its seed and trace.
+    Simulate {
+        /// Replay this one seed.
+        #[arg(long, conflicts_with_all = ["seeds", "first_seed"])]
+        seed: Option<u64>,
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Storage of the in-process server; postgres reads SYNC_TEST_POSTGRES_URL.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BackendArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Sqlite,
+    Postgres,
+}
+
+fn simulate(seed: Option<u64>, seeds: u64, first_seed: u64, backend: BackendArg) -> ExitCode {
+    let backend = match backend {
+        BackendArg::Sqlite => tests::server::Backend::Sqlite,
+        BackendArg::Postgres => {
+            if std::env::var(tests::POSTGRES_URL_VAR).is_err() {
+                eprintln!(
+                    "error: --backend postgres needs {} (e.g. postgres://postgres@127.0.0.1:5432/test)",
+                    tests::POSTGRES_URL_VAR
+                );
+                return ExitCode::FAILURE;
+            }
+            tests::server::Backend::Postgres
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let range: Vec<u64> = match seed {
+        Some(s) => vec![s],
+        None => (first_seed..first_seed.saturating_add(seeds)).collect(),
+    };
+    let bar = indicatif::ProgressBar::new(range.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} seeds, {elapsed} ({eta} left) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (total, first) = (range.len(), range.first().copied().unwrap_or_default());
+    for s in range {
+        bar.set_message(format!("seed {s}"));
+        if let Err(e) = rt.block_on(tests::sim::run_seed(s, backend)) {
+            bar.abandon();
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "{total} seeds converged (seeds {first} to {})",
+        first + total as u64 - 1
+    );
+    ExitCode::SUCCESS
 }
 
 fn entities_dir() -> PathBuf {
@@ -31,6 +105,12 @@ fn entities_dir() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Simulate {
+            seed,
+            seeds,
+            first_seed,
+            backend,
+        } => simulate(seed, seeds, first_seed, backend),
         Command::Migrations { check } => {
             let dir = entities_dir();
             let schema = entities::schema();

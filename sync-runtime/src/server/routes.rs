@@ -377,9 +377,10 @@ async fn push(
                         r.status = "stale".into();
                         r.row = Some(sync::row_json(table, &row, version));
                     }
-                    RowStatus::Merged(id) => {
+                    RowStatus::Merged(id, kept) => {
                         r.status = "merged".into();
                         r.canonical_id = Some(id);
+                        r.row = kept.map(|row| sync::row_json(table, &row, version));
                     }
                     RowStatus::Rejected(m) => {
                         r.status = "rejected".into();

@@ -186,7 +186,9 @@ pub async fn load<T: SyncTx>(
 pub enum RowStatus {
     Applied,
     Stale(Box<Stored>),
-    Merged(String),
+    /// Merged into the record with this id; with the survivor's version when the pushed write
+    /// lost the merge rule (the device stores it as if pulled).
+    Merged(String, Option<Box<Stored>>),
     Rejected(String),
 }
 
@@ -564,8 +566,8 @@ impl<T: SyncTx> Session<'_, T> {
                 incoming.set_stamp(table, t);
                 incoming.device_id = self.server_device.to_owned();
             }
-            self.merge_into(table, incoming, stored, &survivor).await?;
-            return Ok(RowStatus::Merged(survivor));
+            let kept = self.merge_into(table, incoming, stored, &survivor).await?;
+            return Ok(RowStatus::Merged(survivor, kept.map(Box::new)));
         }
 
         let incoming = self.stored_from(&row, self.device);
@@ -605,7 +607,7 @@ impl<T: SyncTx> Session<'_, T> {
             }
         }
         Ok(if merged {
-            RowStatus::Merged(row.remote_id)
+            RowStatus::Merged(row.remote_id, None)
         } else {
             RowStatus::Applied
         })
@@ -614,15 +616,16 @@ impl<T: SyncTx> Session<'_, T> {
     /// Merges `incoming` (whose record may exist as `own`) into the record `survivor` with the
     /// same natural key: its id becomes an alias, its own record a derived tombstone whose
     /// children move to the survivor, and the survivor takes its values if its stamp is greater.
+    /// Returns the survivor's version when it kept it (the incoming write lost).
     async fn merge_into(
         &mut self,
         table: &Table,
         incoming: Stored,
         own: Option<Stored>,
         survivor: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Stored>, ApiError> {
         Box::pin(async move {
-            let Some(mut target) = load(self.tx, table, survivor).await? else {
+            let Some(target) = load(self.tx, table, survivor).await? else {
                 return Err(ApiError::internal("a natural-key match vanished"));
             };
             self.add_alias(&table.name, &incoming.remote_id, survivor)
@@ -638,8 +641,7 @@ impl<T: SyncTx> Session<'_, T> {
                     self.store(table, &mut own, u32::MAX).await?;
                 }
             }
-            let was_live = target.deleted_at.is_none();
-            if incoming.stamp() > target.stamp() {
+            let (kept, survivor_at) = if incoming.stamp() > target.stamp() {
                 let device = incoming.device_id.clone();
                 let mut merged = Stored {
                     remote_id: target.remote_id.clone(),
@@ -648,16 +650,19 @@ impl<T: SyncTx> Session<'_, T> {
                     ..incoming
                 };
                 self.store(table, &mut merged, self.version).await?;
-                if merged.deleted_at.is_some() && was_live {
-                    self.cascade(table, &merged.remote_id, merged.updated_at)
-                        .await?;
-                }
+                (None, merged.deleted_at.map(|_| merged.updated_at))
             } else {
-                // The survivor keeps its values; a new sequence sends it to the device that
-                // pushed the losing write, which now maps that record to the survivor.
-                self.store(table, &mut target, u32::MAX).await?;
+                // The survivor keeps its version, which the answer carries: a re-announcement by
+                // pull would not reach the pusher when the survivor's writer is that very device.
+                let at = target.deleted_at.map(|_| target.updated_at);
+                (Some(target), at)
+            };
+            // A deleted survivor takes no live children, those just moved to it included (found
+            // by the simulation, seed 46).
+            if let Some(at) = survivor_at {
+                self.cascade(table, survivor, at).await?;
             }
-            Ok(())
+            Ok(kept)
         })
         .await
     }

@@ -1,0 +1,885 @@
+//! A seeded multi-device simulation with faults, and its oracle.
+//!
+//! Everything random comes from the seed: the operations, the devices' clocks (simulated, skewed
+//! by up to an hour either way and jumping backwards), and the faults. Devices run the same
+//! engine steps as `client::sync_with`, with faults injected between them.
+
+use crate::device::{Device, LiveServer};
+use crate::server::Backend;
+use entities::*;
+use serde_json::{Value as Json, json};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use sync_runtime::client::{self, Activity, Limits, Remote};
+use sync_runtime::schema::{ColumnRole, ColumnType};
+use sync_runtime::{Store, Timestamp, Value};
+
+/// SplitMix64: small, fast, and the same everywhere.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len() as u64) as usize])
+    }
+}
+
+const MAX_DEVICES: usize = 6;
+/// Simulated time starts in 2100, above every real clock, so the server's derived stamps
+/// (the greatest of its wall clock and the stamps involved, plus 1 ms) depend only on the seed.
+const EPOCH: i64 = 4_102_444_800_000;
+
+thread_local! {
+    static NOW: RefCell<i64> = const { RefCell::new(EPOCH) };
+    static SKEW: RefCell<[i64; MAX_DEVICES]> = const { RefCell::new([0; MAX_DEVICES]) };
+}
+
+fn wall(i: usize) -> Timestamp {
+    Timestamp::from_millis(NOW.with(|n| *n.borrow()) + SKEW.with(|s| s.borrow()[i]))
+}
+fn wall0() -> Timestamp {
+    wall(0)
+}
+fn wall1() -> Timestamp {
+    wall(1)
+}
+fn wall2() -> Timestamp {
+    wall(2)
+}
+fn wall3() -> Timestamp {
+    wall(3)
+}
+fn wall4() -> Timestamp {
+    wall(4)
+}
+fn wall5() -> Timestamp {
+    wall(5)
+}
+const WALLS: [fn() -> Timestamp; MAX_DEVICES] = [wall0, wall1, wall2, wall3, wall4, wall5];
+
+struct SimDevice {
+    device: Device,
+    index: usize,
+    online: bool,
+}
+
+impl SimDevice {
+    fn open(&mut self) {
+        self.device.store =
+            Store::open_with_wall_clock(&self.device.path, entities::app(), WALLS[self.index])
+                .unwrap();
+    }
+}
+
+/// A write the server acknowledged (`applied` or `merged`), for the oracle.
+struct Ack {
+    table: String,
+    remote_id: String,
+    stamp: String,
+}
+
+/// One step of a run, for the trace printed on a failure.
+pub type Trace = Vec<String>;
+
+/// What a run found: `Err` carries the seed's trace and the first divergence.
+pub async fn run_seed(seed: u64, backend: Backend) -> Result<(), String> {
+    run_seed_traced(seed, backend).await.map(|_| ())
+}
+
+/// [`run_seed`], returning the trace of the steps taken.
+pub async fn run_seed_traced(seed: u64, backend: Backend) -> Result<Trace, String> {
+    let mut trace: Trace = vec![format!("seed {seed} on {backend:?}")];
+    match simulate(seed, backend, &mut trace).await {
+        Ok(true) => Ok(trace),
+        Ok(false) => Ok(trace), // PostgreSQL not configured: skipped
+        Err(e) => {
+            let tail: Vec<String> = trace.iter().rev().take(60).rev().cloned().collect();
+            Err(format!(
+                "seed {seed} diverged: {e}\nreplay: cargo xtask simulate --seed {seed} --backend {}\nlast steps:\n  {}",
+                if backend == Backend::Sqlite {
+                    "sqlite"
+                } else {
+                    "postgres"
+                },
+                tail.join("\n  ")
+            ))
+        }
+    }
+}
+
+const NAMES: [&str; 3] = ["Favourites", "Watch later", "Kids"];
+const METAS: [&str; 4] = ["tt0111161", "tt0068646", "tt0903747", "tt0468569"];
+const ADDONS: [&str; 3] = [
+    "https://a.example/manifest.json",
+    "https://b.example/manifest.json",
+    "https://c.example/manifest.json",
+];
+
+fn live_ids(store: &Store, table: &str) -> Vec<i64> {
+    store
+        .connection()
+        .prepare(&format!(
+            "SELECT id FROM {table} WHERE deleted_at IS NULL ORDER BY id"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// One random app operation on a device. Errors the app would show (a duplicate key) are fine.
+fn operate(rng: &mut Rng, d: &mut SimDevice, trace: &mut Trace) {
+    let s = &mut d.device.store;
+    let now = Timestamp::now();
+    let profiles = live_ids(s, "profiles");
+    let lists = live_ids(s, "lists");
+    let op = rng.below(17);
+    let result: Result<String, String> = (|| {
+        let e = |e: sync_runtime::StoreError| e.to_string();
+        Ok(match op {
+            0 if profiles.len() < 4 => {
+                let id = s
+                    .insert(&mut Profile {
+                        id: None,
+                        user_id: String::new(),
+                        name: format!("P{}", rng.below(100)),
+                        avatar: "a".into(),
+                        avatar_type: None,
+                        avatar_style: None,
+                        is_default: None,
+                        settings_profile_id: None,
+                        created_at: None,
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert profile {id}")
+            }
+            1 => {
+                let Some(p) = rng.pick(&profiles).copied() else {
+                    return Ok("no profile".into());
+                };
+                let name = *rng.pick(&NAMES).unwrap();
+                let id = s
+                    .insert(&mut List {
+                        id: None,
+                        profile_id: p,
+                        name: name.into(),
+                        is_default: None,
+                        created_at: None,
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert list {id} {name:?} under profile {p}")
+            }
+            2 | 3 => {
+                let Some(l) = rng.pick(&lists).copied() else {
+                    return Ok("no list".into());
+                };
+                let meta = *rng.pick(&METAS).unwrap();
+                let id = s
+                    .insert(&mut ListItem {
+                        id: None,
+                        list_id: l,
+                        meta_id: meta.into(),
+                        r#type: "movie".into(),
+                        title: Some(format!("t{}", rng.below(9))),
+                        poster: None,
+                        imdb_rating: None,
+                        created_at: None,
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert list item {id} {meta} in list {l}")
+            }
+            4 | 5 => {
+                let Some(p) = rng.pick(&profiles).copied() else {
+                    return Ok("no profile".into());
+                };
+                let meta = *rng.pick(&METAS).unwrap();
+                let (season, episode) = (rng.below(2) as i64, rng.below(2) as i64);
+                let id = s
+                    .insert(&mut WatchHistory {
+                        id: None,
+                        profile_id: p,
+                        meta_id: meta.into(),
+                        meta_type: "series".into(),
+                        season,
+                        episode,
+                        episode_id: None,
+                        title: None,
+                        poster: None,
+                        duration: None,
+                        position: Some(rng.below(1000) as i64),
+                        is_watched: None,
+                        watched_at: None,
+                        last_stream: Some(json!({"n": rng.below(5)})),
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert watch {id} {meta} s{season}e{episode} for profile {p}")
+            }
+            6 => {
+                let Some(p) = rng.pick(&profiles).copied() else {
+                    return Ok("no profile".into());
+                };
+                let url = *rng.pick(&ADDONS).unwrap();
+                let addon = match s
+                    .list::<Addon>()
+                    .map_err(e)?
+                    .into_iter()
+                    .find(|a| a.manifest_url == url)
+                {
+                    Some(a) => a.id.unwrap(),
+                    None => s
+                        .insert(&mut Addon {
+                            id: None,
+                            manifest_url: url.into(),
+                            name: "A".into(),
+                            version: None,
+                            description: None,
+                            logo: None,
+                            logo_url: None,
+                            behavior_hints: None,
+                            created_at: None,
+                        })
+                        .map_err(e)?,
+                };
+                let id = s
+                    .insert(&mut ProfileAddon {
+                        id: None,
+                        profile_id: Some(p),
+                        addon_id: addon,
+                        enabled: Some(true),
+                        priority: Some(rng.below(5) as i64),
+                        created_at: None,
+                        updated_at: now,
+                        settings_profile_id: None,
+                    })
+                    .map_err(e)?;
+                format!("enable add-on {url} for profile {p} as {id}")
+            }
+            7 => {
+                let Some(a) = rng.pick(&s.list::<Addon>().map_err(e)?).cloned() else {
+                    return Ok("no add-on".into());
+                };
+                s.delete::<Addon>(a.id.unwrap()).map_err(e)?;
+                format!("remove add-on {}", a.manifest_url)
+            }
+            8 => {
+                let Some(p) = rng.pick(&profiles).copied() else {
+                    return Ok("no profile".into());
+                };
+                s.delete::<Profile>(p).map_err(e)?;
+                format!("delete profile {p}")
+            }
+            9 => {
+                let Some(l) = rng.pick(&lists).copied() else {
+                    return Ok("no list".into());
+                };
+                s.delete::<List>(l).map_err(e)?;
+                format!("delete list {l}")
+            }
+            10 => {
+                let Some(l) = rng.pick(&lists).copied() else {
+                    return Ok("no list".into());
+                };
+                let mut list: List = s.get(l).map_err(e)?.unwrap();
+                list.name = (*rng.pick(&NAMES).unwrap()).into();
+                s.update(&list).map_err(e)?;
+                format!("rename list {l} to {:?}", list.name)
+            }
+            11 => {
+                let settings = live_ids(s, "settings_profiles");
+                let Some(sp) = rng.pick(&settings).copied() else {
+                    let id = s
+                        .insert(&mut SettingsProfile {
+                            id: None,
+                            user_id: String::new(),
+                            name: "S".into(),
+                            is_default: None,
+                            created_at: None,
+                            updated_at: now,
+                            tmdb_catalog_config: None,
+                        })
+                        .map_err(e)?;
+                    return Ok(format!("insert settings profile {id}"));
+                };
+                let id = s
+                    .insert(&mut AppearanceSettings {
+                        id: None,
+                        settings_profile_id: Some(sp),
+                        show_imdb_ratings: Some(rng.chance(50)),
+                        show_age_ratings: None,
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert appearance {id} for settings {sp}")
+            }
+            12 => {
+                let Some(p) = rng.pick(&profiles).copied() else {
+                    return Ok("no profile".into());
+                };
+                let settings = live_ids(s, "settings_profiles");
+                let sp = rng.pick(&settings).copied();
+                let id = s
+                    .insert(&mut StreamSettings {
+                        id: None,
+                        profile_id: Some(p),
+                        qualities: Some("4k".into()),
+                        preferred_keywords: None,
+                        required_keywords: None,
+                        config: Some(json!({"q": rng.below(3)})),
+                        settings_profile_id: sp,
+                        updated_at: now,
+                    })
+                    .map_err(e)?;
+                format!("insert stream settings {id} for profile {p}")
+            }
+            13 => {
+                let settings = live_ids(s, "settings_profiles");
+                let Some(sp) = rng.pick(&settings).copied() else {
+                    return Ok("no settings".into());
+                };
+                s.delete::<SettingsProfile>(sp).map_err(e)?;
+                format!("delete settings profile {sp}")
+            }
+            _ => {
+                // Edit a random live row of a random table in a column that is not a key.
+                let tables: Vec<&sync_runtime::Table> = entities::app().schema.synced().collect();
+                let t = *rng.pick(&tables).unwrap();
+                let ids = live_ids(s, &t.name);
+                let Some(id) = rng.pick(&ids).copied() else {
+                    return Ok(format!("no {}", t.name));
+                };
+                let mut values = s.get_values(&t.name, id).map_err(e)?.unwrap();
+                let keys: BTreeSet<&str> = t
+                    .natural_keys
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                let editable: Vec<usize> = t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| {
+                        c.reference.is_none()
+                            && c.role == ColumnRole::Data
+                            && !keys.contains(c.name.as_str())
+                            && c.name != "updated_at"
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                let Some(i) = rng.pick(&editable).copied() else {
+                    return Ok("nothing to edit".into());
+                };
+                let c = &t.columns[i];
+                values[i] = match c.ty {
+                    ColumnType::Text => Value::Text(format!("v{}", rng.below(50))),
+                    ColumnType::Integer => Value::Integer(rng.below(100) as i64),
+                    ColumnType::Real => Value::Real(rng.below(100) as f64 / 10.0),
+                    ColumnType::Boolean => Value::Boolean(rng.chance(50)),
+                    ColumnType::DateTime => {
+                        Value::DateTime(Timestamp::from_millis(EPOCH + rng.below(1_000_000) as i64))
+                    }
+                    ColumnType::Json => Value::Json(json!({"k": rng.below(9)})),
+                };
+                s.update_values(&t.name, id, values).map_err(e)?;
+                format!("edit {}.{} of {id}", t.name, c.name)
+            }
+        })
+    })();
+    trace.push(format!(
+        "device {}: {}",
+        d.index,
+        result.unwrap_or_else(|e| format!("refused: {e}"))
+    ));
+}
+
+/// A sync with faults injected between its steps. Returns early when a fault strikes.
+async fn faulty_sync(
+    rng: &mut Rng,
+    d: &mut SimDevice,
+    srv: &LiveServer,
+    acks: &mut Vec<Ack>,
+    trace: &mut Trace,
+) {
+    let (url, token) = match d.device.store.session().unwrap() {
+        (Some(u), Some(t)) => (u, t),
+        _ => return,
+    };
+    let remote = Remote::new(&url).unwrap();
+    let _ = srv;
+    let device = d.device.store.device_id().to_owned();
+    let push_cap = if rng.chance(50) { 5 } else { 1000 };
+    let limit = 1 + rng.below(push_cap) as usize;
+    let mut done = Default::default();
+    for _ in 0..20 {
+        let Some(batch) = d.device.store.prepare_push(limit, &done).unwrap() else {
+            break;
+        };
+        if rng.chance(5) {
+            trace.push(format!("device {}: killed after reading a push", d.index));
+            d.open();
+            return;
+        }
+        if rng.chance(5) {
+            trace.push(format!("device {}: push request lost", d.index));
+            return;
+        }
+        let Ok(answer) = remote.push(&token, &device, 1, &batch.changes).await else {
+            trace.push(format!("device {}: push failed", d.index));
+            return;
+        };
+        if rng.chance(5) {
+            trace.push(format!(
+                "device {}: push answer lost after the commit",
+                d.index
+            ));
+            return;
+        }
+        for r in &batch.rows {
+            let st = answer["results"][&r.table]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["remote_id"] == r.remote_id.as_str()));
+            if let Some(st) = st {
+                let status = st["status"].as_str().unwrap_or_default();
+                if status == "applied" || status == "merged" {
+                    let stamp = batch.changes[&r.table]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|j| j["remote_id"] == r.remote_id.as_str())
+                        .unwrap()["updated_at"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    let rid = if status == "merged" {
+                        st["canonical_id"].as_str().unwrap().to_owned()
+                    } else {
+                        r.remote_id.clone()
+                    };
+                    acks.push(Ack {
+                        table: r.table.clone(),
+                        remote_id: rid,
+                        stamp,
+                    });
+                }
+            }
+        }
+        d.device
+            .store
+            .apply_push_results(&batch, &answer["results"])
+            .unwrap();
+        done.extend(
+            batch
+                .rows
+                .iter()
+                .map(|r| (r.table.clone(), r.id, r.updated_at.clone())),
+        );
+    }
+    let page_cap = if rng.chance(50) { 3 } else { 1000 };
+    let page_size = 1 + rng.below(page_cap) as usize;
+    for _ in 0..200 {
+        let since = d.device.store.cursor().unwrap();
+        let page = match remote
+            .pull(&token, &device, 1, since.as_deref(), page_size)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if e.status() == Some(410) => {
+                d.device.store.restart_full_pull().unwrap();
+                continue;
+            }
+            Err(_) => return,
+        };
+        if rng.chance(5) {
+            trace.push(format!("device {}: pull answer lost", d.index));
+            return;
+        }
+        d.device.store.apply_pull_page(&page).unwrap();
+        if rng.chance(5) {
+            trace.push(format!("device {}: killed between pull pages", d.index));
+            d.open();
+            return;
+        }
+        if !page["has_more"].as_bool().unwrap_or(false) {
+            break;
+        }
+    }
+    trace.push(format!(
+        "device {}: synced with faults armed (push {limit}, pages of {page_size})",
+        d.index
+    ));
+}
+
+async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool, String> {
+    let mut rng = Rng::new(seed);
+    NOW.with(|n| *n.borrow_mut() = EPOCH);
+    let Some(mut srv) = LiveServer::start(backend, "simulation").await else {
+        return Ok(false);
+    };
+    let n = 3 + rng.below(4) as usize;
+    let email = format!("sim-{seed}@example.org");
+    let mut devices: Vec<SimDevice> = Vec::new();
+    for i in 0..n {
+        SKEW.with(|s| s.borrow_mut()[i] = rng.below(7_200_000) as i64 - 3_600_000);
+        let mut d = SimDevice {
+            device: Device::new(&format!("sim{i}")),
+            index: i,
+            online: true,
+        };
+        d.open();
+        d.device.connect(&srv.url, &email, i == 0).await;
+        devices.push(d);
+    }
+    trace.push(format!("{n} devices"));
+    // A shared start: a settings profile and two profiles, synced to every device.
+    {
+        let s = &mut devices[0].device.store;
+        let sp = s
+            .insert(&mut SettingsProfile {
+                id: None,
+                user_id: String::new(),
+                name: "Default".into(),
+                is_default: Some(true),
+                created_at: None,
+                updated_at: Timestamp::now(),
+                tmdb_catalog_config: None,
+            })
+            .unwrap();
+        for name in ["Alice", "Bob"] {
+            s.insert(&mut Profile {
+                id: None,
+                user_id: String::new(),
+                name: name.into(),
+                avatar: "a".into(),
+                avatar_type: None,
+                avatar_style: None,
+                is_default: None,
+                settings_profile_id: Some(sp),
+                created_at: None,
+                updated_at: Timestamp::now(),
+            })
+            .unwrap();
+        }
+    }
+    for d in devices.iter_mut() {
+        client::sync_with(
+            &mut d.device.store,
+            Limits::default(),
+            &mut |_: Activity| {},
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let mut acks = Vec::new();
+    let steps = 120 + rng.below(120);
+    for _ in 0..steps {
+        NOW.with(|t| *t.borrow_mut() += rng.below(3000) as i64);
+        let i = rng.below(n as u64) as usize;
+        match rng.below(100) {
+            0..=59 => operate(&mut rng, &mut devices[i], trace),
+            60..=79 if devices[i].online => {
+                faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace).await
+            }
+            80..=84 => {
+                devices[i].online = !devices[i].online;
+                trace.push(format!(
+                    "device {i}: {}",
+                    if devices[i].online {
+                        "back online"
+                    } else {
+                        "offline"
+                    }
+                ));
+            }
+            85..=89 => {
+                let jump = rng.below(7_200_000) as i64 - 3_600_000;
+                SKEW.with(|s| s.borrow_mut()[i] = jump);
+                trace.push(format!("device {i}: wall clock now {jump} ms off"));
+            }
+            90..=92 => {
+                trace.push(format!("device {i}: killed and restarted"));
+                devices[i].open();
+            }
+            93..=94 => {
+                trace.push("server restarted".into());
+                srv.restart().await;
+            }
+            _ => operate(&mut rng, &mut devices[i], trace),
+        }
+    }
+    // Everyone online, two clean syncs each.
+    trace.push("all online: two syncs each".into());
+    for round in 0..2 {
+        for d in devices.iter_mut() {
+            d.device.limits = Limits::default();
+            client::sync_with(
+                &mut d.device.store,
+                Limits::default(),
+                &mut |_: Activity| {},
+            )
+            .await
+            .map_err(|e| format!("final sync {round} of device {}: {e}", d.index))?;
+        }
+    }
+    check(&srv, &devices, &acks).await
+}
+
+/// A record in comparable form: every wire column, references as remote ids (or add-on URLs).
+type Snapshot = BTreeMap<(String, String), BTreeMap<String, Json>>;
+
+fn device_snapshot(store: &Store) -> Snapshot {
+    let mut out = Snapshot::new();
+    for t in entities::app().schema.synced() {
+        for (id, values) in store.list_values(&t.name).unwrap() {
+            let rid = store
+                .remote_id(&t.name, id)
+                .unwrap()
+                .unwrap_or_else(|| format!("<none:{id}>"));
+            let mut cols = BTreeMap::new();
+            for (c, v) in t.columns.iter().zip(values) {
+                if !c.on_wire() {
+                    continue;
+                }
+                let v = match (&c.reference, &v) {
+                    (Some(r), Value::Integer(pid)) => {
+                        let parent = entities::app().schema.table(&r.table).unwrap();
+                        let key = r.by_key.clone().unwrap_or_else(|| "remote_id".into());
+                        let w: Option<String> = store
+                            .connection()
+                            .query_row(
+                                &format!("SELECT {key} FROM {} WHERE id = ?1", parent.name),
+                                [pid],
+                                |r| r.get(0),
+                            )
+                            .unwrap();
+                        json!(w)
+                    }
+                    _ => sync_runtime::wire::encode_value(&v),
+                };
+                cols.insert(c.name.clone(), v);
+            }
+            out.insert((t.name.clone(), rid), cols);
+        }
+    }
+    out
+}
+
+async fn server_records(
+    srv: &LiveServer,
+    devices: &[SimDevice],
+) -> Result<(Snapshot, BTreeMap<(String, String), (String, bool)>), String> {
+    let (url, token) = devices[0].device.store.session().unwrap();
+    let remote = Remote::new(&url.unwrap()).unwrap();
+    let token = token.ok_or("device 0 lost its token")?;
+    let _ = srv;
+    // Everything since the beginning: the latest state of every record, tombstones included.
+    let mut since = Some("c1.1.0".to_owned());
+    let (mut live, mut all) = (Snapshot::new(), BTreeMap::new());
+    loop {
+        let page = remote
+            .pull(
+                &token,
+                &sync_runtime::server::db::new_id(),
+                1,
+                since.as_deref(),
+                1000,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for t in entities::app().schema.synced() {
+            for r in page["changes"][&t.name].as_array().into_iter().flatten() {
+                let rid = r["remote_id"].as_str().unwrap().to_owned();
+                let tomb = !r["deleted_at"].is_null();
+                all.insert(
+                    (t.name.clone(), rid.clone()),
+                    (
+                        format!(
+                            "{} by {}",
+                            r["updated_at"].as_str().unwrap(),
+                            r["device_id"].as_str().unwrap_or("?")
+                        ),
+                        tomb,
+                    ),
+                );
+                if tomb {
+                    continue;
+                }
+                let cols: BTreeMap<String, Json> = t
+                    .columns
+                    .iter()
+                    .filter(|c| c.on_wire())
+                    .map(|c| (c.name.clone(), r[&c.name].clone()))
+                    .collect();
+                live.insert((t.name.clone(), rid), cols);
+            }
+        }
+        since = Some(page["cursor"].as_str().unwrap().to_owned());
+        if !page["has_more"].as_bool().unwrap() {
+            return Ok((live, all));
+        }
+    }
+}
+
+async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<bool, String> {
+    let (server, all) = server_records(srv, devices).await?;
+    let schema = &entities::app().schema;
+    // No duplicate natural key, no dangling reference, no live child under a deleted parent.
+    for t in schema.synced() {
+        for key in &t.natural_keys {
+            let mut seen = BTreeSet::new();
+            for ((table, rid), cols) in &server {
+                if table != &t.name {
+                    continue;
+                }
+                let k: Vec<&Json> = key.iter().map(|c| &cols[c]).collect();
+                if k.iter().any(|v| v.is_null()) {
+                    continue;
+                }
+                if !seen.insert(format!("{k:?}")) {
+                    return Err(format!(
+                        "two live {} records share the natural key {key:?} = {k:?} ({rid})",
+                        t.name
+                    ));
+                }
+            }
+        }
+        for (c, r) in t.references() {
+            if r.by_key.is_some() || !c.on_wire() {
+                continue;
+            }
+            for ((table, rid), cols) in &server {
+                if table != &t.name {
+                    continue;
+                }
+                let dangling = cols[&c.name].as_str().filter(|parent| {
+                    !server.contains_key(&(r.table.clone(), (*parent).to_owned()))
+                });
+                if let Some(parent) = dangling {
+                    return Err(format!(
+                        "{table} {rid} ({:?}): `{}` points at {parent}, which is not a live {} ({:?})",
+                        all.get(&(table.clone(), rid.clone())),
+                        c.name,
+                        r.table,
+                        all.get(&(r.table.clone(), parent.to_owned()))
+                    ));
+                }
+            }
+        }
+    }
+    // Every device holds exactly the server's records, and nothing waits but rejected rows.
+    for d in devices {
+        let mine = device_snapshot(&d.device.store);
+        for (k, v) in &server {
+            match mine.get(k) {
+                None => return Err(format!("device {} lacks {} {}", d.index, k.0, k.1)),
+                Some(m) if m != v => {
+                    return Err(format!(
+                        "device {} differs on {} {}:\n device {m:?}\n server {v:?}",
+                        d.index, k.0, k.1
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(k) = mine.keys().find(|k| !server.contains_key(k)) {
+            let local: (i64, bool, String) = d
+                .device
+                .store
+                .connection()
+                .query_row(
+                    &format!(
+                        "SELECT id, dirty, updated_at FROM {} WHERE remote_id = ?1",
+                        k.0
+                    ),
+                    [&k.1],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap_or((0, false, String::new()));
+            return Err(format!(
+                "device {} ({}) holds {} {} that the server does not (server: {:?}; device row {}, dirty {}, stamp {}): {:?}",
+                d.index,
+                d.device.store.device_id(),
+                k.0,
+                k.1,
+                all.get(k),
+                local.0,
+                local.1,
+                local.2,
+                mine[k]
+            ));
+        }
+        let st = client::status(&d.device.store, Activity::Idle).map_err(|e| e.to_string())?;
+        let waiting: u64 = st.pending.values().sum();
+        if waiting > 0 {
+            return Err(format!(
+                "device {} still has {waiting} dirty rows: {:?}",
+                d.index, st.pending
+            ));
+        }
+        if st.parked > 0 {
+            let parked: Vec<(String, String, String)> = d
+                .device
+                .store
+                .connection()
+                .prepare("SELECT table_name, remote_id, row FROM sync_parked")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let described: Vec<String> = parked
+                .iter()
+                .map(|(t, rid, row)| {
+                    format!(
+                        "{t} {rid} (server: {:?}): {row}",
+                        all.get(&(t.clone(), rid.clone()))
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "device {} still holds {} rows back:\n{}",
+                d.index,
+                st.parked,
+                described.join("\n")
+            ));
+        }
+    }
+    // No acknowledged write is lost: each record's final version is that write or a later one.
+    for a in acks {
+        match all.get(&(a.table.clone(), a.remote_id.clone())) {
+            None => {
+                return Err(format!(
+                    "the acknowledged write {} {} is gone from the server",
+                    a.table, a.remote_id
+                ));
+            }
+            Some((stamp, _)) if stamp[..24] < a.stamp[..] => {
+                return Err(format!(
+                    "{} {} went back from {} to {stamp}",
+                    a.table, a.remote_id, a.stamp
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,162 @@
+//! Device-engine bugs the simulation found, each pinned by the situation that exposed it.
+
+use entities::*;
+use serde_json::json;
+use sync_runtime::{Store, Timestamp};
+use tests::server::{at, id, row};
+
+fn store() -> Store {
+    Store::open_in_memory(entities::app()).unwrap()
+}
+
+fn profile_and_list(s: &mut Store, name: &str) -> (i64, i64) {
+    let now = Timestamp::now();
+    let p = s
+        .insert(&mut Profile {
+            id: None,
+            user_id: String::new(),
+            name: "P".into(),
+            avatar: "a".into(),
+            avatar_type: None,
+            avatar_style: None,
+            is_default: None,
+            settings_profile_id: None,
+            created_at: None,
+            updated_at: now,
+        })
+        .unwrap();
+    let l = s
+        .insert(&mut List {
+            id: None,
+            profile_id: p,
+            name: name.into(),
+            is_default: None,
+            created_at: None,
+            updated_at: now,
+        })
+        .unwrap();
+    (p, l)
+}
+
+fn clean_all(s: &Store) {
+    for t in entities::app().schema.synced() {
+        s.connection()
+            .execute(&format!("UPDATE {} SET dirty = FALSE", t.name), [])
+            .unwrap();
+    }
+}
+
+/// Seed 34: the server deleted an item whose list it had merged away; the device does not know
+/// that list's id, and held the tombstone back forever waiting for it.
+#[test]
+fn a_pulled_tombstone_is_applied_even_when_its_parent_is_unknown_here() {
+    let mut s = store();
+    let (_, l) = profile_and_list(&mut s, "Favourites");
+    let item = s
+        .insert(&mut ListItem {
+            id: None,
+            list_id: l,
+            meta_id: "tt1".into(),
+            r#type: "movie".into(),
+            title: None,
+            poster: None,
+            imdb_rating: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    clean_all(&s);
+    let rid = s.remote_id("list_items", item).unwrap().unwrap();
+    let mut tomb = row(
+        "list_items",
+        &rid,
+        &at(5),
+        json!({"list_id": id(), "meta_id": "tt1", "type": "movie"}),
+    );
+    tomb["deleted_at"] = json!(at(5));
+    tomb["device_id"] = json!(id());
+    let page = json!({"changes": {"list_items": [tomb]}, "cursor": "c1.1.9", "has_more": false});
+    let summary = s.apply_pull_page(&page).unwrap();
+    assert_eq!(summary.parked, 0, "nothing held back");
+    assert_eq!(s.parked_count().unwrap(), 0);
+    assert!(
+        s.get::<ListItem>(item).unwrap().is_none(),
+        "the item is gone"
+    );
+    assert_eq!(s.cursor().unwrap().as_deref(), Some("c1.1.9"));
+}
+
+/// Seed 34: this device's row was merged on the server into a record the device also holds,
+/// under another name locally; taking the winning values clashed with the row's own key.
+#[test]
+fn a_row_merged_into_a_record_held_here_hands_over_its_values_without_a_key_clash() {
+    let mut s = store();
+    let (p, survivor) = profile_and_list(&mut s, "Favourites");
+    clean_all(&s);
+    let mine = s
+        .insert(&mut List {
+            id: None,
+            profile_id: p,
+            name: "Kids".into(),
+            is_default: Some(true),
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    let (mine_rid, survivor_rid) = (
+        s.remote_id("lists", mine).unwrap().unwrap(),
+        s.remote_id("lists", survivor).unwrap().unwrap(),
+    );
+    let results = json!({"lists": [{"remote_id": mine_rid, "status": "merged", "canonical_id": survivor_rid}]});
+    s.apply_push_results(&batch, &results).unwrap();
+    assert!(
+        s.get::<List>(mine).unwrap().is_none(),
+        "the merged-away row is gone"
+    );
+    let kept: List = s.get(survivor).unwrap().unwrap();
+    assert_eq!(
+        (kept.name.as_str(), kept.is_default),
+        ("Kids", Some(true)),
+        "the winning values moved over"
+    );
+    assert!(!s.is_dirty("lists", survivor).unwrap());
+}
+
+/// Seed 34: a held-back version stayed held back after a newer version of the same record was
+/// applied.
+#[test]
+fn a_newer_version_replaces_a_held_back_one() {
+    let mut s = store();
+    let (p, l) = profile_and_list(&mut s, "Favourites");
+    clean_all(&s);
+    let (list_rid, item_rid) = (s.remote_id("lists", l).unwrap().unwrap(), id());
+    let _ = p;
+    // The first version waits for a list this device does not have yet.
+    let mut waiting = row(
+        "list_items",
+        &item_rid,
+        &at(1),
+        json!({"list_id": id(), "meta_id": "tt1", "type": "movie"}),
+    );
+    waiting["device_id"] = json!(id());
+    s.apply_pull_page(
+        &json!({"changes": {"list_items": [waiting]}, "cursor": "c1.1.1", "has_more": true}),
+    )
+    .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 1);
+    // The record's latest version points at a list that is here.
+    let mut latest = row(
+        "list_items",
+        &item_rid,
+        &at(2),
+        json!({"list_id": list_rid, "meta_id": "tt1", "type": "movie"}),
+    );
+    latest["device_id"] = json!(id());
+    s.apply_pull_page(
+        &json!({"changes": {"list_items": [latest]}, "cursor": "c1.1.2", "has_more": false}),
+    )
+    .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 0);
+    assert_eq!(s.list::<ListItem>().unwrap().len(), 1);
+}
