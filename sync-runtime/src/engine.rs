@@ -339,17 +339,7 @@ impl Store {
                 self.clear_dirty(table, row)?;
             }
             Some(sid) => {
-                for (child, col, _) in self.app.schema.children_of(&table.name) {
-                    self.conn.execute(
-                        &format!(
-                            "UPDATE {} SET {} = ?1 WHERE {} = ?2",
-                            quote_ident(&child.name),
-                            quote_ident(&col.name),
-                            quote_ident(&col.name)
-                        ),
-                        (sid, row.id),
-                    )?;
-                }
+                self.move_children(table, row.id, sid)?;
                 // This device's write won on the server: the survivor takes its values. They
                 // are read before this row goes, since the two share a natural key (found by the
                 // simulation, seed 34).
@@ -389,6 +379,116 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Moves the children of row `from` of `table` to row `to`, as the server did when it merged
+    /// the two records. A child whose natural key the new parent's children already hold is the
+    /// same record there: its own children move too, a newer unpushed edit of it carries over
+    /// (to be pushed under the surviving record), and it goes (found by the simulation, seed 116).
+    fn move_children(&self, table: &Table, from: i64, to: i64) -> Result<(), StoreError> {
+        for (child, col, _) in self.app.schema.children_of(&table.name) {
+            let (ct, cid, cc) = (
+                quote_ident(&child.name),
+                quote_ident(&child.id_column),
+                quote_ident(&col.name),
+            );
+            let rows: Vec<i64> = self
+                .conn
+                .prepare(&format!("SELECT {cid} FROM {ct} WHERE {cc} = ?1"))?
+                .query_map([from], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for c in rows {
+                match self.conn.execute(
+                    &format!("UPDATE {ct} SET {cc} = ?1 WHERE {cid} = ?2"),
+                    (to, c),
+                ) {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => {
+                        let twin = self.same_record_under(child, c, &col.name, to)?;
+                        let Some(twin) = twin else {
+                            return Err(e.into());
+                        };
+                        self.move_children(child, c, twin)?;
+                        if child.synced {
+                            // A newer unpushed edit wins over the twin's version.
+                            self.conn.execute(
+                                &format!(
+                                    "UPDATE {ct} SET ({cols}, updated_at, dirty) = (SELECT {cols}, c.updated_at, TRUE FROM {ct} c WHERE c.{cid} = ?1) \
+                                     WHERE {cid} = ?2 AND (SELECT c.dirty AND c.updated_at > {ct}.updated_at FROM {ct} c WHERE c.{cid} = ?1)",
+                                    cols = self.plain_columns(child).join(", ")
+                                ),
+                                (c, twin),
+                            )?;
+                        }
+                        self.conn
+                            .execute(&format!("DELETE FROM {ct} WHERE {cid} = ?1"), [c])?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The columns of `table` that are neither a reference nor part of a natural key.
+    fn plain_columns(&self, table: &Table) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&str> = table
+            .natural_keys
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        table
+            .columns
+            .iter()
+            .filter(|c| {
+                c.reference.is_none()
+                    && c.on_wire()
+                    && c.name != crate::schema::UPDATED_AT
+                    && !keys.contains(c.name.as_str())
+            })
+            .map(|c| quote_ident(&c.name))
+            .collect()
+    }
+
+    /// The row of `table` other than `row` that would share a natural key with it if its column
+    /// `col` were `value`.
+    fn same_record_under(
+        &self,
+        table: &Table,
+        row: i64,
+        col: &str,
+        value: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        for key in table
+            .natural_keys
+            .iter()
+            .filter(|k| k.iter().any(|c| c == col))
+        {
+            let conds: Vec<String> = key
+                .iter()
+                .map(|k| {
+                    if k == col {
+                        format!("o.{} = ?2", quote_ident(k))
+                    } else {
+                        format!("o.{0} = r.{0}", quote_ident(k))
+                    }
+                })
+                .collect();
+            let sql = format!(
+                "SELECT o.{idc} FROM {t} o, {t} r WHERE r.{idc} = ?1 AND o.{idc} <> ?1 AND {}",
+                conds.join(" AND ")
+            );
+            if let Some(id) = self
+                .conn
+                .query_row(&sql, (row, value), |r| r.get(0))
+                .optional()?
+            {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// Removes rows of device-only tables that the app deleted, once no unpushed tombstone

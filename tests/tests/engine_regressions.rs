@@ -160,3 +160,55 @@ fn a_newer_version_replaces_a_held_back_one() {
     assert_eq!(s.parked_count().unwrap(), 0);
     assert_eq!(s.list::<ListItem>().unwrap().len(), 1);
 }
+
+/// Seed 116: both lists held the same movie; when the server merged one list into the other,
+/// moving the merged list's items over clashed with the survivor's own item.
+#[test]
+fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
+    let mut s = store();
+    let (p, survivor) = profile_and_list(&mut s, "Favourites");
+    let item = |list: i64, title: &str| ListItem {
+        id: None,
+        list_id: list,
+        meta_id: "tt0111161".into(),
+        r#type: "movie".into(),
+        title: Some(title.into()),
+        poster: None,
+        imdb_rating: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    };
+    let kept = s.insert(&mut item(survivor, "survivor's")).unwrap();
+    clean_all(&s);
+    let mine = s
+        .insert(&mut List {
+            id: None,
+            profile_id: p,
+            name: "Kids".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let moved = s.insert(&mut item(mine, "edited here, unpushed")).unwrap();
+    // Only the list goes up in this push; its item is still to push.
+    let batch = s.prepare_push(1, &Default::default()).unwrap().unwrap();
+    assert_eq!(batch.rows[0].table, "lists");
+    let results = json!({"lists": [{"remote_id": s.remote_id("lists", mine).unwrap().unwrap(), "status": "merged",
+        "canonical_id": s.remote_id("lists", survivor).unwrap().unwrap()}]});
+    s.apply_push_results(&batch, &results).unwrap();
+    let items: Vec<ListItem> = s.list().unwrap();
+    assert_eq!(items.len(), 1, "one record: {items:?}");
+    assert_eq!(items[0].id, Some(kept));
+    assert_eq!(
+        items[0].title.as_deref(),
+        Some("edited here, unpushed"),
+        "the newer unpushed edit carried over"
+    );
+    assert!(
+        s.is_dirty("list_items", kept).unwrap(),
+        "and it will be pushed"
+    );
+    assert!(s.get::<ListItem>(moved).unwrap().is_none());
+}
