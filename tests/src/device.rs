@@ -14,12 +14,21 @@ pub struct LiveServer {
     pub addr: std::net::SocketAddr,
     pub server: Option<Arc<Server>>,
     db_url: String,
+    config: ServerConfig,
     task: Option<tokio::task::JoinHandle<()>>,
     _cleanup: Cleanup,
 }
 
 impl LiveServer {
     pub async fn start(backend: Backend, test: &str) -> Option<LiveServer> {
+        Self::start_with(backend, test, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        test: &str,
+        config: ServerConfig,
+    ) -> Option<LiveServer> {
         let (db_url, cleanup) = fresh_database(backend, test).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -28,6 +37,7 @@ impl LiveServer {
             addr,
             server: None,
             db_url,
+            config,
             task: None,
             _cleanup: cleanup,
         };
@@ -36,7 +46,7 @@ impl LiveServer {
     }
 
     async fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let server = Server::open(&self.db_url, entities::app(), ServerConfig::default())
+        let server = Server::open(&self.db_url, entities::app(), self.config.clone())
             .await
             .unwrap();
         let app =

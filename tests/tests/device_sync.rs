@@ -910,3 +910,77 @@ async fn the_background_service_syncs_soon_after_a_local_write_and_reports_statu
     );
     service.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answered_413_is_halved_until_it_fits() {
+    let config = sync_runtime::server::ServerConfig {
+        max_push_rows: 7,
+        ..Default::default()
+    };
+    let srv = LiveServer::start_with(Backend::Sqlite, "halving", config)
+        .await
+        .unwrap();
+    let mut a = Device::new("a");
+    a.connect(&srv.url, "halve@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    for i in 0..40 {
+        a.store
+            .insert(&mut history(p, &format!("tt{i}"), 0, i))
+            .unwrap();
+    }
+    let report = a.sync().await.unwrap();
+    assert_eq!((report.pushed, report.rejected), (41, 0), "{report:?}");
+    let mut b = Device::new("b");
+    b.connect(&srv.url, "halve@example.org", false).await;
+    assert_eq!(live_count(&b.store, "watch_history"), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_cursor_pulls_everything_again_and_drops_what_the_account_lost() {
+    let srv = server("expired_cursor").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "expired@example.org", true).await;
+    let p = a.store.insert(&mut profile("P", None)).unwrap();
+    let l = a.store.insert(&mut list(p, "Gone soon")).unwrap();
+    let keep = a.store.insert(&mut list(p, "Kept")).unwrap();
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "expired@example.org", false).await;
+    // B goes quiet; A deletes a list, and the server purges the tombstone before B is back.
+    a.store.delete::<List>(l).unwrap();
+    a.sync().await.unwrap();
+    let purged = srv
+        .server
+        .as_ref()
+        .unwrap()
+        .purge_tombstones(Timestamp::now().add_millis(60_000))
+        .await
+        .unwrap();
+    assert!(purged >= 1);
+    // Meanwhile B edited the other list offline.
+    let b_keep = local_id(&b.store, "lists", &remote_id(&a.store, "lists", keep)).unwrap();
+    let mut edited: List = b.store.get(b_keep).unwrap().unwrap();
+    edited.name = "Kept and edited on B".into();
+    b.store.update(&edited).unwrap();
+    let report = b.sync().await.unwrap();
+    assert!(
+        report.full_pull,
+        "the 410 made B pull everything again: {report:?}"
+    );
+    let names: Vec<String> = b
+        .store
+        .list::<List>()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["Kept and edited on B".to_owned()],
+        "the purged list is gone, the dirty edit kept"
+    );
+    a.sync().await.unwrap();
+    assert_eq!(
+        a.store.get::<List>(keep).unwrap().unwrap().name,
+        "Kept and edited on B"
+    );
+}
