@@ -491,7 +491,7 @@ impl Store {
         Ok(None)
     }
 
-    /// Removes rows of device-only tables that the app deleted, once no unpushed tombstone
+    /// Removes rows of device-only tables that the app deleted, once nothing unpushed or live
     /// points at them any more.
     fn purge_removed(&self) -> Result<(), StoreError> {
         for t in self.app.schema.tables.iter().filter(|t| !t.synced) {
@@ -502,7 +502,7 @@ impl Store {
                 .filter(|(c, _, _)| c.synced)
                 .map(|(c, col, _)| {
                     format!(
-                        "EXISTS (SELECT 1 FROM {} c WHERE c.{} = r.row_id AND c.dirty)",
+                        "EXISTS (SELECT 1 FROM {} c WHERE c.{} = r.row_id AND (c.dirty OR c.deleted_at IS NULL))",
                         quote_ident(&c.name),
                         quote_ident(&col.name)
                     )
@@ -666,12 +666,17 @@ impl Store {
         &self,
         r: &crate::schema::Reference,
         wire: &str,
+        live: bool,
         cache: &mut HashMap<(String, String), i64>,
     ) -> Result<Option<i64>, StoreError> {
-        if let Some(id) = cache.get(&(r.table.clone(), wire.to_owned())) {
+        let parent = self.table(&r.table)?;
+        // A live row needing a device-only parent always checks whether it was removed.
+        if let (Some(id), true) = (
+            cache.get(&(r.table.clone(), wire.to_owned())),
+            parent.synced || !live,
+        ) {
             return Ok(Some(*id));
         }
-        let parent = self.table(&r.table)?;
         let key = r.by_key.clone().unwrap_or_else(|| "remote_id".into());
         let sql = format!(
             "SELECT {} FROM {} WHERE {} = ?1",
@@ -680,6 +685,14 @@ impl Store {
             quote_ident(&key)
         );
         let mut found: Option<i64> = self.conn.query_row(&sql, [wire], |r| r.get(0)).optional()?;
+        if let (Some(id), false, true) = (found, parent.synced, live) {
+            // The app removed this add-on, but the account still uses it: it is wanted again,
+            // and must not be deleted under the pulled row (found by the simulation, seed 219).
+            self.conn.execute(
+                "DELETE FROM sync_removed WHERE table_name = ?1 AND row_id = ?2",
+                (&parent.name, id),
+            )?;
+        }
         if found.is_none() && r.by_key.is_some() {
             // Every NOT NULL column of the placeholder takes the key (e.g. name = the URL).
             let cols: Vec<&crate::schema::Column> = parent
@@ -734,7 +747,10 @@ impl Store {
         let mut values = row.values.clone();
         for (i, c) in table.columns.iter().enumerate() {
             if let (Some(r), Value::Text(wire)) = (&c.reference, &values[i]) {
-                match (self.local_parent(r, &wire.clone(), cache)?, &local) {
+                match (
+                    self.local_parent(r, &wire.clone(), !row.is_tombstone(), cache)?,
+                    &local,
+                ) {
                     (Some(id), _) => values[i] = Value::Integer(id),
                     // A tombstone removes the local record whatever its parent: it keeps the
                     // reference it has (found by the simulation, seed 34: the parent had been

@@ -108,7 +108,12 @@ pub async fn run_seed_traced(seed: u64, backend: Backend) -> Result<Trace, Strin
         Ok(true) => Ok(trace),
         Ok(false) => Ok(trace), // PostgreSQL not configured: skipped
         Err(e) => {
-            let tail: Vec<String> = trace.iter().rev().take(60).rev().cloned().collect();
+            let keep = if std::env::var_os("SIM_FULL_TRACE").is_some() {
+                usize::MAX
+            } else {
+                60
+            };
+            let tail: Vec<String> = trace.iter().rev().take(keep).rev().cloned().collect();
             Err(format!(
                 "seed {seed} diverged: {e}\nreplay: cargo xtask simulate --seed {seed} --backend {}\nlast steps:\n  {}",
                 if backend == Backend::Sqlite {
@@ -549,7 +554,14 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
         d.device.connect(&srv.url, &email, i == 0).await;
         devices.push(d);
     }
-    trace.push(format!("{n} devices"));
+    trace.push(format!(
+        "{n} devices: {}",
+        devices
+            .iter()
+            .map(|d| format!("{}={}", d.index, d.device.store.device_id()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
     // A shared start: a settings profile and two profiles, synced to every device.
     {
         let s = &mut devices[0].device.store;
@@ -790,7 +802,25 @@ async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<
         let mine = device_snapshot(&d.device.store);
         for (k, v) in &server {
             match mine.get(k) {
-                None => return Err(format!("device {} lacks {} {}", d.index, k.0, k.1)),
+                None => {
+                    let local: Option<(i64, Option<String>, bool, String)> = d
+                        .device
+                        .store
+                        .connection()
+                        .query_row(
+                            &format!("SELECT id, deleted_at, dirty, updated_at FROM {} WHERE remote_id = ?1", k.0),
+                            [&k.1],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .ok();
+                    return Err(format!(
+                        "device {} lacks {} {} (local row: {local:?}; server {:?}: {v:?})",
+                        d.index,
+                        k.0,
+                        k.1,
+                        all.get(k)
+                    ));
+                }
                 Some(m) if m != v => {
                     return Err(format!(
                         "device {} differs on {} {}:\n device {m:?}\n server {v:?}",

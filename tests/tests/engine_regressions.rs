@@ -212,3 +212,70 @@ fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
     );
     assert!(s.get::<ListItem>(moved).unwrap().is_none());
 }
+
+/// Seed 219: the app removed an add-on; before its tombstones were pushed, another device's
+/// setting for that add-on was pulled. Deleting the removed add-on afterwards took the pulled
+/// row with it.
+#[test]
+fn a_removed_addon_that_the_account_still_uses_is_kept() {
+    let mut s = store();
+    let (p, _) = profile_and_list(&mut s, "Favourites");
+    let url = "https://b.example/manifest.json";
+    let addon = s
+        .insert(&mut Addon {
+            id: None,
+            manifest_url: url.into(),
+            name: "B".into(),
+            version: None,
+            description: None,
+            logo: None,
+            logo_url: None,
+            behavior_hints: None,
+            created_at: None,
+        })
+        .unwrap();
+    s.insert(&mut ProfileAddon {
+        id: None,
+        profile_id: Some(p),
+        addon_id: addon,
+        enabled: Some(true),
+        priority: Some(0),
+        created_at: None,
+        updated_at: Timestamp::now(),
+        settings_profile_id: None,
+    })
+    .unwrap();
+    clean_all(&s);
+    s.delete::<Addon>(addon).unwrap();
+    // Another device enabled the same add-on for another profile.
+    let other_profile = id();
+    let mut prof = row(
+        "profiles",
+        &other_profile,
+        &at(1),
+        json!({"name": "Q", "avatar": "q"}),
+    );
+    prof["device_id"] = json!(id());
+    let pulled = id();
+    let mut pa = row(
+        "profile_addons",
+        &pulled,
+        &at(2),
+        json!({"profile_id": other_profile, "addon_id": url}),
+    );
+    pa["device_id"] = json!(id());
+    s.apply_pull_page(&json!({"changes": {"profiles": [prof], "profile_addons": [pa]}, "cursor": "c1.1.3", "has_more": false})).unwrap();
+    // The tombstone goes up; removed add-ons nothing points at any more are cleaned up then.
+    let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    let results = json!({"profile_addons": batch.rows.iter().map(|r| json!({"remote_id": r.remote_id, "status": "applied"})).collect::<Vec<_>>()});
+    s.apply_push_results(&batch, &results).unwrap();
+    let live: Vec<ProfileAddon> = s.list().unwrap();
+    assert_eq!(live.len(), 1, "the pulled setting survives");
+    assert_eq!(
+        s.get::<Addon>(live[0].addon_id)
+            .unwrap()
+            .map(|a| a.manifest_url),
+        Some(url.to_owned()),
+        "its add-on is back"
+    );
+}

@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's own tasks.
 
+mod bench;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,16 @@ enum Command {
         /// Storage of the in-process server; postgres reads SYNC_TEST_POSTGRES_URL.
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: BackendArg,
+    },
+
+    /// Measure sync throughput, latency, memory and server load; writes docs/bench.md.
+    Bench {
+        /// A short run (10,000 rows, 3 runs).
+        #[arg(long)]
+        quick: bool,
+        /// Run in this process even if it is not a release build.
+        #[arg(long, hide = true)]
+        here: bool,
     },
 }
 
@@ -105,6 +117,7 @@ fn entities_dir() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench { quick, here } => bench(quick, here),
         Command::Simulate {
             seed,
             seeds,
@@ -135,6 +148,68 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn bench(quick: bool, here: bool) -> ExitCode {
+    // Speed means nothing in a debug build: re-run as a release build, with sync-client beside it.
+    if cfg!(debug_assertions) && !here {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--package",
+                "entities",
+                "--features",
+                "client,server",
+                "--bin",
+                "sync-client",
+            ])
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            eprintln!("error: building sync-client in release failed");
+            return ExitCode::FAILURE;
+        }
+        let mut args = vec![
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+            "--here",
+        ];
+        if quick {
+            args.push("--quick");
+        }
+        return match std::process::Command::new(&cargo).args(&args).status() {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        };
+    }
+    match bench::run(quick) {
+        Ok(md) => {
+            println!("{md}");
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("docs")
+                .join("bench.md");
+            if !quick {
+                if let Err(e) = std::fs::write(&path, &md) {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

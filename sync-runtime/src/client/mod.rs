@@ -190,9 +190,34 @@ async fn run(
     limits: Limits,
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport::default();
+    push_phase(store, remote, token, limits, &mut report, progress).await?;
+    pull_phase(store, remote, token, limits, &mut report, progress).await?;
+    Ok(report)
+}
+
+/// Pushes only: every dirty row, parents first, in batches (for measuring an upload alone).
+pub async fn push_pending(store: &mut Store, limits: Limits) -> Result<SyncReport, SyncError> {
+    let (url, token) = match store.session()? {
+        (Some(u), Some(t)) => (u, t),
+        _ => return Err(SyncError::NotConnected),
+    };
+    let remote = Remote::new(&url)?;
+    let mut report = SyncReport::default();
+    push_phase(store, &remote, &token, limits, &mut report, &mut |_| {}).await?;
+    Ok(report)
+}
+
+async fn push_phase(
+    store: &mut Store,
+    remote: &Remote,
+    token: &str,
+    limits: Limits,
+    report: &mut SyncReport,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<(), SyncError> {
     let device = store.device_id().to_owned();
     let version = store.app().schema.version();
-    let mut report = SyncReport::default();
     let mut limit = limits.push_batch.max(1);
     let mut done: HashSet<(String, i64, String)> = HashSet::new();
     while let Some(batch) = store.prepare_push(limit, &done)? {
@@ -230,6 +255,19 @@ async fn run(
             Err(e) => return Err(refused(e)),
         }
     }
+    Ok(())
+}
+
+async fn pull_phase(
+    store: &mut Store,
+    remote: &Remote,
+    token: &str,
+    limits: Limits,
+    report: &mut SyncReport,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<(), SyncError> {
+    let device = store.device_id().to_owned();
+    let version = store.app().schema.version();
     let mut restarted = false;
     loop {
         let since = store.cursor()?;
@@ -256,7 +294,7 @@ async fn run(
                     rows: report.pulled,
                 });
                 if !summary.has_more {
-                    return Ok(report);
+                    return Ok(());
                 }
             }
             Err(e) if e.status() == Some(410) && !restarted => {
