@@ -63,6 +63,9 @@ enum Incoming {
     Pull,
     /// A push answered `stale`: the server's version, stored as if pulled.
     Stale,
+    /// A pulled version held back earlier: it may be older than what this device has since
+    /// learned (found by the simulation, seed 229).
+    Parked,
 }
 
 enum Applied {
@@ -639,7 +642,7 @@ impl Store {
                         (&t.name, rid),
                     )?;
                     if let Applied::Done =
-                        self.apply_incoming(t, &row, Incoming::Pull, &mut cache)?
+                        self.apply_incoming(t, &row, Incoming::Parked, &mut cache)?
                     {
                         progress = true;
                     }
@@ -780,6 +783,10 @@ impl Store {
             // A stale answer is the server's winner over this very write.
             (Incoming::Stale, Some(l)) if l.updated_at <= row.updated_at || !l.dirty => {
                 DeviceDecision::Replace { id: l.id }
+            }
+            // A held-back version never replaces a newer one.
+            (Incoming::Parked, Some(l)) if l.updated_at >= row.updated_at => {
+                return Ok(Applied::Done);
             }
             _ => decide_on_device(local_row, None, incoming, &self.device_id),
         };

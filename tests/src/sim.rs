@@ -424,6 +424,7 @@ async fn faulty_sync(
     srv: &LiveServer,
     acks: &mut Vec<Ack>,
     trace: &mut Trace,
+    faults: bool,
 ) {
     let (url, token) = match d.device.store.session().unwrap() {
         (Some(u), Some(t)) => (u, t),
@@ -433,18 +434,22 @@ async fn faulty_sync(
     let _ = srv;
     let device = d.device.store.device_id().to_owned();
     let push_cap = if rng.chance(50) { 5 } else { 1000 };
-    let limit = 1 + rng.below(push_cap) as usize;
+    let limit = if faults {
+        1 + rng.below(push_cap) as usize
+    } else {
+        1000
+    };
     let mut done = Default::default();
-    for _ in 0..20 {
+    for _ in 0..if faults { 20 } else { 100_000 } {
         let Some(batch) = d.device.store.prepare_push(limit, &done).unwrap() else {
             break;
         };
-        if rng.chance(5) {
+        if faults && rng.chance(5) {
             trace.push(format!("device {}: killed after reading a push", d.index));
             d.open();
             return;
         }
-        if rng.chance(5) {
+        if faults && rng.chance(5) {
             trace.push(format!("device {}: push request lost", d.index));
             return;
         }
@@ -452,7 +457,7 @@ async fn faulty_sync(
             trace.push(format!("device {}: push failed", d.index));
             return;
         };
-        if rng.chance(5) {
+        if faults && rng.chance(5) {
             trace.push(format!(
                 "device {}: push answer lost after the commit",
                 d.index
@@ -465,6 +470,19 @@ async fn faulty_sync(
                 .and_then(|l| l.iter().find(|x| x["remote_id"] == r.remote_id.as_str()));
             if let Some(st) = st {
                 let status = st["status"].as_str().unwrap_or_default();
+                trace.push(format!(
+                    "device {}:   pushed {} {} ({}) -> {status} {}{}",
+                    d.index,
+                    r.table,
+                    r.remote_id,
+                    r.updated_at,
+                    st["canonical_id"].as_str().unwrap_or(""),
+                    if st["row"].is_object() {
+                        " with the server's row"
+                    } else {
+                        ""
+                    }
+                ));
                 if status == "applied" || status == "merged" {
                     let stamp = batch.changes[&r.table]
                         .as_array()
@@ -500,8 +518,12 @@ async fn faulty_sync(
         );
     }
     let page_cap = if rng.chance(50) { 3 } else { 1000 };
-    let page_size = 1 + rng.below(page_cap) as usize;
-    for _ in 0..200 {
+    let page_size = if faults {
+        1 + rng.below(page_cap) as usize
+    } else {
+        1000
+    };
+    for _ in 0..if faults { 200 } else { 100_000 } {
         let since = d.device.store.cursor().unwrap();
         let page = match remote
             .pull(&token, &device, 1, since.as_deref(), page_size)
@@ -514,12 +536,12 @@ async fn faulty_sync(
             }
             Err(_) => return,
         };
-        if rng.chance(5) {
+        if faults && rng.chance(5) {
             trace.push(format!("device {}: pull answer lost", d.index));
             return;
         }
         d.device.store.apply_pull_page(&page).unwrap();
-        if rng.chance(5) {
+        if faults && rng.chance(5) {
             trace.push(format!("device {}: killed between pull pages", d.index));
             d.open();
             return;
@@ -609,7 +631,7 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
         match rng.below(100) {
             0..=59 => operate(&mut rng, &mut devices[i], trace),
             60..=79 if devices[i].online => {
-                faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace).await
+                faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace, true).await
             }
             80..=84 => {
                 devices[i].online = !devices[i].online;
@@ -640,7 +662,10 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
     }
     // Everyone online, two clean syncs each.
     trace.push("all online: two syncs each".into());
-    for round in 0..2 {
+    for d in devices.iter_mut() {
+        faulty_sync(&mut rng, d, &srv, &mut acks, trace, false).await;
+    }
+    for round in 0..1 {
         for d in devices.iter_mut() {
             d.device.limits = Limits::default();
             client::sync_with(
@@ -823,8 +848,11 @@ async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<
                 }
                 Some(m) if m != v => {
                     return Err(format!(
-                        "device {} differs on {} {}:\n device {m:?}\n server {v:?}",
-                        d.index, k.0, k.1
+                        "device {} differs on {} {} (server: {:?}):\n device {m:?}\n server {v:?}",
+                        d.index,
+                        k.0,
+                        k.1,
+                        all.get(k)
                     ));
                 }
                 _ => {}

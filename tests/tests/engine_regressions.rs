@@ -279,3 +279,37 @@ fn a_removed_addon_that_the_account_still_uses_is_kept() {
         "its add-on is back"
     );
 }
+
+/// Seed 229: an old version of a record, held back for a parent, was applied after this device
+/// had pushed a newer version, and took the row back in time.
+#[test]
+fn a_held_back_version_never_replaces_a_newer_one() {
+    let mut s = store();
+    let (_, l) = profile_and_list(&mut s, "Newest name");
+    clean_all(&s);
+    let list_rid = s.remote_id("lists", l).unwrap().unwrap();
+    let unknown_profile = id();
+    let mut old = row(
+        "lists",
+        &list_rid,
+        &at(1),
+        json!({"profile_id": unknown_profile, "name": "Old name"}),
+    );
+    old["device_id"] = json!(id());
+    s.apply_pull_page(&json!({"changes": {"lists": [old]}, "cursor": "c1.1.1", "has_more": true}))
+        .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 1, "held back for its profile");
+    let mut profile = row(
+        "profiles",
+        &unknown_profile,
+        &at(2),
+        json!({"name": "Q", "avatar": "q"}),
+    );
+    profile["device_id"] = json!(id());
+    s.apply_pull_page(
+        &json!({"changes": {"profiles": [profile]}, "cursor": "c1.1.2", "has_more": false}),
+    )
+    .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 0);
+    assert_eq!(s.get::<List>(l).unwrap().unwrap().name, "Newest name");
+}
