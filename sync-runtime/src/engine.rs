@@ -596,14 +596,7 @@ impl Store {
 
     /// After a full pull: clean rows the server did not return are gone from the account.
     fn sweep_unseen(&self) -> Result<(), StoreError> {
-        for t in self
-            .app
-            .schema
-            .synced()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
+        for t in self.synced_children_first() {
             self.conn.execute(
                 &format!(
                     "DELETE FROM {} WHERE NOT dirty AND remote_id IS NOT NULL AND remote_id NOT IN \
@@ -950,18 +943,28 @@ impl Store {
         Ok(false)
     }
 
+    /// The synced tables, children before parents: deletes in this order never wait on a parent.
+    fn synced_children_first(&self) -> Vec<&'static Table> {
+        let mut tables: Vec<&'static Table> = self.app.schema.synced().collect();
+        tables.reverse();
+        tables
+    }
+
+    /// Forgets what this database knew of the server's state: rejections, held-back rows, the
+    /// cursor (the next pull is a full one).
+    fn forget_server_progress(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch(
+            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
+             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
+        )?;
+        Ok(())
+    }
+
     /// Prepares this database for an account other than the one it last synced with: remote ids
     /// and cursor are forgotten, tombstones dropped, every live row queued for upload.
     pub fn reset_for_new_account(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        for t in self
-            .app
-            .schema
-            .synced()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
+        for t in self.synced_children_first() {
             let name = quote_ident(&t.name);
             self.conn.execute(
                 &format!("DELETE FROM {name} WHERE deleted_at IS NOT NULL"),
@@ -972,10 +975,7 @@ impl Store {
                 [],
             )?;
         }
-        self.conn.execute_batch(
-            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
-             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
-        )?;
+        self.forget_server_progress()?;
         tx.commit()?;
         Ok(())
     }
@@ -983,21 +983,11 @@ impl Store {
     /// Drops every synced row (the user chose the account's data over this device's).
     pub fn discard_local_data(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        for t in self
-            .app
-            .schema
-            .synced()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
+        for t in self.synced_children_first() {
             self.conn
                 .execute(&format!("DELETE FROM {}", quote_ident(&t.name)), [])?;
         }
-        self.conn.execute_batch(
-            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
-             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
-        )?;
+        self.forget_server_progress()?;
         tx.commit()?;
         Ok(())
     }
