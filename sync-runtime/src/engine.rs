@@ -832,12 +832,24 @@ impl Store {
                     .execute(params_from_iter(params.iter()))
             }
         };
-        match result {
-            Ok(_) => Ok(Applied::Done),
-            Err(e) if is_unique_violation(&e) => {
+        match (result, decision) {
+            (Ok(_), _) => Ok(Applied::Done),
+            // A deleted record's key does not matter: the deletion lands with the row's local
+            // columns kept (found by the simulation, seed 356: the key changed, then the record
+            // was deleted, while another local row held the new key).
+            (Err(e), DeviceDecision::Replace { id })
+                if is_unique_violation(&e) && row.is_tombstone() =>
+            {
+                self.conn.execute(
+                    &format!("UPDATE {t} SET updated_at = ?1, deleted_at = ?2, dirty = FALSE WHERE {idc} = ?3"),
+                    (Value::DateTime(row.updated_at), row.deleted_at.map_or(Value::Null, Value::DateTime), id),
+                )?;
+                Ok(Applied::Done)
+            }
+            (Err(e), _) if is_unique_violation(&e) => {
                 self.natural_key_collision(table, j, &row, &values)
             }
-            Err(e) => Err(e.into()),
+            (Err(e), _) => Err(e.into()),
         }
     }
 

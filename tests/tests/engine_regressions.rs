@@ -313,3 +313,49 @@ fn a_held_back_version_never_replaces_a_newer_one() {
     assert_eq!(s.parked_count().unwrap(), 0);
     assert_eq!(s.get::<List>(l).unwrap().unwrap().name, "Newest name");
 }
+
+/// Seed 356: on the server a list item's key changed and then the item was deleted; this device
+/// held the new key on another row, so applying the tombstone's values clashed, and it waited.
+#[test]
+fn a_tombstone_whose_last_key_is_taken_here_still_deletes() {
+    let mut s = store();
+    let (_, l) = profile_and_list(&mut s, "Favourites");
+    let item = |meta: &str| ListItem {
+        id: None,
+        list_id: l,
+        meta_id: meta.into(),
+        r#type: "movie".into(),
+        title: None,
+        poster: None,
+        imdb_rating: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    };
+    let a = s.insert(&mut item("tt1")).unwrap();
+    s.insert(&mut item("tt2")).unwrap();
+    clean_all(&s);
+    let (a_rid, list_rid) = (
+        s.remote_id("list_items", a).unwrap().unwrap(),
+        s.remote_id("lists", l).unwrap().unwrap(),
+    );
+    let far = Timestamp::now().add_millis(60_000).to_wire();
+    let mut tomb = row(
+        "list_items",
+        &a_rid,
+        &far,
+        json!({"list_id": list_rid, "meta_id": "tt2", "type": "movie"}),
+    );
+    tomb["deleted_at"] = json!(far);
+    tomb["device_id"] = json!(id());
+    s.apply_pull_page(
+        &json!({"changes": {"list_items": [tomb]}, "cursor": "c1.1.4", "has_more": false}),
+    )
+    .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 0);
+    assert!(s.get::<ListItem>(a).unwrap().is_none(), "deleted");
+    assert_eq!(
+        s.list::<ListItem>().unwrap().len(),
+        1,
+        "the other item stays"
+    );
+}
