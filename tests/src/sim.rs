@@ -853,8 +853,18 @@ async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<
                             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                         )
                         .ok();
+                    let parked: Vec<String> = d
+                        .device
+                        .store
+                        .connection()
+                        .prepare("SELECT table_name || ' ' || remote_id FROM sync_parked")
+                        .unwrap()
+                        .query_map([], |r| r.get(0))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
                     return Err(format!(
-                        "device {} lacks {} {} (local row: {local:?}; server {:?}: {v:?})",
+                        "device {} lacks {} {} (local row: {local:?}; held back here: {parked:?}; server {:?}: {v:?})",
                         d.index,
                         k.0,
                         k.1,
