@@ -523,10 +523,9 @@ impl<T: SyncTx> Session<'_, T> {
                 let Some(id) = text(&row.values[i]).map(str::to_owned) else {
                     continue;
                 };
-                if let Some((owner, canonical)) = self.alias_of(&r.table, &id).await? {
-                    if owner == self.user {
-                        row.values[i] = Value::Text(canonical);
-                    }
+                let alias = self.alias_of(&r.table, &id).await?;
+                if let Some((_, canonical)) = alias.filter(|(owner, _)| owner == self.user) {
+                    row.values[i] = Value::Text(canonical);
                 }
             }
         } else {
