@@ -36,19 +36,3 @@ fn fixed_seeds_converge_on_postgres() {
     run(Backend::Postgres);
 }
 
-#[test]
-#[ignore = "prints a trace: cargo test -p tests --test simulation print_trace -- --ignored --nocapture"]
-fn print_trace() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let seed = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let trace = rt
-        .block_on(tests::sim::run_seed_traced(seed, Backend::Sqlite))
-        .unwrap();
-    println!("{}", trace.join("\n"));
-}
