@@ -35,4 +35,3 @@ fn fixed_seeds_converge_on_sqlite() {
 fn fixed_seeds_converge_on_postgres() {
     run(Backend::Postgres);
 }
-
