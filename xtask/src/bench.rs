@@ -463,7 +463,7 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
                 "--password",
                 "bench password",
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
@@ -473,7 +473,20 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
             if let Some(kb) = peak_rss_of(pid) {
                 peak = peak.max(kb);
             }
-            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                if !status.success() {
+                    return Err(format!(
+                        "the device process failed its first sync: {status}"
+                    ));
+                }
+                let mut out = String::new();
+                if let Some(mut stdout) = child.stdout.take() {
+                    use std::io::Read;
+                    let _ = stdout.read_to_string(&mut out);
+                }
+                if !out.contains(&format!("pulled {} rows", n + 1)) {
+                    return Err(format!("the device process did not pull every row: {out}"));
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
