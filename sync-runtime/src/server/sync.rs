@@ -103,17 +103,25 @@ fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
     (names, types)
 }
 
-fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> {
-    let mut it = row.into_iter();
-    let mut next_text = || match it.next() {
+/// The next column of a stored row, which must be text.
+fn take_text(
+    it: &mut impl Iterator<Item = Value>,
+    table: &Table,
+    column: &str,
+) -> Result<String, DbError> {
+    match it.next() {
         Some(Value::Text(s)) => Ok(s),
         other => Err(DbError::Decode(format!(
-            "{}: expected text, found {other:?}",
+            "{}.{column}: expected text, found {other:?}",
             table.name
         ))),
-    };
-    let remote_id = next_text()?;
-    let user_id = next_text()?;
+    }
+}
+
+fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> {
+    let mut it = row.into_iter();
+    let remote_id = take_text(&mut it, table, "remote_id")?;
+    let user_id = take_text(&mut it, table, "user_id")?;
     let seq = match it.next() {
         Some(Value::Integer(i)) => i,
         other => {
@@ -123,15 +131,7 @@ fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> {
             )));
         }
     };
-    let device_id = match it.next() {
-        Some(Value::Text(s)) => s,
-        other => {
-            return Err(DbError::Decode(format!(
-                "{}: bad device_id {other:?}",
-                table.name
-            )));
-        }
-    };
+    let device_id = take_text(&mut it, table, "device_id")?;
     let deleted_at = match it.next() {
         Some(Value::DateTime(t)) => Some(t),
         _ => None,
