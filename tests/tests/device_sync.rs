@@ -874,13 +874,15 @@ async fn the_background_service_syncs_soon_after_a_local_write_and_reports_statu
     let service = SyncService::start(a.store.reopen().unwrap(), options);
     a.store.set_write_hook(service.write_hook());
     let mut status = service.status();
-    // The start-up sync.
+    // The start-up sync: the status starts with the time of the sync `connect` made.
+    let connected_at = status.borrow().last_sync_at.clone();
+    assert!(connected_at.is_some());
     tokio::time::timeout(
         Duration::from_secs(10),
-        status.wait_for(|s| s.last_sync_at.is_some()),
+        status.wait_for(|s| s.last_sync_at != connected_at && !s.syncing),
     )
     .await
-    .unwrap()
+    .expect("a sync at start")
     .unwrap();
     let first = status.borrow().last_sync_at.clone();
     a.store
