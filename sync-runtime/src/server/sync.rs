@@ -408,15 +408,23 @@ impl<T: SyncTx> Session<'_, T> {
         Ok(())
     }
 
+    /// The id a reference to `id` of `table` is read as: its canonical id if it is an alias of
+    /// this user's, itself otherwise; `None` if it is another user's alias.
+    async fn canonical_id(&mut self, table: &str, id: &str) -> Result<Option<String>, DbError> {
+        Ok(match self.alias_of(table, id).await? {
+            Some((owner, c)) if owner == self.user => Some(c),
+            Some(_) => None,
+            None => Some(id.to_owned()),
+        })
+    }
+
     async fn resolve_parent(&mut self, r: &Reference, id: &str) -> Result<Parent, DbError> {
         let parent_table = self
             .schema
             .table(&r.table)
             .ok_or_else(|| DbError::Decode(format!("unknown parent table {}", r.table)))?;
-        let canonical = match self.alias_of(&r.table, id).await? {
-            Some((owner, c)) if owner == self.user => c,
-            Some(_) => return Ok(Parent::Missing),
-            None => id.to_owned(),
+        let Some(canonical) = self.canonical_id(&r.table, id).await? else {
+            return Ok(Parent::Missing);
         };
         Ok(match load(self.tx, parent_table, &canonical).await? {
             Some(p) if p.user_id == self.user => match p.deleted_at {
@@ -508,60 +516,48 @@ impl<T: SyncTx> Session<'_, T> {
         // account's. A tombstone of a record never seen is stored without these checks.
         let mut orphaned_by = None;
         let mut nulled_by = None;
-        if stored.is_none() && row.is_tombstone() {
-            // Still read aliases as their canonical ids, so that natural keys compare as the
-            // server stores them (found by the simulation, seed 575: a tombstone under a
-            // merged-away list escaped the merge with the same item under the survivor).
-            for (i, c) in table.columns.iter().enumerate() {
-                let Some(r) = c
-                    .reference
-                    .as_ref()
-                    .filter(|r| r.by_key.is_none() && c.on_wire())
-                else {
-                    continue;
-                };
-                let Some(id) = text(&row.values[i]).map(str::to_owned) else {
-                    continue;
-                };
-                let alias = self.alias_of(&r.table, &id).await?;
-                if let Some((_, canonical)) = alias.filter(|(owner, _)| owner == self.user) {
+        let unchecked = stored.is_none() && row.is_tombstone();
+        for (i, c) in table.columns.iter().enumerate() {
+            let Some(r) = c
+                .reference
+                .as_ref()
+                .filter(|r| r.by_key.is_none() && c.on_wire())
+            else {
+                continue;
+            };
+            let Some(id) = text(&row.values[i]).map(str::to_owned) else {
+                continue;
+            };
+            if unchecked {
+                // Still read aliases as their canonical ids, so that natural keys compare as the
+                // server stores them (found by the simulation, seed 575: a tombstone under a
+                // merged-away list escaped the merge with the same item under the survivor).
+                if let Some(canonical) = self.canonical_id(&r.table, &id).await? {
                     row.values[i] = Value::Text(canonical);
                 }
+                continue;
             }
-        } else {
-            for (i, c) in table.columns.iter().enumerate() {
-                let Some(r) = c
-                    .reference
-                    .as_ref()
-                    .filter(|r| r.by_key.is_none() && c.on_wire())
-                else {
-                    continue;
-                };
-                let Some(id) = text(&row.values[i]).map(str::to_owned) else {
-                    continue;
-                };
-                match self.resolve_parent(r, &id).await? {
-                    Parent::Missing => {
-                        return Ok(RowStatus::Rejected(format!(
-                            "column `{}` references a {} record this account does not have",
-                            c.name, r.table
-                        )));
+            match self.resolve_parent(r, &id).await? {
+                Parent::Missing => {
+                    return Ok(RowStatus::Rejected(format!(
+                        "column `{}` references a {} record this account does not have",
+                        c.name, r.table
+                    )));
+                }
+                Parent::Live(canonical) => {
+                    if canonical != id {
+                        merged = true;
                     }
-                    Parent::Live(canonical) => {
-                        if canonical != id {
-                            merged = true;
-                        }
-                        row.values[i] = Value::Text(canonical);
-                    }
-                    Parent::Tombstone(canonical, at) => {
-                        row.values[i] = Value::Text(canonical);
-                        if !row.is_tombstone() {
-                            match r.on_delete {
-                                OnDelete::Cascade => orphaned_by = Some(at),
-                                OnDelete::SetNull => {
-                                    row.values[i] = Value::Null;
-                                    nulled_by = Some(at);
-                                }
+                    row.values[i] = Value::Text(canonical);
+                }
+                Parent::Tombstone(canonical, at) => {
+                    row.values[i] = Value::Text(canonical);
+                    if !row.is_tombstone() {
+                        match r.on_delete {
+                            OnDelete::Cascade => orphaned_by = Some(at),
+                            OnDelete::SetNull => {
+                                row.values[i] = Value::Null;
+                                nulled_by = Some(at);
                             }
                         }
                     }
