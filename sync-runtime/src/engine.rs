@@ -7,7 +7,7 @@
 use crate::ddl::{quote_ident, quote_literal};
 use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
 use crate::schema::{ColumnRole, Table};
-use crate::store::{Store, StoreError};
+use crate::store::{Sql, Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
 use crate::wire::{WireRow, encode_value};
@@ -57,6 +57,23 @@ pub struct RejectedRow {
     pub message: String,
 }
 
+/// A statement parameter, borrowed where the row already holds it.
+enum Param<'a> {
+    Value(&'a Value),
+    Ref(&'a str),
+    Own(Value),
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Value(v) => v.to_sql(),
+            Param::Ref(s) => s.to_sql(),
+            Param::Own(v) => v.to_sql(),
+        }
+    }
+}
+
 /// Where a pulled row came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Incoming {
@@ -80,7 +97,7 @@ fn err(table: &Table, m: impl Into<String>) -> StoreError {
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
@@ -118,12 +135,11 @@ impl Store {
                 break;
             }
             let name = quote_ident(&t.name);
-            self.conn.execute(
-                &format!(
-                    "UPDATE {name} SET remote_id = sync_new_id() WHERE dirty AND remote_id IS NULL"
-                ),
-                [],
-            )?;
+            self.conn
+                .prepare_cached(&format!(
+                    "UPDATE {name} SET remote_id = sync_new_id() WHERE dirty = TRUE AND remote_id IS NULL"
+                ))?
+                .execute([])?;
             let mut select = vec![
                 format!("t.{}", quote_ident(&t.id_column)),
                 "t.updated_at".into(),
@@ -150,7 +166,7 @@ impl Store {
                 }
             }
             let sql = format!(
-                "SELECT {} FROM {name} AS t {} WHERE t.dirty AND NOT EXISTS (SELECT 1 FROM sync_rejected x \
+                "SELECT {} FROM {name} AS t {} WHERE t.dirty = TRUE AND NOT EXISTS (SELECT 1 FROM sync_rejected x \
                  WHERE x.table_name = {} AND x.row_id = t.{} AND x.updated_at = t.updated_at) ORDER BY t.{} LIMIT ?1",
                 select.join(", "),
                 joins.join(" "),
@@ -223,10 +239,18 @@ impl Store {
         Ok(())
     }
 
-    /// Applies the `results` of a push of `batch`, in one transaction.
+    /// Applies the `results` of a push of `rows` (a [`PushBatch`]'s), in one transaction.
     pub fn apply_push_results(
         &mut self,
-        batch: &PushBatch,
+        rows: &[PushedRow],
+        results: &Json,
+    ) -> Result<PushSummary, StoreError> {
+        self.with_account(|s| s.apply_results(rows, results))
+    }
+
+    fn apply_results(
+        &mut self,
+        rows: &[PushedRow],
         results: &Json,
     ) -> Result<PushSummary, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
@@ -241,14 +265,41 @@ impl Store {
                 }
             }
         }
-        for row in &batch.rows {
+        // A full pull in progress resumes with pages that leave out this device's own writes:
+        // what this push stored on the server must count as seen, or the sweep at the pull's end
+        // would remove it here.
+        let full_pull: bool =
+            self.conn
+                .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+        let any_rejected: bool =
+            self.conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM sync_rejected)", [], |r| {
+                    r.get(0)
+                })?;
+        for row in rows {
             let Some(result) = by_key.get(&(row.table.as_str(), row.remote_id.as_str())) else {
                 continue;
             };
             let table = self.table(&row.table)?;
+            if full_pull {
+                let stored = match result["status"].as_str() {
+                    Some("applied") => Some(row.remote_id.as_str()),
+                    Some("merged") => result["canonical_id"].as_str().or(Some(&row.remote_id)),
+                    Some("stale") => result["row"]["remote_id"].as_str(),
+                    _ => None,
+                };
+                if let Some(rid) = stored {
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+                        (&table.name, rid),
+                    )?;
+                }
+            }
             match result["status"].as_str().unwrap_or_default() {
                 "applied" => {
-                    self.clear_dirty(table, row)?;
+                    self.clear_dirty(table, row, any_rejected)?;
                     summary.applied += 1;
                 }
                 "merged" => {
@@ -297,20 +348,29 @@ impl Store {
         Ok(summary)
     }
 
-    fn clear_dirty(&self, table: &Table, row: &PushedRow) -> Result<(), StoreError> {
+    /// Marks a pushed row clean, and forgets an earlier rejection of it if `was_rejected` may be
+    /// true (a push of rows never rejected skips that statement per row).
+    fn clear_dirty(
+        &self,
+        table: &Table,
+        row: &PushedRow,
+        was_rejected: bool,
+    ) -> Result<(), StoreError> {
         // Only if unchanged since it was read: an edit made while the push was in flight stays dirty.
-        self.conn.execute(
-            &format!(
-                "UPDATE {} SET dirty = FALSE WHERE {} = ?1 AND updated_at = ?2",
-                quote_ident(&table.name),
-                quote_ident(&table.id_column)
-            ),
-            (row.id, &row.updated_at),
-        )?;
-        self.conn.execute(
-            "DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2",
-            (&table.name, row.id),
-        )?;
+        self.conn
+            .prepare_cached(&self.sql(table, Sql::ClearDirty, || {
+                format!(
+                    "UPDATE {} SET dirty = FALSE WHERE {} = ?1 AND updated_at = ?2",
+                    quote_ident(&table.name),
+                    quote_ident(&table.id_column)
+                )
+            }))?
+            .execute((row.id, &row.updated_at))?;
+        if was_rejected {
+            self.conn
+                .prepare_cached("DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2")?
+                .execute((&table.name, row.id))?;
+        }
         Ok(())
     }
 
@@ -339,7 +399,7 @@ impl Store {
                     &format!("UPDATE {t} SET remote_id = ?1 WHERE {idc} = ?2"),
                     (canonical, row.id),
                 )?;
-                self.clear_dirty(table, row)?;
+                self.clear_dirty(table, row, true)?;
             }
             Some(sid) => {
                 self.move_children(table, row.id, sid)?;
@@ -542,6 +602,10 @@ impl Store {
     /// Applies one pulled page (`changes`, `cursor`, `has_more`) in one transaction together
     /// with its cursor, so an interrupted pull resumes where it stopped.
     pub fn apply_pull_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
+        self.with_account(|s| s.apply_page(page))
+    }
+
+    fn apply_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
         let cursor = page["cursor"]
             .as_str()
             .ok_or_else(|| StoreError::UnknownTable("a pull page without a cursor".into()))?;
@@ -563,18 +627,21 @@ impl Store {
                 continue;
             };
             for row in rows {
-                if let (true, Some(rid)) = (full_pull, row["remote_id"].as_str()) {
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
-                        (&table.name, rid),
-                    )?;
+                let rid = || row["remote_id"].as_str();
+                if let Some(rid) = rid().filter(|_| full_pull) {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+                        )?
+                        .execute((&table.name, rid))?;
                 }
-                if let (true, Some(rid)) = (any_parked, row["remote_id"].as_str()) {
+                if let Some(rid) = rid().filter(|_| any_parked) {
                     // A newer version supersedes a held-back one (found by the simulation, seed 34).
-                    self.conn.execute(
-                        "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
-                        (&table.name, rid),
-                    )?;
+                    self.conn
+                        .prepare_cached(
+                            "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
+                        )?
+                        .execute((&table.name, rid))?;
                 }
                 summary.rows += 1;
                 if let Applied::Parked =
@@ -724,15 +791,18 @@ impl Store {
         cache: &mut HashMap<(String, String), i64>,
     ) -> Result<Applied, StoreError> {
         let version = self.app.schema.version();
-        let row = WireRow::from_json(table, j, version, true)
+        let mut row = WireRow::from_json(table, j, version, true)
             .map_err(|e| err(table, format!("the server sent a bad row: {e}")))?;
         self.clock.observe(row.updated_at);
+        if origin == Incoming::Pull && !row.is_tombstone() && self.insert_new(table, &row, cache)? {
+            return Ok(Applied::Done);
+        }
         let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
         let local: Option<(i64, bool, String)> = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {idc}, dirty, updated_at FROM {t} WHERE remote_id = ?1"
-            ))?
+            .prepare_cached(&self.sql(table, Sql::ByRemoteId, || {
+                format!("SELECT {idc}, dirty, updated_at FROM {t} WHERE remote_id = ?1")
+            }))?
             .query_row([&row.remote_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         if local.is_none() && row.is_tombstone() {
@@ -740,7 +810,7 @@ impl Store {
             return Ok(Applied::Done);
         }
         // References: remote ids to local ids; a parent not here yet holds the row back.
-        let mut values = row.values.clone();
+        let mut values = std::mem::take(&mut row.values);
         for (i, c) in table.columns.iter().enumerate() {
             if let (Some(r), Value::Text(wire)) = (&c.reference, &values[i]) {
                 match (
@@ -783,54 +853,30 @@ impl Store {
             }
             _ => decide_on_device(local_row, None, incoming, &self.device_id),
         };
-        let account = self.account_id()?;
-        let writable: Vec<(usize, &crate::schema::Column)> = table
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.role != ColumnRole::Local)
-            .collect();
-        let mut params: Vec<Value> = writable
-            .iter()
-            .map(|(i, c)| {
-                if c.role == ColumnRole::AccountId {
-                    Value::Text(account.clone())
-                } else {
-                    values[*i].clone()
-                }
-            })
-            .collect();
-        params.push(row.deleted_at.map_or(Value::Null, Value::DateTime));
+        let mut params = self.stored_params(table, values.iter().map(Param::Value), &row)?;
         let result = match decision {
             DeviceDecision::KeepLocal { .. } | DeviceDecision::Same { .. } => {
                 return Ok(Applied::Done);
             }
             DeviceDecision::Replace { id } => {
-                let sets: Vec<String> = writable
-                    .iter()
-                    .map(|(_, c)| format!("{} = ?", quote_ident(&c.name)))
-                    .collect();
-                params.push(Value::Integer(id));
+                params.pop();
+                params.push(Param::Own(Value::Integer(id)));
                 self.conn
-                    .prepare_cached(&format!(
-                        "UPDATE {t} SET {}, deleted_at = ?, dirty = FALSE WHERE {idc} = ?",
-                        sets.join(", ")
-                    ))?
+                    .prepare_cached(&self.sql(table, Sql::Replace, || {
+                        let sets: Vec<String> = Self::writable(table)
+                            .map(|c| format!("{} = ?", quote_ident(&c.name)))
+                            .collect();
+                        format!(
+                            "UPDATE {t} SET {}, deleted_at = ?, dirty = FALSE WHERE {idc} = ?",
+                            sets.join(", ")
+                        )
+                    }))?
                     .execute(params_from_iter(params.iter()))
             }
-            _ => {
-                let names: Vec<String> =
-                    writable.iter().map(|(_, c)| quote_ident(&c.name)).collect();
-                let marks: Vec<&str> = writable.iter().map(|_| "?").collect();
-                params.push(Value::Text(row.remote_id.clone()));
-                self.conn
-                    .prepare_cached(&format!(
-                        "INSERT INTO {t} ({}, deleted_at, remote_id, dirty) VALUES ({}, ?, ?, FALSE)",
-                        names.join(", "),
-                        marks.join(", ")
-                    ))?
-                    .execute(params_from_iter(params.iter()))
-            }
+            _ => self
+                .conn
+                .prepare_cached(&self.insert_sql(table))?
+                .execute(params_from_iter(params.iter())),
         };
         match (result, decision) {
             (Ok(_), _) => Ok(Applied::Done),
@@ -850,6 +896,88 @@ impl Store {
                 self.natural_key_collision(table, j, &row, &values)
             }
             (Err(e), _) => Err(e.into()),
+        }
+    }
+
+    /// The columns a pulled row writes, in table order (local-only columns keep their own).
+    fn writable(table: &Table) -> impl Iterator<Item = &crate::schema::Column> {
+        table.columns.iter().filter(|c| c.role != ColumnRole::Local)
+    }
+
+    /// The parameters of [`Self::insert_sql`] for `row` with its references resolved to
+    /// `values`: the writable columns (the account's id in account-id columns), `deleted_at`
+    /// and `remote_id`.
+    fn stored_params<'a>(
+        &self,
+        table: &Table,
+        values: impl IntoIterator<Item = Param<'a>>,
+        row: &'a WireRow,
+    ) -> Result<Vec<Param<'a>>, StoreError> {
+        let mut account = None;
+        let mut params = Vec::with_capacity(table.columns.len() + 2);
+        for (c, v) in table.columns.iter().zip(values) {
+            match c.role {
+                ColumnRole::Local => {}
+                ColumnRole::AccountId => {
+                    if account.is_none() {
+                        account = Some(self.account_id()?);
+                    }
+                    params.push(Param::Own(Value::Text(account.clone().unwrap_or_default())));
+                }
+                _ => params.push(v),
+            }
+        }
+        params.push(Param::Own(
+            row.deleted_at.map_or(Value::Null, Value::DateTime),
+        ));
+        params.push(Param::Ref(&row.remote_id));
+        Ok(params)
+    }
+
+    fn insert_sql(&self, table: &Table) -> std::sync::Arc<str> {
+        self.sql(table, Sql::Insert, || {
+            let names: Vec<String> = Self::writable(table)
+                .map(|c| quote_ident(&c.name))
+                .collect();
+            let marks: Vec<&str> = names.iter().map(|_| "?").collect();
+            format!(
+                "INSERT INTO {} ({}, deleted_at, remote_id, dirty) VALUES ({}, ?, ?, FALSE)",
+                quote_ident(&table.name),
+                names.join(", "),
+                marks.join(", ")
+            )
+        })
+    }
+
+    /// The fast path of a pull: a live row inserted as it is, which succeeds exactly when the
+    /// device holds neither its record nor its natural key (a unique index says which), and its
+    /// parents are here. That is every row of a first sync, without a lookup before each
+    /// insert. Returns false when the merge rule must decide instead.
+    fn insert_new(
+        &self,
+        table: &Table,
+        row: &WireRow,
+        cache: &mut HashMap<(String, String), i64>,
+    ) -> Result<bool, StoreError> {
+        let mut values = Vec::with_capacity(row.values.len());
+        for (c, v) in table.columns.iter().zip(&row.values) {
+            values.push(match (&c.reference, v) {
+                (Some(r), Value::Text(wire)) => match self.local_parent(r, wire, true, cache)? {
+                    Some(id) => Param::Own(Value::Integer(id)),
+                    None => return Ok(false),
+                },
+                _ => Param::Value(v),
+            });
+        }
+        let params = self.stored_params(table, values, row)?;
+        match self
+            .conn
+            .prepare_cached(&self.insert_sql(table))?
+            .execute(params_from_iter(params.iter()))
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -122,6 +123,20 @@ pub struct Store {
     pub(crate) device_id: String,
     pub(crate) path: Option<std::path::PathBuf>,
     pub(crate) write_hook: Option<Box<dyn Fn() + Send>>,
+    /// `sync_state.remote_user_id` while a pulled page is applied ([`Store::with_account`]):
+    /// every pulled row needs it.
+    pub(crate) account: std::sync::Mutex<Option<String>>,
+    /// Statements built from a table's description, built once: a pull runs them per row.
+    sql: std::sync::Mutex<HashMap<(usize, Sql), Arc<str>>>,
+}
+
+/// The kinds of per-table statement [`Store::sql`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Sql {
+    ByRemoteId,
+    Insert,
+    Replace,
+    ClearDirty,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,6 +145,19 @@ impl std::fmt::Debug for Store {
             .field("device_id", &self.device_id)
             .finish_non_exhaustive()
     }
+}
+
+/// Keeps the sync's prepared statements prepared. Every table has its own few statements, more
+/// than rusqlite's default cache of 16 holds. And without the query planner stability guarantee,
+/// SQLite re-prepares a statement each time a new value is bound to a parameter that its plan
+/// looked at (a `LIMIT ?`, say), which cost more than the rest of an idle sync.
+pub(crate) fn tune_statements(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
 }
 
 impl Store {
@@ -205,6 +233,7 @@ impl Store {
         // WAL lets the app read while a sync writes; in-memory databases stay in "memory" mode.
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+        tune_statements(&conn)?;
         migrate::apply_sqlite(&mut conn, RUNTIME_SCOPE, RUNTIME_MIGRATIONS)?;
         migrate::apply_sqlite(&mut conn, APP_SCOPE, app.device_migrations)?;
 
@@ -248,6 +277,8 @@ impl Store {
             device_id,
             path,
             write_hook: None,
+            account: std::sync::Mutex::new(None),
+            sql: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -270,6 +301,15 @@ impl Store {
         &self.clock
     }
 
+    /// The `kind` statement of `table`, built by `build` the first time.
+    pub(crate) fn sql(&self, table: &Table, kind: Sql, build: impl FnOnce() -> String) -> Arc<str> {
+        let mut cache = self.sql.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((std::ptr::from_ref(table) as usize, kind))
+            .or_insert_with(|| build().into())
+            .clone()
+    }
+
     pub(crate) fn table(&self, name: &str) -> Result<&'static Table, StoreError> {
         self.app
             .schema
@@ -279,12 +319,28 @@ impl Store {
 
     /// The id written into account-id columns: the connected account's, or a placeholder.
     pub fn account_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = &*self.account.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(id.clone());
+        }
         let id: Option<String> = self.conn.query_row(
             "SELECT remote_user_id FROM sync_state WHERE id = 1",
             [],
             |r| r.get(0),
         )?;
         Ok(id.unwrap_or_else(|| LOCAL_ACCOUNT.to_owned()))
+    }
+
+    /// Runs `f` with the account id read once (a sync step writes many rows, and nothing in
+    /// it changes the account).
+    pub(crate) fn with_account<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let id = self.account_id()?;
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let r = f(self);
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        r
     }
 
     /// Inserts `entity`, sets its local id and returns it. A synced row is stamped, dirty and
@@ -438,7 +494,10 @@ impl Store {
             .synced()
             .map(|t| {
                 let n: i64 = self.conn.query_row(
-                    &format!("SELECT count(*) FROM {} WHERE dirty", quote_ident(&t.name)),
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE dirty = TRUE",
+                        quote_ident(&t.name)
+                    ),
                     [],
                     |r| r.get(0),
                 )?;
@@ -641,6 +700,24 @@ impl Store {
         }
         let mut filter = format!("{} = ?", quote_ident(&table.id_column));
         params.push(Value::Integer(id));
+        let t = quote_ident(&table.name);
+        if table.synced && !revive {
+            // A row edited again before it was pushed is dirty already. Leaving `dirty` out of
+            // its UPDATE leaves the dirty index alone: one page fewer to write per edit, a
+            // third of what an edit costs.
+            let sql = format!(
+                "UPDATE {t} SET {} WHERE {filter} AND deleted_at IS NULL AND dirty",
+                sets.join(", ")
+            );
+            if self
+                .conn
+                .prepare_cached(&sql)?
+                .execute(params_from_iter(params.iter()))?
+                > 0
+            {
+                return Ok(true);
+            }
+        }
         if table.synced {
             sets.push("dirty = TRUE".into());
             if revive {
@@ -649,11 +726,7 @@ impl Store {
                 filter.push_str(" AND deleted_at IS NULL");
             }
         }
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {filter}",
-            quote_ident(&table.name),
-            sets.join(", ")
-        );
+        let sql = format!("UPDATE {t} SET {} WHERE {filter}", sets.join(", "));
         Ok(self
             .conn
             .prepare_cached(&sql)?
@@ -670,6 +743,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         let table = self.table(table)?;
         self.check_values(table, &mut values)?;
+        if table.synced {
+            // The common case is one autocommit UPDATE: the unique indexes tell whether another
+            // row holds the new natural key, and only then is it looked up below.
+            match self.write_values(table, id, &values, false) {
+                Ok(true) => {
+                    self.wrote();
+                    return Ok(());
+                }
+                Ok(false) => {
+                    return Err(StoreError::NotFound {
+                        table: table.name.clone(),
+                        id,
+                    });
+                }
+                Err(StoreError::Sqlite(e)) if crate::engine::is_unique_violation(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
         if !table.synced && self.get_values(&table.name, id)?.is_none() {
             return Err(StoreError::NotFound {
                 table: table.name.clone(),
@@ -710,6 +801,7 @@ impl Store {
             });
         }
         tx.commit()?;
+        self.wrote();
         Ok(())
     }
 

@@ -66,7 +66,8 @@ impl Timestamp {
 
     /// The wire form, e.g. `2026-11-28T07:49:06.123Z`.
     pub fn to_wire(self) -> String {
-        self.to_string()
+        let bytes = self.wire_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
@@ -123,25 +124,48 @@ fn parse(s: &str, lenient: bool) -> Option<Timestamp> {
     ))
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// The wire form's 24 ASCII bytes, `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written by hand: every
+    /// pulled, pushed and stored row formats a few, and the formatting machinery cost more than
+    /// the rest of binding a row.
+    fn wire_bytes(self) -> [u8; 24] {
         let days = self.0.div_euclid(MS_PER_DAY);
         let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
-        // In range by construction: MIN..=MAX maps to years 0..=9999.
-        let date = time::Date::from_julian_day((days + UNIX_EPOCH_JULIAN_DAY) as i32)
-            .map_err(|_| fmt::Error)?;
+        // The proleptic Gregorian date of a day count (H. Hinnant's civil_from_days). In range
+        // by construction: MIN..=MAX maps to years 0..=9999.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
         let (secs, millis) = (ms_of_day / 1000, ms_of_day % 1000);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            date.year(),
-            u8::from(date.month()),
-            date.day(),
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60,
-            millis
-        )
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, secs / 3600);
+        put(14, 2, secs / 60 % 60);
+        put(17, 2, secs % 60);
+        put(20, 3, millis);
+        out
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.wire_bytes();
+        // ASCII digits and separators only.
+        f.write_str(std::str::from_utf8(&bytes).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -168,6 +192,42 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written formatter against the `time` crate's calendar, from year 0 to 9999
+    /// (leap days, century rules and the era boundaries included).
+    #[test]
+    fn the_wire_form_matches_the_calendar_everywhere_in_range() {
+        let mut ms = Timestamp::MIN.0;
+        let step = 86_400_000 * 7 + 3_601_001; // a week, an hour, a second and a millisecond
+        let mut checked = 0;
+        while ms <= Timestamp::MAX.0 {
+            for t in [ms, ms + 86_399_999] {
+                if t > Timestamp::MAX.0 {
+                    continue;
+                }
+                let days = t.div_euclid(MS_PER_DAY);
+                let date =
+                    time::Date::from_julian_day((days + UNIX_EPOCH_JULIAN_DAY) as i32).unwrap();
+                let (secs, millis) = (t.rem_euclid(MS_PER_DAY) / 1000, t.rem_euclid(1000));
+                let want = format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+                    date.year(),
+                    u8::from(date.month()),
+                    date.day(),
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60,
+                );
+                assert_eq!(Timestamp(t).to_wire(), want, "at {t} ms");
+                assert_eq!(Timestamp::parse_wire(&want).unwrap(), Timestamp(t));
+                checked += 1;
+            }
+            ms += step;
+        }
+        assert!(checked > 900_000);
+        assert_eq!(Timestamp::MIN.to_wire(), "0000-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::MAX.to_wire(), "9999-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn wire_form_round_trips() {

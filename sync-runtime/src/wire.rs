@@ -117,6 +117,56 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
     }
 }
 
+/// A value as JSON, written straight to the serializer (what [`encode_value`] builds as a tree).
+struct ValueJson<'a>(&'a Value);
+
+impl serde::Serialize for ValueJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_none(),
+            Value::Integer(i) => s.serialize_i64(*i),
+            Value::Real(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Real(_) => s.serialize_none(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Boolean(b) => s.serialize_bool(*b),
+            Value::DateTime(t) => s.serialize_str(&t.to_wire()),
+            Value::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+/// The JSON object of a row for a peer of `version`, written straight to the serializer: the
+/// same object as [`WireRow::to_json`] without building it first (a pull page holds thousands).
+pub struct RowJson<'a> {
+    pub table: &'a Table,
+    pub version: u32,
+    pub remote_id: &'a str,
+    pub updated_at: Timestamp,
+    pub device_id: Option<&'a str>,
+    pub deleted_at: Option<Timestamp>,
+    /// Every column of the table, in order.
+    pub values: &'a [Value],
+}
+
+impl serde::Serialize for RowJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("remote_id", self.remote_id)?;
+        m.serialize_entry("updated_at", &self.updated_at.to_wire())?;
+        if let Some(d) = self.device_id {
+            m.serialize_entry("device_id", d)?;
+        }
+        m.serialize_entry("deleted_at", &self.deleted_at.map(|t| t.to_wire()))?;
+        for (c, v) in self.table.columns.iter().zip(self.values) {
+            if c.on_wire() && c.since <= self.version && c.name != crate::schema::UPDATED_AT {
+                m.serialize_entry(&c.name, &ValueJson(v))?;
+            }
+        }
+        m.end()
+    }
+}
+
 /// One record as it travels: the envelope fields and the app columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WireRow {

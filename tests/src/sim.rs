@@ -508,7 +508,7 @@ async fn faulty_sync(
         }
         d.device
             .store
-            .apply_push_results(&batch, &answer["results"])
+            .apply_push_results(&batch.rows, &answer["results"])
             .unwrap();
         done.extend(
             batch

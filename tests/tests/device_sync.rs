@@ -498,7 +498,7 @@ async fn a_row_edited_while_its_push_is_in_flight_stays_dirty() {
         .await
         .unwrap();
     a.store
-        .apply_push_results(&batch, &answer["results"])
+        .apply_push_results(&batch.rows, &answer["results"])
         .unwrap();
     assert!(!a.store.is_dirty("profiles", p).unwrap());
     assert!(
@@ -909,6 +909,32 @@ async fn the_background_service_syncs_soon_after_a_local_write_and_reports_statu
         live_count(&a.store, "profiles"),
         2,
         "the app's connection sees what the service pulled"
+    );
+    // An update wakes the service as an insert does (it once did not).
+    let before = status.borrow().last_sync_at.clone();
+    let mut p = a
+        .store
+        .list::<Profile>()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "Written by the app")
+        .unwrap();
+    p.name = "Renamed by the app".into();
+    a.store.update(&p).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.last_sync_at != before && s.pending.values().all(|n| *n == 0)),
+    )
+    .await
+    .expect("a sync soon after the update")
+    .unwrap();
+    b.sync().await.unwrap();
+    assert!(
+        b.store
+            .list::<Profile>()
+            .unwrap()
+            .iter()
+            .any(|p| p.name == "Renamed by the app")
     );
     service.stop();
 }

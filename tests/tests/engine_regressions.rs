@@ -109,7 +109,7 @@ fn a_row_merged_into_a_record_held_here_hands_over_its_values_without_a_key_clas
         s.remote_id("lists", survivor).unwrap().unwrap(),
     );
     let results = json!({"lists": [{"remote_id": mine_rid, "status": "merged", "canonical_id": survivor_rid}]});
-    s.apply_push_results(&batch, &results).unwrap();
+    s.apply_push_results(&batch.rows, &results).unwrap();
     assert!(
         s.get::<List>(mine).unwrap().is_none(),
         "the merged-away row is gone"
@@ -197,7 +197,7 @@ fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
     assert_eq!(batch.rows[0].table, "lists");
     let results = json!({"lists": [{"remote_id": s.remote_id("lists", mine).unwrap().unwrap(), "status": "merged",
         "canonical_id": s.remote_id("lists", survivor).unwrap().unwrap()}]});
-    s.apply_push_results(&batch, &results).unwrap();
+    s.apply_push_results(&batch.rows, &results).unwrap();
     let items: Vec<ListItem> = s.list().unwrap();
     assert_eq!(items.len(), 1, "one record: {items:?}");
     assert_eq!(items[0].id, Some(kept));
@@ -268,7 +268,7 @@ fn a_removed_addon_that_the_account_still_uses_is_kept() {
     // The tombstone goes up; removed add-ons nothing points at any more are cleaned up then.
     let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
     let results = json!({"profile_addons": batch.rows.iter().map(|r| json!({"remote_id": r.remote_id, "status": "applied"})).collect::<Vec<_>>()});
-    s.apply_push_results(&batch, &results).unwrap();
+    s.apply_push_results(&batch.rows, &results).unwrap();
     let live: Vec<ProfileAddon> = s.list().unwrap();
     assert_eq!(live.len(), 1, "the pulled setting survives");
     assert_eq!(
@@ -357,5 +357,42 @@ fn a_tombstone_whose_last_key_is_taken_here_still_deletes() {
         s.list::<ListItem>().unwrap().len(),
         1,
         "the other item stays"
+    );
+}
+
+/// A push between two pages of a full pull (the pull was cut, and the next sync pushes before
+/// it resumes). The resumed pages leave out this device's own writes, so the rows the push
+/// stored on the server never show in them: the sweep at the pull's end must keep them.
+#[test]
+fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
+    let mut s = store();
+    s.restart_full_pull().unwrap();
+    let page = json!({"changes": {}, "cursor": "c1.1.5", "has_more": true});
+    s.apply_pull_page(&page).unwrap();
+    let (p, l) = profile_and_list(&mut s, "Favourites");
+    let batch = s
+        .prepare_push(100, &std::collections::HashSet::new())
+        .unwrap()
+        .expect("two dirty rows");
+    let mut results = serde_json::Map::new();
+    for r in &batch.rows {
+        results
+            .entry(r.table.clone())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"remote_id": r.remote_id, "status": "applied"}));
+    }
+    s.apply_push_results(&batch.rows, &serde_json::Value::Object(results))
+        .unwrap();
+    let last = json!({"changes": {}, "cursor": "c1.1.9", "has_more": false});
+    s.apply_pull_page(&last).unwrap();
+    assert!(
+        s.get::<Profile>(p).unwrap().is_some(),
+        "the pushed profile is kept"
+    );
+    assert!(
+        s.get::<List>(l).unwrap().is_some(),
+        "the pushed list is kept"
     );
 }

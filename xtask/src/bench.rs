@@ -8,6 +8,25 @@ use sync_runtime::{Store, Timestamp};
 use tests::device::LiveServer;
 use tests::server::Backend;
 
+/// The workloads `--only` can pick; the bound always runs, since the others are ratios to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    FirstSync,
+    Upload,
+    Latency,
+    WritePath,
+    Load,
+    Memory,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let v = self.to_possible_value().ok_or(std::fmt::Error)?;
+        f.write_str(v.get_name())
+    }
+}
+
 struct Sizes {
     rows: usize,
     runs: usize,
@@ -170,7 +189,7 @@ fn peak_rss_of(pid: u32) -> Option<u64> {
         .ok()
 }
 
-pub fn run(quick: bool) -> Result<String, String> {
+pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
     let sizes = if quick {
         Sizes {
             rows: 10_000,
@@ -191,10 +210,11 @@ pub fn run(quick: bool) -> Result<String, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(run_all(&sizes, quick))
+    rt.block_on(run_all(&sizes, quick, only))
 }
 
-async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
+async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, String> {
+    let want = |w: Workload| only.is_empty() || only.contains(&w);
     let n = z.rows;
     let mut table: Vec<(String, String, Stat, String)> = Vec::new();
     let fmt_s = |s: f64| format!("{s:.3} s");
@@ -215,162 +235,175 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
         .ok_or("no server")?;
     // The account holding the history, uploaded once.
     let seed_path = temp("seed");
-    let mut seed = device_with_history(&seed_path, n);
-    connect(&mut seed, &srv.url, "history@bench.example", true).await;
-    client::push_pending(&mut seed, Limits::default())
-        .await
-        .map_err(|e| e.to_string())?;
-
-    eprintln!("first sync: {n} rows pulled into a fresh device");
-    let mut first = Vec::new();
-    for _ in 0..z.runs {
-        let path = temp("first");
-        let mut d = Store::open(&path, entities::app()).unwrap();
-        connect(&mut d, &srv.url, "history@bench.example", false).await;
-        let t = Instant::now();
-        let r = client::sync_once(&mut d, &mut quiet())
+    if want(Workload::FirstSync) || want(Workload::Memory) {
+        let mut seed = device_with_history(&seed_path, n);
+        connect(&mut seed, &srv.url, "history@bench.example", true).await;
+        client::push_pending(&mut seed, Limits::default())
             .await
             .map_err(|e| e.to_string())?;
-        first.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.pulled, n + 1, "every row pulled");
-        drop(d);
-        remove(&path);
     }
-    let s = stat(first);
-    let ratio = s.median / b;
-    table.push((
-        format!("first sync: {n} rows pulled into a fresh device"),
-        format!("seconds; {ratio:.2}x the bound"),
-        s,
-        "within 2x".into(),
-    ));
+    remove(&seed_path);
 
-    eprintln!("upload: {n} dirty rows pushed to an empty account");
-    let mut up = Vec::new();
-    for run in 0..z.runs {
-        let path = temp("upload");
-        let mut d = device_with_history(&path, n);
-        connect(
-            &mut d,
-            &srv.url,
-            &format!("upload{run}@bench.example"),
-            true,
-        )
-        .await;
-        let t = Instant::now();
-        let r = client::push_pending(&mut d, Limits::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        up.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.pushed, n + 1);
-        drop(d);
-        remove(&path);
-    }
-    let s = stat(up);
-    let ratio = s.median / b;
-    table.push((
-        format!("upload: {n} dirty rows pushed to an empty account"),
-        format!("seconds; {ratio:.2}x the bound"),
-        s,
-        "within 2.5x".into(),
-    ));
-
-    eprintln!("latency: a sync with nothing to do, and one edit reaching another device");
-    let (pa, pb) = (temp("a"), temp("b"));
-    let (mut a, mut bdev) = (
-        Store::open(&pa, entities::app()).unwrap(),
-        Store::open(&pb, entities::app()).unwrap(),
-    );
-    connect(&mut a, &srv.url, "latency@bench.example", true).await;
-    connect(&mut bdev, &srv.url, "latency@bench.example", false).await;
-    let mut list = entities::List {
-        id: None,
-        profile_id: 0,
-        name: "L".into(),
-        is_default: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
-    };
-    let mut prof = entities::Profile {
-        id: None,
-        user_id: String::new(),
-        name: "P".into(),
-        avatar: "a".into(),
-        avatar_type: None,
-        avatar_style: None,
-        is_default: None,
-        settings_profile_id: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
-    };
-    list.profile_id = a.insert(&mut prof).unwrap();
-    a.insert(&mut list).unwrap();
-    client::sync_once(&mut a, &mut quiet())
-        .await
-        .map_err(|e| e.to_string())?;
-    client::sync_once(&mut bdev, &mut quiet())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut idle = Vec::new();
-    for _ in 0..z.latency_samples {
-        let t = Instant::now();
-        client::sync_once(&mut a, &mut quiet())
-            .await
-            .map_err(|e| e.to_string())?;
-        idle.push(t.elapsed().as_secs_f64());
-    }
-    table.push((
-        "sync with nothing to do".into(),
-        "latency".into(),
-        stat(idle),
-        "under 1 ms".into(),
-    ));
-    let mut edit = Vec::new();
-    for i in 0..z.latency_samples {
-        list.name = format!("L{i}");
-        let t = Instant::now();
-        a.update(&list).unwrap();
-        client::sync_once(&mut a, &mut quiet())
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = client::sync_once(&mut bdev, &mut quiet())
-            .await
-            .map_err(|e| e.to_string())?;
-        edit.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.pulled, 1);
-    }
-    table.push((
-        "one edit reaching another device (push on A, pull on B)".into(),
-        "latency".into(),
-        stat(edit),
-        "under 5 ms".into(),
-    ));
-
-    eprintln!("local write path against a plain UPDATE");
-    let writes = z.latency_samples * 10;
-    let mut ratios = Vec::new();
-    for _ in 0..z.runs {
-        let t = Instant::now();
-        for i in 0..writes {
-            list.name = format!("W{i}");
-            a.update(&list).unwrap();
+    if want(Workload::FirstSync) {
+        eprintln!("first sync: {n} rows pulled into a fresh device");
+        let mut first = Vec::new();
+        for _ in 0..z.runs {
+            let path = temp("first");
+            let mut d = Store::open(&path, entities::app()).unwrap();
+            connect(&mut d, &srv.url, "history@bench.example", false).await;
+            let t = Instant::now();
+            let r = client::sync_once(&mut d, &mut quiet())
+                .await
+                .map_err(|e| e.to_string())?;
+            first.push(t.elapsed().as_secs_f64());
+            assert_eq!(r.pulled, n + 1, "every row pulled");
+            drop(d);
+            remove(&path);
         }
-        let framework = t.elapsed().as_secs_f64();
-        let id = list.id.unwrap();
-        let t = Instant::now();
-        for i in 0..writes {
-            a.connection()
-                .execute(
-                    "UPDATE lists SET name = ?1 WHERE id = ?2",
-                    rusqlite::params![format!("W{i}"), id],
-                )
-                .unwrap();
-        }
-        let plain = t.elapsed().as_secs_f64();
-        ratios.push(framework / plain);
+        let s = stat(first);
+        let ratio = s.median / b;
+        table.push((
+            format!("first sync: {n} rows pulled into a fresh device"),
+            format!("seconds; {ratio:.2}x the bound"),
+            s,
+            "within 2x".into(),
+        ));
     }
-    let s = stat(ratios);
-    table.push((
+
+    if want(Workload::Upload) {
+        eprintln!("upload: {n} dirty rows pushed to an empty account");
+        let mut up = Vec::new();
+        for run in 0..z.runs {
+            let path = temp("upload");
+            let mut d = device_with_history(&path, n);
+            connect(
+                &mut d,
+                &srv.url,
+                &format!("upload{run}@bench.example"),
+                true,
+            )
+            .await;
+            let t = Instant::now();
+            let r = client::push_pending(&mut d, Limits::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            up.push(t.elapsed().as_secs_f64());
+            assert_eq!(r.pushed, n + 1);
+            drop(d);
+            remove(&path);
+        }
+        let s = stat(up);
+        let ratio = s.median / b;
+        table.push((
+            format!("upload: {n} dirty rows pushed to an empty account"),
+            format!("seconds; {ratio:.2}x the bound"),
+            s,
+            "within 2.5x".into(),
+        ));
+    }
+
+    if want(Workload::Latency) || want(Workload::WritePath) {
+        eprintln!("latency: a sync with nothing to do, and one edit reaching another device");
+        let (pa, pb) = (temp("a"), temp("b"));
+        let (mut a, mut bdev) = (
+            Store::open(&pa, entities::app()).unwrap(),
+            Store::open(&pb, entities::app()).unwrap(),
+        );
+        connect(&mut a, &srv.url, "latency@bench.example", true).await;
+        connect(&mut bdev, &srv.url, "latency@bench.example", false).await;
+        let mut list = entities::List {
+            id: None,
+            profile_id: 0,
+            name: "L".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        };
+        let mut prof = entities::Profile {
+            id: None,
+            user_id: String::new(),
+            name: "P".into(),
+            avatar: "a".into(),
+            avatar_type: None,
+            avatar_style: None,
+            is_default: None,
+            settings_profile_id: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        };
+        // Each device keeps its remote (and its kept-alive connection), as an app's service does.
+        let (mut ra, mut rb) = (None, None);
+        list.profile_id = a.insert(&mut prof).unwrap();
+        a.insert(&mut list).unwrap();
+        client::sync_using(&mut a, &mut ra, Limits::default(), &mut quiet())
+            .await
+            .map_err(|e| e.to_string())?;
+        client::sync_using(&mut bdev, &mut rb, Limits::default(), &mut quiet())
+            .await
+            .map_err(|e| e.to_string())?;
+        if want(Workload::Latency) {
+            let mut idle = Vec::new();
+            for _ in 0..z.latency_samples {
+                let t = Instant::now();
+                client::sync_using(&mut a, &mut ra, Limits::default(), &mut quiet())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                idle.push(t.elapsed().as_secs_f64());
+            }
+            table.push((
+                "sync with nothing to do".into(),
+                "latency".into(),
+                stat(idle),
+                "under 1 ms".into(),
+            ));
+            let mut edit = Vec::new();
+            for i in 0..z.latency_samples {
+                list.name = format!("L{i}");
+                let t = Instant::now();
+                a.update(&list).unwrap();
+                client::sync_using(&mut a, &mut ra, Limits::default(), &mut quiet())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let r = client::sync_using(&mut bdev, &mut rb, Limits::default(), &mut quiet())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                edit.push(t.elapsed().as_secs_f64());
+                assert_eq!(r.pulled, 1);
+            }
+            table.push((
+                "one edit reaching another device (push on A, pull on B)".into(),
+                "latency".into(),
+                stat(edit),
+                "under 5 ms".into(),
+            ));
+        }
+
+        if want(Workload::WritePath) {
+            eprintln!("local write path against a plain UPDATE");
+            let writes = z.latency_samples * 10;
+            let mut ratios = Vec::new();
+            for _ in 0..z.runs {
+                let t = Instant::now();
+                for i in 0..writes {
+                    list.name = format!("W{i}");
+                    a.update(&list).unwrap();
+                }
+                let framework = t.elapsed().as_secs_f64();
+                let id = list.id.unwrap();
+                let t = Instant::now();
+                for i in 0..writes {
+                    a.connection()
+                        .execute(
+                            "UPDATE lists SET name = ?1 WHERE id = ?2",
+                            rusqlite::params![format!("W{i}"), id],
+                        )
+                        .unwrap();
+                }
+                let plain = t.elapsed().as_secs_f64();
+                ratios.push(framework / plain);
+            }
+            let s = stat(ratios);
+            table.push((
         format!(
             "local write through the write path vs a plain UPDATE ({writes} autocommit writes)"
         ),
@@ -378,11 +411,16 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
         s,
         "under 1.2x".into(),
     ));
-    drop((a, bdev));
-    remove(&pa);
-    remove(&pb);
+        }
+        drop((a, bdev));
+        remove(&pa);
+        remove(&pb);
+    }
 
     for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !want(Workload::Load) {
+            break;
+        }
         let Some(srv) = LiveServer::start(backend, "bench_load").await else {
             eprintln!("load on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
@@ -392,8 +430,9 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
             z.devices, z.devices
         );
         let batches = 2;
+        // One device alone first, on an account of its own; then all `devices` at once.
         let mut stores = Vec::new();
-        for d in 0..z.devices {
+        for d in 0..=z.devices {
             let path = temp("load");
             let mut s = device_with_history(&path, 1000 * batches);
             connect(
@@ -405,7 +444,6 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
             .await;
             stores.push((path, s));
         }
-        // One device alone first.
         let (path0, mut alone) = stores.pop().unwrap();
         let t = Instant::now();
         let r = client::push_pending(&mut alone, Limits::default())
@@ -437,8 +475,7 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
         table.push((
             format!(
                 "{} devices of {} users pushing 1000-row batches at once, {backend:?}",
-                z.devices - 1,
-                z.devices - 1
+                z.devices, z.devices
             ),
             format!("{rate:.0} rows/s, ratio to one device alone ({alone_rate:.0} rows/s)"),
             s,
@@ -446,74 +483,74 @@ async fn run_all(z: &Sizes, quick: bool) -> Result<String, String> {
         ));
     }
 
-    eprintln!("peak memory of a device process during the first sync");
-    let client_bin = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("sync-client");
-    let rss = if client_bin.exists() {
-        let db = temp("rss");
-        let mut child = std::process::Command::new(&client_bin)
-            .arg("--db")
-            .arg(&db)
-            .args([
-                "connect",
-                &srv.url,
-                "--email",
-                "history@bench.example",
-                "--password",
-                "bench password",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let pid = child.id();
-        let mut peak = 0;
-        loop {
-            if let Some(kb) = peak_rss_of(pid) {
-                peak = peak.max(kb);
+    if want(Workload::Memory) {
+        eprintln!("peak memory of a device process during the first sync");
+        let client_bin = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("sync-client");
+        let rss = if client_bin.exists() {
+            let db = temp("rss");
+            let mut child = std::process::Command::new(&client_bin)
+                .arg("--db")
+                .arg(&db)
+                .args([
+                    "connect",
+                    &srv.url,
+                    "--email",
+                    "history@bench.example",
+                    "--password",
+                    "bench password",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            let pid = child.id();
+            let mut peak = 0;
+            loop {
+                if let Some(kb) = peak_rss_of(pid) {
+                    peak = peak.max(kb);
+                }
+                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                    if !status.success() {
+                        return Err(format!(
+                            "the device process failed its first sync: {status}"
+                        ));
+                    }
+                    let mut out = String::new();
+                    if let Some(mut stdout) = child.stdout.take() {
+                        use std::io::Read;
+                        let _ = stdout.read_to_string(&mut out);
+                    }
+                    if !out.contains(&format!("pulled {} rows", n + 1)) {
+                        return Err(format!("the device process did not pull every row: {out}"));
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                if !status.success() {
-                    return Err(format!(
-                        "the device process failed its first sync: {status}"
-                    ));
-                }
-                let mut out = String::new();
-                if let Some(mut stdout) = child.stdout.take() {
-                    use std::io::Read;
-                    let _ = stdout.read_to_string(&mut out);
-                }
-                if !out.contains(&format!("pulled {} rows", n + 1)) {
-                    return Err(format!("the device process did not pull every row: {out}"));
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            remove(&db);
+            Some(peak as f64 / 1024.0)
+        } else {
+            eprintln!(
+                "peak memory: skipped, {} is not built",
+                client_bin.display()
+            );
+            None
+        };
+        if let Some(mib) = rss {
+            table.push((
+                format!("peak RSS of the device process during a {n}-row first sync"),
+                "MiB".into(),
+                Stat {
+                    median: mib,
+                    min: mib,
+                    max: mib,
+                },
+                "under 64 MiB".into(),
+            ));
         }
-        remove(&db);
-        Some(peak as f64 / 1024.0)
-    } else {
-        eprintln!(
-            "peak memory: skipped, {} is not built",
-            client_bin.display()
-        );
-        None
-    };
-    if let Some(mib) = rss {
-        table.push((
-            format!("peak RSS of the device process during a {n}-row first sync"),
-            "MiB".into(),
-            Stat {
-                median: mib,
-                min: mib,
-                max: mib,
-            },
-            "under 64 MiB".into(),
-        ));
     }
-    drop(seed);
-    remove(&seed_path);
 
     let mut md = String::from("# Benchmarks\n\n");
     md.push_str(&format!(

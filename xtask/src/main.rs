@@ -43,6 +43,9 @@ enum Command {
         /// A short run (10,000 rows, 3 runs).
         #[arg(long)]
         quick: bool,
+        /// Run only these workloads (the bound always runs); docs/bench.md is then left as it is.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Workload>,
         /// Run in this process even if it is not a release build.
         #[arg(long, hide = true)]
         here: bool,
@@ -117,7 +120,7 @@ fn entities_dir() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench { quick, here } => bench(quick, here),
+        Command::Bench { quick, only, here } => bench(quick, &only, here),
         Command::Simulate {
             seed,
             seeds,
@@ -152,7 +155,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(quick: bool, here: bool) -> ExitCode {
+fn bench(quick: bool, only: &[bench::Workload], here: bool) -> ExitCode {
     // Speed means nothing in a debug build: re-run as a release build, with sync-client beside it.
     if cfg!(debug_assertions) && !here {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -186,19 +189,24 @@ fn bench(quick: bool, here: bool) -> ExitCode {
         if quick {
             args.push("--quick");
         }
+        let only: Vec<String> = only.iter().map(|w| w.to_string()).collect();
+        let only = only.join(",");
+        if !only.is_empty() {
+            args.extend(["--only", &only]);
+        }
         return match std::process::Command::new(&cargo).args(&args).status() {
             Ok(s) if s.success() => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,
         };
     }
-    match bench::run(quick) {
+    match bench::run(quick, only) {
         Ok(md) => {
             println!("{md}");
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
                 .join("docs")
                 .join("bench.md");
-            if !quick {
+            if !quick && only.is_empty() {
                 if let Err(e) = std::fs::write(&path, &md) {
                     eprintln!("error: {}: {e}", path.display());
                     return ExitCode::FAILURE;

@@ -160,13 +160,28 @@ pub async fn sync_with(
     limits: Limits,
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
+    sync_using(store, &mut None, limits, progress).await
+}
+
+/// [`sync_with`] over a kept [`Remote`], so repeated syncs reuse its kept-alive connections
+/// (an app syncing often keeps one; [`SyncService`] does). `remote` is (re)made when it is
+/// `None` or points elsewhere than the stored session.
+pub async fn sync_using(
+    store: &mut Store,
+    remote: &mut Option<Remote>,
+    limits: Limits,
+    progress: &mut (dyn FnMut(Activity) + Send),
+) -> Result<SyncReport, SyncError> {
     let (url, token) = match store.session()? {
         (Some(u), Some(t)) => (u, t),
         _ => return Err(SyncError::NotConnected),
     };
-    let remote = Remote::new(&url)?;
+    let remote = match remote {
+        Some(r) if r.url() == url.trim_end_matches('/') => r,
+        _ => remote.insert(Remote::new(&url)?),
+    };
     store.set_syncing(true)?;
-    let result = run(store, &remote, &token, limits, progress).await;
+    let result = run(store, remote, &token, limits, progress).await;
     let error = result.as_ref().err().map(ToString::to_string);
     if let Err(SyncError::SignInAgain(_)) = &result {
         store.forget_token()?;
@@ -208,6 +223,36 @@ pub async fn push_pending(store: &mut Store, limits: Limits) -> Result<SyncRepor
     Ok(report)
 }
 
+/// A request running in the background; dropping it cancels it.
+struct InFlight(tokio::task::JoinHandle<Result<serde_json::Value, RemoteError>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl InFlight {
+    async fn answer(mut self, remote: &Remote) -> Result<serde_json::Value, RemoteError> {
+        (&mut self.0).await.unwrap_or_else(|e| {
+            Err(RemoteError::Unreachable {
+                url: remote.url().to_owned(),
+                message: e.to_string(),
+            })
+        })
+    }
+}
+
+type RowKey = (String, i64, String);
+
+fn keys(rows: &[crate::engine::PushedRow]) -> impl Iterator<Item = RowKey> + '_ {
+    rows.iter()
+        .map(|r| (r.table.clone(), r.id, r.updated_at.clone()))
+}
+
+/// Pushes every dirty row in batches, one request at a time (the server must see parents
+/// before children), with the device's own work overlapped: the next batch is read while one
+/// is in flight, and a batch's results are stored while the next one is.
 async fn push_phase(
     store: &mut Store,
     remote: &Remote,
@@ -218,44 +263,66 @@ async fn push_phase(
 ) -> Result<(), SyncError> {
     let device = store.device_id().to_owned();
     let version = store.app().schema.version();
+    let send = |changes: serde_json::Map<String, serde_json::Value>| {
+        let (remote, token, device) = (remote.clone(), token.to_owned(), device.clone());
+        InFlight(tokio::spawn(async move {
+            remote.push(&token, &device, version, &changes).await
+        }))
+    };
     let mut limit = limits.push_batch.max(1);
-    let mut done: HashSet<(String, i64, String)> = HashSet::new();
-    while let Some(batch) = store.prepare_push(limit, &done)? {
-        match remote.push(token, &device, version, &batch.changes).await {
+    // Rows sent in this sync at their stamp: not read again (a rejected row stays dirty).
+    let mut done: HashSet<RowKey> = HashSet::new();
+    let mut in_flight = None;
+    if let Some(batch) = store.prepare_push(limit, &done)? {
+        done.extend(keys(&batch.rows));
+        in_flight = Some((batch.rows, send(batch.changes)));
+    }
+    while let Some((rows, request)) = in_flight.take() {
+        let next = store.prepare_push(limit, &done)?;
+        match request.answer(remote).await {
             Ok(answer) => {
-                let summary = store.apply_push_results(&batch, &answer["results"])?;
+                if let Some(batch) = next {
+                    done.extend(keys(&batch.rows));
+                    in_flight = Some((batch.rows, send(batch.changes)));
+                }
+                let summary = store.apply_push_results(&rows, &answer["results"])?;
                 if let Some(t) = server_time(&answer) {
                     store.clock().observe(t);
                 }
-                report.pushed += batch.rows.len();
+                report.pushed += rows.len();
                 report.rejected += summary.rejected;
-                done.extend(
-                    batch
-                        .rows
-                        .iter()
-                        .map(|r| (r.table.clone(), r.id, r.updated_at.clone())),
-                );
                 progress(Activity::Pushing {
                     rows: report.pushed,
                 });
             }
             Err(e) if e.status() == Some(413) => {
-                if batch.rows.len() == 1 {
-                    store.reject(&batch.rows[0], "the row is too large for the server")?;
-                    done.insert((
-                        batch.rows[0].table.clone(),
-                        batch.rows[0].id,
-                        batch.rows[0].updated_at.clone(),
-                    ));
+                if rows.len() == 1 {
+                    store.reject(&rows[0], "the row is too large for the server")?;
                     report.rejected += 1;
                 } else {
-                    limit = batch.rows.len() / 2;
+                    for k in keys(&rows) {
+                        done.remove(&k);
+                    }
+                    limit = rows.len() / 2;
+                }
+                if let Some(batch) = store.prepare_push(limit, &done)? {
+                    done.extend(keys(&batch.rows));
+                    in_flight = Some((batch.rows, send(batch.changes)));
                 }
             }
             Err(e) => return Err(refused(e)),
         }
     }
     Ok(())
+}
+
+/// A page being fetched in the background; dropping it cancels the request.
+struct Prefetch(tokio::task::JoinHandle<Result<serde_json::Value, RemoteError>>);
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn pull_phase(
@@ -268,21 +335,44 @@ async fn pull_phase(
 ) -> Result<(), SyncError> {
     let device = store.device_id().to_owned();
     let version = store.app().schema.version();
+    let limit = limits.pull_limit.max(1);
     let mut restarted = false;
+    let mut next: Option<Prefetch> = None;
     loop {
         let since = store.cursor()?;
         report.full_pull |= since.is_none();
-        match remote
-            .pull(
-                token,
-                &device,
-                version,
-                since.as_deref(),
-                limits.pull_limit.max(1),
-            )
-            .await
-        {
+        let fetched = match next.take() {
+            Some(mut p) => (&mut p.0).await.unwrap_or_else(|e| {
+                Err(RemoteError::Unreachable {
+                    url: remote.url().to_owned(),
+                    message: e.to_string(),
+                })
+            }),
+            None => {
+                remote
+                    .pull(token, &device, version, since.as_deref(), limit)
+                    .await
+            }
+        };
+        match fetched {
             Ok(page) => {
+                // The next page is fetched (and parsed) while this one is applied: the page's
+                // cursor is the one its application stores.
+                if let (Some(true), Some(cursor)) =
+                    (page["has_more"].as_bool(), page["cursor"].as_str())
+                {
+                    let (remote, token, device, cursor) = (
+                        remote.clone(),
+                        token.to_owned(),
+                        device.clone(),
+                        cursor.to_owned(),
+                    );
+                    next = Some(Prefetch(tokio::spawn(async move {
+                        remote
+                            .pull(&token, &device, version, Some(&cursor), limit)
+                            .await
+                    })));
+                }
                 let summary = store.apply_pull_page(&page)?;
                 if let Some(t) = server_time(&page) {
                     store.clock().observe(t);

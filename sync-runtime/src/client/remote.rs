@@ -160,8 +160,18 @@ impl Remote {
         schema_version: u32,
         changes: &serde_json::Map<String, Json>,
     ) -> Result<Json, RemoteError> {
-        let body =
-            json!({"device_id": device_id, "schema_version": schema_version, "changes": changes});
+        // Serialized straight from the batch: a `json!` body would copy every row first.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            device_id: &'a str,
+            schema_version: u32,
+            changes: &'a serde_json::Map<String, Json>,
+        }
+        let body = Body {
+            device_id,
+            schema_version,
+            changes,
+        };
         let r = self
             .send(
                 self.http

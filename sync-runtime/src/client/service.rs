@@ -2,7 +2,7 @@
 //! (debounced), and on demand; backs off with jitter while the server is unreachable; runs one
 //! sync at a time; publishes its status for the app to watch.
 
-use super::{Activity, SyncError, SyncReport, SyncStatus, status, sync_once};
+use super::{Activity, Limits, SyncError, SyncReport, SyncStatus, status, sync_using};
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,7 @@ impl SyncService {
         let notify = wrote.clone();
         let task = tokio::spawn(async move {
             let mut failures: u32 = 0;
+            let mut remote = None;
             let mut next = Duration::ZERO;
             loop {
                 let mut replies: Vec<Reply> = Vec::new();
@@ -93,7 +94,7 @@ impl SyncService {
                     });
                 };
                 let result: Result<SyncReport, SyncError> =
-                    sync_once(&mut store, &mut progress).await;
+                    sync_using(&mut store, &mut remote, Limits::default(), &mut progress).await;
                 if let Ok(s) = status(&store, Activity::Idle) {
                     let _ = tx.send(s);
                 }

@@ -86,11 +86,40 @@ pub struct PushResponse {
 pub struct PullResponse {
     /// Rows per table; all synced tables, empty arrays included.
     #[schema(value_type = Object)]
-    pub changes: BTreeMap<String, Vec<Map<String, Json>>>,
+    pub changes: PageChanges,
     /// Pass back as `since` on the next pull.
     pub cursor: String,
     pub has_more: bool,
     pub server_time: String,
+}
+
+/// A pulled page's rows, serialized straight from the stored records.
+pub struct PageChanges {
+    schema: &'static crate::schema::Schema,
+    version: u32,
+    rows: BTreeMap<String, Vec<sync::Stored>>,
+}
+
+impl Serialize for PageChanges {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Rows<'a>(&'a crate::schema::Table, &'a [sync::Stored], u32);
+        impl Serialize for Rows<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.1.iter().map(|r| r.json(self.0, self.2)))
+            }
+        }
+        let mut m = s.serialize_map(None)?;
+        for table in self.schema.synced() {
+            let rows = self
+                .rows
+                .get(&table.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            m.serialize_entry(&table.name, &Rows(table, rows, self.version))?;
+        }
+        m.end()
+    }
 }
 
 #[derive(OpenApi)]
@@ -523,20 +552,11 @@ async fn pull(
         }
         Ok(sync::pull(tx, &app.schema, &input, last_seq).await?)
     })?;
-    let mut changes = BTreeMap::new();
-    for table in s.app.schema.synced() {
-        let rows = page
-            .changes
-            .get(&table.name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        changes.insert(
-            table.name.clone(),
-            rows.iter()
-                .map(|r| sync::row_json(table, r, version))
-                .collect(),
-        );
-    }
+    let changes = PageChanges {
+        schema: &s.app.schema,
+        version,
+        rows: page.changes,
+    };
     Ok(axum::Json(PullResponse {
         changes,
         cursor: encode_cursor(version, page.cursor),

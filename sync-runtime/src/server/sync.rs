@@ -15,7 +15,7 @@ use crate::value::Value;
 use crate::wire::WireRow;
 use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use serde_json::{Map, Value as Json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A record as the server stores it.
 #[derive(Clone, Debug, PartialEq)]
@@ -217,7 +217,36 @@ struct Session<'a, T> {
     version: u32,
     server_device: &'a str,
     seq: i64,
+    /// What this push has read, so that a batch costs a few statements per row rather than
+    /// six (a round trip each on PostgreSQL). Every entry of a table is dropped when the push
+    /// writes the record or the table's aliases, so each read sees what a fresh one would.
+    read: ReadAhead,
 }
+
+/// Reads of one push, by (table, id). See [`Session::read`].
+#[derive(Default)]
+struct ReadAhead {
+    /// Stored records, `None` for ids known to be absent; filled a table's batch at a time.
+    records: HashMap<(String, String), Option<Stored>>,
+    /// Aliases (owner, canonical id), `None` for ids known not to be aliases.
+    aliases: HashMap<(String, String), Option<(String, String)>>,
+    /// Resolved parents, by the id a child references.
+    parents: HashMap<(String, String), Parent>,
+    /// The upsert of [`Session::store`] per (table, version), built once.
+    upserts: HashMap<(String, u32), String>,
+}
+
+impl ReadAhead {
+    /// Forgets what was read of record `id` of `table` (and every parent of that table
+    /// resolved, which may have gone through an alias of it): the push is about to change it.
+    fn forget(&mut self, table: &str, id: &str) {
+        self.records.remove(&(table.to_owned(), id.to_owned()));
+        self.parents.retain(|(t, _), _| t != table);
+    }
+}
+
+/// Ids per read-ahead statement: well under SQLite's and PostgreSQL's parameter limits.
+const READ_AHEAD_CHUNK: usize = 500;
 
 /// Applies a push in the caller's transaction: parents before children whatever the body
 /// order, each row by the merge rule. Returns the results per table in body order and the
@@ -258,6 +287,7 @@ pub async fn push<T: SyncTx>(
         version: input.client_version,
         server_device: ctx.server_device,
         seq,
+        read: ReadAhead::default(),
     };
     let mut results = BTreeMap::new();
     let mut changes = input.changes;
@@ -265,6 +295,11 @@ pub async fn push<T: SyncTx>(
         let Some(rows) = changes.remove(&table.name) else {
             continue;
         };
+        let ids: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.remote_id.as_str()))
+            .collect();
+        s.read_ahead(table, &ids).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             match row {
@@ -286,6 +321,7 @@ pub async fn push<T: SyncTx>(
     Ok(results)
 }
 
+#[derive(Clone)]
 enum Parent {
     Live(String),
     Tombstone(String, Timestamp),
@@ -305,11 +341,68 @@ impl<T: SyncTx> Session<'_, T> {
         std::cmp::max(Timestamp::now(), top.add_millis(1))
     }
 
+    /// Reads the aliases and stored records of `ids` of `table` in a few statements.
+    async fn read_ahead(&mut self, table: &Table, ids: &[&str]) -> Result<(), DbError> {
+        for chunk in ids.chunks(READ_AHEAD_CHUNK) {
+            let mut q = Query::select();
+            q.columns(["alias_id", "user_id", "canonical_id"])
+                .from("sync_aliases")
+                .and_where(Expr::col("table_name").eq(table.name.as_str()))
+                .and_where(Expr::col("alias_id").is_in(chunk.iter().copied()));
+            let rows = self
+                .tx
+                .fetch(&q, &[ColumnType::Text, ColumnType::Text, ColumnType::Text])
+                .await?;
+            for id in chunk {
+                self.read
+                    .aliases
+                    .insert((table.name.clone(), (*id).to_owned()), None);
+            }
+            for r in rows {
+                if let [Value::Text(a), Value::Text(u), Value::Text(c)] = &r[..] {
+                    self.read.aliases.insert(
+                        (table.name.clone(), a.clone()),
+                        Some((u.clone(), c.clone())),
+                    );
+                }
+            }
+            let (names, types) = select_columns(table);
+            let mut q = Query::select();
+            q.columns(names)
+                .from(table.name.clone())
+                .and_where(Expr::col("remote_id").is_in(chunk.iter().copied()));
+            let rows = self.tx.fetch(&q, &types).await?;
+            for id in chunk {
+                self.read
+                    .records
+                    .insert((table.name.clone(), (*id).to_owned()), None);
+            }
+            for r in rows {
+                let stored = decode(table, r)?;
+                self.read
+                    .records
+                    .insert((table.name.clone(), stored.remote_id.clone()), Some(stored));
+            }
+        }
+        Ok(())
+    }
+
+    /// The record `id` of `table`, whoever owns it.
+    async fn load(&mut self, table: &Table, id: &str) -> Result<Option<Stored>, DbError> {
+        match self.read.records.get(&(table.name.clone(), id.to_owned())) {
+            Some(known) => Ok(known.clone()),
+            None => load(self.tx, table, id).await,
+        }
+    }
+
     async fn alias_of(
         &mut self,
         table: &str,
         id: &str,
     ) -> Result<Option<(String, String)>, DbError> {
+        if let Some(known) = self.read.aliases.get(&(table.to_owned(), id.to_owned())) {
+            return Ok(known.clone());
+        }
         let mut q = Query::select();
         q.columns(["user_id", "canonical_id"])
             .from("sync_aliases")
@@ -331,6 +424,8 @@ impl<T: SyncTx> Session<'_, T> {
         alias: &str,
         canonical: &str,
     ) -> Result<(), DbError> {
+        self.read.aliases.retain(|(t, _), _| t != table);
+        self.read.parents.retain(|(t, _), _| t != table);
         // Aliases that pointed at the merged-away id now point at the survivor: one hop always.
         let mut repoint = Query::update();
         repoint
@@ -367,39 +462,37 @@ impl<T: SyncTx> Session<'_, T> {
         version: u32,
     ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
-        let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
-        let mut vals: Vec<Expr> = vec![
-            row.remote_id.as_str().into(),
-            row.user_id.as_str().into(),
-            row.seq.into(),
-            row.device_id.as_str().into(),
-            sea(&row.deleted_at.map_or(Value::Null, Value::DateTime)).into(),
+        self.read.forget(&table.name, &row.remote_id);
+        // The statement's parameters: the columns' values, then the account of the conflict
+        // clause.
+        let mut params: Vec<Value> = vec![
+            Value::Text(row.remote_id.clone()),
+            Value::Text(row.user_id.clone()),
+            Value::Integer(row.seq),
+            Value::Text(row.device_id.clone()),
+            row.deleted_at.map_or(Value::Null, Value::DateTime),
         ];
         for (c, v) in table.columns.iter().zip(&row.values) {
             if c.on_wire() && c.since <= version {
-                cols.push(c.name.clone());
-                vals.push(sea(v).into());
+                params.push(v.clone());
             }
         }
-        let update: Vec<String> = cols
-            .iter()
-            .filter(|c| *c != "remote_id" && *c != "user_id")
-            .cloned()
-            .collect();
-        let mut ins = Query::insert();
-        ins.into_table(table.name.clone())
-            .columns(cols)
-            .values_panic(vals)
-            .on_conflict(
-                OnConflict::column("remote_id")
-                    .update_columns(update)
-                    // Never over another user's record.
-                    .action_and_where(
-                        Expr::col((table.name.clone(), "user_id".to_owned())).eq(self.user),
-                    )
-                    .to_owned(),
-            );
-        if self.tx.run(&ins).await? != 1 {
+        params.push(Value::Text(self.user.to_owned()));
+        let key = (table.name.clone(), version);
+        let sql = match self.read.upserts.get(&key) {
+            Some(sql) => sql.clone(),
+            None => {
+                let (sql, built) = self.tx.build(&upsert(table, &params, version));
+                if built.len() != params.len() {
+                    return Err(ApiError::internal(
+                        "the upsert's parameters are not the ones expected",
+                    ));
+                }
+                self.read.upserts.insert(key, sql.clone());
+                sql
+            }
+        };
+        if self.tx.execute(&sql, &params).await? != 1 {
             return Err(ApiError::Forbidden(format!(
                 "{} {} belongs to another account",
                 table.name, row.remote_id
@@ -419,6 +512,10 @@ impl<T: SyncTx> Session<'_, T> {
     }
 
     async fn resolve_parent(&mut self, r: &Reference, id: &str) -> Result<Parent, DbError> {
+        let key = (r.table.clone(), id.to_owned());
+        if let Some(p) = self.read.parents.get(&key) {
+            return Ok(p.clone());
+        }
         let parent_table = self
             .schema
             .table(&r.table)
@@ -426,13 +523,15 @@ impl<T: SyncTx> Session<'_, T> {
         let Some(canonical) = self.canonical_id(&r.table, id).await? else {
             return Ok(Parent::Missing);
         };
-        Ok(match load(self.tx, parent_table, &canonical).await? {
+        let parent = match self.load(parent_table, &canonical).await? {
             Some(p) if p.user_id == self.user => match p.deleted_at {
                 Some(_) => Parent::Tombstone(canonical, p.updated_at),
                 None => Parent::Live(canonical),
             },
             _ => Parent::Missing,
-        })
+        };
+        self.read.parents.insert(key, parent.clone());
+        Ok(parent)
     }
 
     /// The other records of this user whose natural key equals one of `values`' (tombstones
@@ -499,7 +598,7 @@ impl<T: SyncTx> Session<'_, T> {
             row.remote_id = canonical;
             merged = true;
         }
-        let stored = load(self.tx, table, &row.remote_id).await?;
+        let stored = self.load(table, &row.remote_id).await?;
         if stored.as_ref().is_some_and(|s| s.user_id != self.user) {
             return Err(forbidden());
         }
@@ -776,6 +875,40 @@ impl<T: SyncTx> Session<'_, T> {
     }
 }
 
+/// The upsert of a record of `table` for a client of `version`, with `params` as
+/// [`Session::store`] lists them: the record's columns, then the account that must own it.
+fn upsert(table: &Table, params: &[Value], version: u32) -> sea_query::InsertStatement {
+    let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
+    for c in &table.columns {
+        if c.on_wire() && c.since <= version {
+            cols.push(c.name.clone());
+        }
+    }
+    let (user, vals) = params
+        .split_last()
+        .expect("the account is the last parameter");
+    let vals: Vec<Expr> = vals.iter().map(|v| sea(v).into()).collect();
+    let update: Vec<String> = cols
+        .iter()
+        .filter(|c| *c != "remote_id" && *c != "user_id")
+        .cloned()
+        .collect();
+    let mut ins = Query::insert();
+    ins.into_table(table.name.clone())
+        .columns(cols)
+        .values_panic(vals)
+        .on_conflict(
+            OnConflict::column("remote_id")
+                .update_columns(update)
+                // Never over another user's record.
+                .action_and_where(
+                    Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)),
+                )
+                .to_owned(),
+        );
+    ins
+}
+
 /// A pull request after validation.
 pub struct PullInput {
     pub user_id: String,
@@ -910,6 +1043,21 @@ pub async fn purge<T: SyncTx>(
         removed += tx.run(&del).await?;
     }
     Ok(removed)
+}
+
+impl Stored {
+    /// The record as the JSON row of PROTOCOL.md for a client of `version`, serialized in place.
+    pub fn json<'a>(&'a self, table: &'a Table, version: u32) -> crate::wire::RowJson<'a> {
+        crate::wire::RowJson {
+            table,
+            version,
+            remote_id: &self.remote_id,
+            updated_at: self.updated_at,
+            device_id: Some(&self.device_id),
+            deleted_at: self.deleted_at,
+            values: &self.values,
+        }
+    }
 }
 
 /// A stored record as the JSON row of PROTOCOL.md for a client of `version`.
