@@ -847,9 +847,17 @@ impl Store {
             (Incoming::Stale, Some(l)) if l.updated_at <= row.updated_at || !l.dirty => {
                 DeviceDecision::Replace { id: l.id }
             }
-            // A held-back version never replaces a newer one.
-            (Incoming::Parked, Some(l)) if l.updated_at >= row.updated_at => {
+            // A held-back version never replaces a newer one, nor an unpushed write of its stamp.
+            (Incoming::Parked, Some(l))
+                if l.updated_at > row.updated_at || (l.dirty && l.updated_at == row.updated_at) =>
+            {
                 return Ok(Applied::Done);
+            }
+            // The server's version of the very write held here: what a `stale` or `merged`
+            // answer carried, held back for a parent this device did not have yet (found by the
+            // simulation, seed 1082: the answer's list was the survivor of a merge).
+            (Incoming::Parked, Some(l)) if l.updated_at == row.updated_at => {
+                DeviceDecision::Replace { id: l.id }
             }
             _ => decide_on_device(local_row, None, incoming, &self.device_id),
         };

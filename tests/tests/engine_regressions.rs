@@ -396,3 +396,69 @@ fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
         "the pushed list is kept"
     );
 }
+
+/// Seed 1082: the server stored an item under the survivor of a list merge that this device had
+/// not pulled yet, and answered `merged` with that version. Held back for its list, it must be
+/// applied once the list arrives, although its stamp is the one the device already holds.
+#[test]
+fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arrives() {
+    let mut s = store();
+    let (p, l) = profile_and_list(&mut s, "Favourites");
+    let item = s
+        .insert(&mut ListItem {
+            id: None,
+            list_id: l,
+            meta_id: "tt0068646".into(),
+            r#type: "movie".into(),
+            title: None,
+            poster: None,
+            imdb_rating: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    let batch = s
+        .prepare_push(100, &std::collections::HashSet::new())
+        .unwrap()
+        .unwrap();
+    let survivor = id();
+    let mut stored = batch.changes["list_items"][0].clone();
+    stored["list_id"] = json!(survivor);
+    let mut results = serde_json::Map::new();
+    for r in &batch.rows {
+        let mut answer = json!({"remote_id": r.remote_id, "status": "applied"});
+        if r.table == "list_items" {
+            answer = json!({"remote_id": r.remote_id, "status": "merged", "canonical_id": r.remote_id, "row": stored});
+        }
+        results
+            .entry(r.table.clone())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .unwrap()
+            .push(answer);
+    }
+    s.apply_push_results(&batch.rows, &serde_json::Value::Object(results))
+        .unwrap();
+    assert_eq!(s.parked_count().unwrap(), 1, "held back for its list");
+    let profile_rid = s.remote_id("profiles", p).unwrap().unwrap();
+    let page = json!({
+        "changes": {"lists": [row("lists", &survivor, &at(5), json!({"profile_id": profile_rid, "name": "Watch later"}))]},
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    s.apply_pull_page(&page).unwrap();
+    assert_eq!(s.parked_count().unwrap(), 0);
+    let survivor_here: i64 = s
+        .connection()
+        .query_row(
+            "SELECT id FROM lists WHERE remote_id = ?1",
+            [&survivor],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        s.get::<ListItem>(item).unwrap().unwrap().list_id,
+        survivor_here,
+        "the item is under the surviving list"
+    );
+}

@@ -984,3 +984,37 @@ on_both_backends!(
     alias_tombstone,
     a_new_tombstone_reads_its_references_through_aliases
 );
+
+/// Found by the simulation (seed 1082): an item added offline under a list that another device
+/// merged away meanwhile is stored under the surviving list; the answer carries that version,
+/// which the pushing device's own pulls leave out.
+async fn a_row_stored_with_canonical_references_is_answered_with_that_version(s: TestServer) {
+    let (_, token) = s.register("alias-reference@example.org").await;
+    let g = graph(0);
+    s.push(&token, &id(), g.changes.clone()).await;
+    let dup = id();
+    let r = s
+        .push(&token, &id(), json!({"lists": [row("lists", &dup, &at(10), json!({"profile_id": g.profile, "name": "Favourites"}))]}))
+        .await;
+    assert_eq!(r["lists"][0]["canonical_id"], json!(g.list));
+    let (offline, item) = (id(), id());
+    let r = s
+        .push(&token, &offline, json!({"list_items": [row("list_items", &item, &at(20), json!({"list_id": dup, "meta_id": "tt0068646", "type": "movie"}))]}))
+        .await;
+    assert_eq!(status(&r, "list_items", 0), "merged");
+    assert_eq!(r["list_items"][0]["canonical_id"], json!(item));
+    assert_eq!(
+        r["list_items"][0]["row"]["list_id"],
+        json!(g.list),
+        "the stored version: {r}"
+    );
+    let (rows, _) = s.pull_all(&token, None, 1000, None).await;
+    assert_eq!(
+        find(&rows, "list_items", &item).unwrap()["list_id"],
+        json!(g.list)
+    );
+}
+on_both_backends!(
+    alias_reference,
+    a_row_stored_with_canonical_references_is_answered_with_that_version
+);

@@ -232,7 +232,8 @@ struct ReadAhead {
     aliases: HashMap<(String, String), Option<(String, String)>>,
     /// Resolved parents, by the id a child references.
     parents: HashMap<(String, String), Parent>,
-    /// The upsert of [`Session::store`] per (table, version), built once.
+    /// Statements built once per push: [`Session::store`]'s upsert per (table, version), and
+    /// the natural-key lookups per ("table#key", 0).
     upserts: HashMap<(String, u32), String>,
 }
 
@@ -543,25 +544,40 @@ impl<T: SyncTx> Session<'_, T> {
         except: &str,
     ) -> Result<Vec<String>, DbError> {
         let mut found: Vec<String> = Vec::new();
-        for key in &table.natural_keys {
-            let mut q = Query::select();
-            q.column("remote_id")
-                .from(table.name.clone())
-                .and_where(Expr::col("user_id").eq(self.user))
-                .and_where(Expr::col("remote_id").ne(except));
-            let mut usable = true;
+        for (n, key) in table.natural_keys.iter().enumerate() {
+            let mut params = vec![
+                Value::Text(self.user.to_owned()),
+                Value::Text(except.to_owned()),
+            ];
             for k in key {
-                let i = table.column_index(k).unwrap_or_default();
-                if values[i].is_null() {
-                    usable = false;
-                    break;
-                }
-                q.and_where(Expr::col(k.clone()).eq(sea(&values[i])));
+                params.push(values[table.column_index(k).unwrap_or_default()].clone());
             }
-            if !usable {
+            if params.iter().any(Value::is_null) {
                 continue;
             }
-            for r in self.tx.fetch(&q, &[ColumnType::Text]).await? {
+            let cache_key = (format!("{}#{n}", table.name), 0);
+            let sql = match self.read.upserts.get(&cache_key) {
+                Some(sql) => sql.clone(),
+                None => {
+                    let mut q = Query::select();
+                    q.column("remote_id")
+                        .from(table.name.clone())
+                        .and_where(Expr::col("user_id").eq(sea(&params[0])))
+                        .and_where(Expr::col("remote_id").ne(sea(&params[1])));
+                    for (k, v) in key.iter().zip(&params[2..]) {
+                        q.and_where(Expr::col(k.clone()).eq(sea(v)));
+                    }
+                    let (sql, built) = self.tx.build(&q);
+                    if built.len() != params.len() {
+                        return Err(DbError::Decode(
+                            "a natural-key lookup's parameters are not the ones expected".into(),
+                        ));
+                    }
+                    self.read.upserts.insert(cache_key, sql.clone());
+                    sql
+                }
+            };
+            for r in self.tx.query(&sql, &params, &[ColumnType::Text]).await? {
                 if let Some(id) = r
                     .first()
                     .and_then(text)
@@ -704,7 +720,7 @@ impl<T: SyncTx> Session<'_, T> {
             self.store(table, &mut derived, self.version).await?;
             return Ok(RowStatus::Stale(Box::new(derived)));
         }
-        match decision {
+        let now = match decision {
             ServerDecision::Insert | ServerDecision::Replace => {
                 let was_live = stored.as_ref().is_some_and(|s| s.deleted_at.is_none());
                 let mut incoming = incoming;
@@ -713,16 +729,21 @@ impl<T: SyncTx> Session<'_, T> {
                     self.cascade(table, &incoming.remote_id, incoming.updated_at)
                         .await?;
                 }
+                Some(incoming)
             }
-            ServerDecision::Repeat => {}
+            ServerDecision::Repeat => stored,
             ServerDecision::Stale => {
                 return Ok(RowStatus::Stale(Box::new(
                     stored.expect("stale implies stored"),
                 )));
             }
-        }
+        };
         Ok(if merged {
-            RowStatus::Merged(row.remote_id, None)
+            // Stored under canonical ids where the row used aliases: the answer carries that
+            // version, since the pushing device's own pulls leave it out (found by the
+            // simulation, seed 1082: an item added under a list merged away meanwhile kept
+            // the old list on its device).
+            RowStatus::Merged(row.remote_id, now.map(Box::new))
         } else {
             RowStatus::Applied
         })
@@ -950,11 +971,14 @@ pub async fn pull<T: SyncTx>(
 ) -> Result<PullPage, DbError> {
     let full = input.since.is_none();
     let since = input.since.unwrap_or(0);
-    // The page's end: the `limit`-th sequence after `since` across all tables.
+    // The first `limit + 1` changes after `since` of each table, read once: the page ends at
+    // the `limit`-th sequence across all tables, and every change up to it is among these.
+    let mut read: Vec<(&Table, Vec<Stored>)> = Vec::new();
     let mut seqs: Vec<i64> = Vec::new();
     for table in schema.synced() {
+        let (names, types) = select_columns(table);
         let mut q = Query::select();
-        q.column("seq")
+        q.columns(names)
             .from(table.name.clone())
             .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
             .and_where(Expr::col("seq").gt(since))
@@ -963,11 +987,14 @@ pub async fn pull<T: SyncTx>(
         if full {
             q.and_where(Expr::col("deleted_at").is_null());
         }
-        for r in tx.fetch(&q, &[ColumnType::Integer]).await? {
-            if let Some(Value::Integer(s)) = r.first() {
-                seqs.push(*s);
-            }
-        }
+        let rows = tx
+            .fetch(&q, &types)
+            .await?
+            .into_iter()
+            .map(|r| decode(table, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        seqs.extend(rows.iter().map(|r| r.seq));
+        read.push((table, rows));
     }
     seqs.sort_unstable();
     let has_more = seqs.len() > input.limit;
@@ -977,26 +1004,15 @@ pub async fn pull<T: SyncTx>(
         std::cmp::max(last_seq, since)
     };
     let mut changes = BTreeMap::new();
-    for table in schema.synced() {
-        let (names, types) = select_columns(table);
-        let mut q = Query::select();
-        q.columns(names)
-            .from(table.name.clone())
-            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
-            .and_where(Expr::col("seq").gt(since))
-            .and_where(Expr::col("seq").lte(cutoff))
-            .order_by("seq", Order::Asc);
-        if full {
-            q.and_where(Expr::col("deleted_at").is_null());
-        } else if let Some(device) = &input.exclude_device {
-            q.and_where(Expr::col("device_id").ne(device.as_str()));
-        }
-        let rows = tx
-            .fetch(&q, &types)
-            .await?
-            .into_iter()
-            .map(|r| decode(table, r))
-            .collect::<Result<Vec<_>, _>>()?;
+    for (table, mut rows) in read {
+        rows.retain(|r| {
+            r.seq <= cutoff
+                && (full
+                    || input
+                        .exclude_device
+                        .as_deref()
+                        .is_none_or(|d| r.device_id != d))
+        });
         changes.insert(table.name.clone(), rows);
     }
     Ok(PullPage {
