@@ -10,7 +10,7 @@ use crate::schema::{ColumnRole, Table};
 use crate::store::{Sql, Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
-use crate::wire::{WireRow, encode_value};
+use crate::wire::WireRow;
 use rusqlite::{OptionalExtension, params_from_iter};
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
@@ -28,8 +28,16 @@ pub struct PushedRow {
 /// A batch of dirty rows, parents first, as the `changes` of a push.
 #[derive(Clone, Debug)]
 pub struct PushBatch {
-    pub changes: Map<String, Json>,
+    /// The push's `changes` object, as sent.
+    pub changes: Box<serde_json::value::RawValue>,
     pub rows: Vec<PushedRow>,
+}
+
+impl PushBatch {
+    /// The `changes` object as JSON values (for inspecting a batch).
+    pub fn changes_map(&self) -> Map<String, Json> {
+        serde_json::from_str(self.changes.get()).unwrap_or_default()
+    }
 }
 
 /// What a push's results did locally.
@@ -127,7 +135,9 @@ impl Store {
         skip: &std::collections::HashSet<(String, i64, String)>,
     ) -> Result<Option<PushBatch>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        let mut changes = Map::new();
+        // The `changes` object of the request, written as the rows are read.
+        let mut body: Vec<u8> = vec![b'{'];
+        let version = self.app.schema.version();
         let mut rows = Vec::new();
         let schema = &self.app.schema;
         for t in schema.synced() {
@@ -177,7 +187,7 @@ impl Store {
             let mut stmt = self.conn.prepare_cached(&sql)?;
             let want = (limit - rows.len() + skip.len()) as i64;
             let mut q = stmt.query([want])?;
-            let mut list = Vec::new();
+            let mut list_started = false;
             while let Some(r) = q.next()? {
                 if rows.len() >= limit {
                     break;
@@ -189,30 +199,49 @@ impl Store {
                 }
                 let remote_id: String = r.get(2)?;
                 let deleted_at: Option<String> = r.get(3)?;
-                let mut m = Map::new();
-                m.insert("remote_id".into(), Json::String(remote_id.clone()));
                 let stamp =
                     Timestamp::parse_lenient(&updated_at).map_err(|e| err(t, e.to_string()))?;
-                m.insert("updated_at".into(), Json::String(stamp.to_wire()));
-                let deleted = deleted_at
-                    .map(|d| Timestamp::parse_lenient(&d).map(|t| Json::String(t.to_wire())))
+                let deleted_at = deleted_at
+                    .map(|d| Timestamp::parse_lenient(&d))
                     .transpose()
                     .map_err(|e| err(t, e.to_string()))?;
-                m.insert("deleted_at".into(), deleted.unwrap_or(Json::Null));
+                let mut values = Vec::with_capacity(t.columns.len());
                 for (i, c) in t.columns.iter().enumerate() {
-                    if !c.on_wire() || c.name == crate::schema::UPDATED_AT {
-                        continue;
-                    }
-                    let v = if c.reference.is_some() {
+                    values.push(if !c.on_wire() || c.name == crate::schema::UPDATED_AT {
+                        Value::Null
+                    } else if c.reference.is_some() {
                         r.get::<_, Option<String>>(4 + i)?
                             .map_or(Value::Null, Value::Text)
                     } else {
                         Value::from_sqlite(c.ty, r.get_ref(4 + i)?)
                             .map_err(|e| err(t, format!("row {id}, `{}`: {}", c.name, e.0)))?
-                    };
-                    m.insert(c.name.clone(), encode_value(&v));
+                    });
                 }
-                list.push(Json::Object(m));
+                // Written straight into the request body: a tree of JSON values per row cost
+                // more to build and free than the rest of reading the batch.
+                if list_started {
+                    body.push(b',');
+                } else {
+                    if body.len() > 1 {
+                        body.push(b',');
+                    }
+                    serde_json::to_writer(&mut body, &t.name).map_err(|e| err(t, e.to_string()))?;
+                    body.extend_from_slice(b":[");
+                    list_started = true;
+                }
+                serde_json::to_writer(
+                    &mut body,
+                    &crate::wire::RowJson {
+                        table: t,
+                        version,
+                        remote_id: &remote_id,
+                        updated_at: stamp,
+                        device_id: None,
+                        deleted_at,
+                        values: &values,
+                    },
+                )
+                .map_err(|e| err(t, e.to_string()))?;
                 rows.push(PushedRow {
                     table: t.name.clone(),
                     id,
@@ -220,11 +249,16 @@ impl Store {
                     remote_id,
                 });
             }
-            if !list.is_empty() {
-                changes.insert(t.name.clone(), Json::Array(list));
+            if list_started {
+                body.push(b']');
             }
         }
         tx.commit()?;
+        body.push(b'}');
+        let changes = String::from_utf8(body)
+            .ok()
+            .and_then(|b| serde_json::value::RawValue::from_string(b).ok())
+            .ok_or_else(|| StoreError::UnknownTable("a push body that is not JSON".into()))?;
         Ok((!rows.is_empty()).then_some(PushBatch { changes, rows }))
     }
 

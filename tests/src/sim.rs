@@ -464,6 +464,7 @@ async fn faulty_sync(
             ));
             return;
         }
+        let changes = batch.changes_map();
         for r in &batch.rows {
             let st = answer["results"][&r.table]
                 .as_array()
@@ -484,7 +485,7 @@ async fn faulty_sync(
                     }
                 ));
                 if status == "applied" || status == "merged" {
-                    let stamp = batch.changes[&r.table]
+                    let stamp = changes[&r.table]
                         .as_array()
                         .unwrap()
                         .iter()

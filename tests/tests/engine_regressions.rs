@@ -422,7 +422,7 @@ fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arriv
         .unwrap()
         .unwrap();
     let survivor = id();
-    let mut stored = batch.changes["list_items"][0].clone();
+    let mut stored = batch.changes_map()["list_items"][0].clone();
     stored["list_id"] = json!(survivor);
     let mut results = serde_json::Map::new();
     for r in &batch.rows {

@@ -263,7 +263,7 @@ async fn push_phase(
 ) -> Result<(), SyncError> {
     let device = store.device_id().to_owned();
     let version = store.app().schema.version();
-    let send = |changes: serde_json::Map<String, serde_json::Value>| {
+    let send = |changes: Box<serde_json::value::RawValue>| {
         let (remote, token, device) = (remote.clone(), token.to_owned(), device.clone());
         InFlight(tokio::spawn(async move {
             remote.push(&token, &device, version, &changes).await

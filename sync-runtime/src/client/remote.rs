@@ -158,14 +158,14 @@ impl Remote {
         token: &str,
         device_id: &str,
         schema_version: u32,
-        changes: &serde_json::Map<String, Json>,
+        changes: &serde_json::value::RawValue,
     ) -> Result<Json, RemoteError> {
         // Serialized straight from the batch: a `json!` body would copy every row first.
         #[derive(serde::Serialize)]
         struct Body<'a> {
             device_id: &'a str,
             schema_version: u32,
-            changes: &'a serde_json::Map<String, Json>,
+            changes: &'a serde_json::value::RawValue,
         }
         let body = Body {
             device_id,
