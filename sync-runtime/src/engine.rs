@@ -6,6 +6,7 @@
 
 use crate::ddl::{quote_ident, quote_literal};
 use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
+use crate::page::PulledPage;
 use crate::schema::{ColumnRole, Table};
 use crate::store::{Sql, Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -258,7 +259,7 @@ impl Store {
         let changes = String::from_utf8(body)
             .ok()
             .and_then(|b| serde_json::value::RawValue::from_string(b).ok())
-            .ok_or_else(|| StoreError::UnknownTable("a push body that is not JSON".into()))?;
+            .ok_or_else(|| StoreError::BadPage("a push body that is not JSON".into()))?;
         Ok((!rows.is_empty()).then_some(PushBatch { changes, rows }))
     }
 
@@ -347,7 +348,7 @@ impl Store {
                     if result["row"].is_object() {
                         self.apply_incoming(
                             table,
-                            &result["row"],
+                            self.server_row(table, &result["row"])?,
                             Incoming::Stale,
                             &mut HashMap::new(),
                         )?;
@@ -363,7 +364,12 @@ impl Store {
                         let canonical = canonical.to_owned();
                         self.adopt_remote_id(table, row, &canonical, false)?;
                     }
-                    self.apply_incoming(table, server_row, Incoming::Stale, &mut HashMap::new())?;
+                    self.apply_incoming(
+                        table,
+                        self.server_row(table, server_row)?,
+                        Incoming::Stale,
+                        &mut HashMap::new(),
+                    )?;
                     summary.stale += 1;
                 }
                 "rejected" => {
@@ -419,6 +425,17 @@ impl Store {
         won: bool,
     ) -> Result<(), StoreError> {
         let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        let here: bool = self.conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {idc} = ?1)"),
+            [row.id],
+            |r| r.get(0),
+        )?;
+        if !here {
+            // An earlier result of this push merged the row into its twin here already (its
+            // parent was merged, and the twin shares its natural key under the survivor): the
+            // twin stands for the record (found by the simulation, seed 2249).
+            return Ok(());
+        }
         let survivor: Option<i64> = self
             .conn
             .query_row(
@@ -636,14 +653,17 @@ impl Store {
     /// Applies one pulled page (`changes`, `cursor`, `has_more`) in one transaction together
     /// with its cursor, so an interrupted pull resumes where it stopped.
     pub fn apply_pull_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
+        let page = PulledPage::from_json(&self.app.schema, page).map_err(StoreError::BadPage)?;
+        self.apply_pulled(page)
+    }
+
+    /// [`Store::apply_pull_page`] for a page decoded already (off the thread that stores it).
+    pub fn apply_pulled(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
         self.with_account(|s| s.apply_page(page))
     }
 
-    fn apply_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
-        let cursor = page["cursor"]
-            .as_str()
-            .ok_or_else(|| StoreError::UnknownTable("a pull page without a cursor".into()))?;
-        let has_more = page["has_more"].as_bool().unwrap_or(false);
+    fn apply_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
+        let (cursor, has_more) = (page.cursor, page.has_more);
         let tx = self.conn.unchecked_transaction()?;
         let full_pull: bool =
             self.conn
@@ -656,20 +676,17 @@ impl Store {
         };
         let mut cache = HashMap::new();
         let any_parked = self.parked_count()? > 0;
-        for table in self.app.schema.synced() {
-            let Some(rows) = page["changes"][table.name.as_str()].as_array() else {
-                continue;
-            };
+        for (table, rows) in page.changes {
             for row in rows {
-                let rid = || row["remote_id"].as_str();
-                if let Some(rid) = rid().filter(|_| full_pull) {
+                let rid = row.remote_id.as_str();
+                if full_pull {
                     self.conn
                         .prepare_cached(
                             "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
                         )?
                         .execute((&table.name, rid))?;
                 }
-                if let Some(rid) = rid().filter(|_| any_parked) {
+                if any_parked {
                     // A newer version supersedes a held-back one (found by the simulation, seed 34).
                     self.conn
                         .prepare_cached(
@@ -687,7 +704,7 @@ impl Store {
         }
         self.retry_parked()?;
         self.conn
-            .execute("UPDATE sync_state SET cursor = ?1 WHERE id = 1", [cursor])?;
+            .execute("UPDATE sync_state SET cursor = ?1 WHERE id = 1", [&cursor])?;
         if !has_more && full_pull {
             self.sweep_unseen()?;
         }
@@ -735,9 +752,12 @@ impl Store {
                         "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
                         (&t.name, rid),
                     )?;
-                    if let Applied::Done =
-                        self.apply_incoming(t, &row, Incoming::Parked, &mut cache)?
-                    {
+                    if let Applied::Done = self.apply_incoming(
+                        t,
+                        self.server_row(t, &row)?,
+                        Incoming::Parked,
+                        &mut cache,
+                    )? {
                         progress = true;
                     }
                 }
@@ -748,13 +768,21 @@ impl Store {
         }
     }
 
-    fn park(&self, table: &Table, row: &Json, remote_id: &str) -> Result<Applied, StoreError> {
+    fn park(&self, table: &Table, row: &WireRow) -> Result<Applied, StoreError> {
+        let text = serde_json::to_string(&row.json(table, self.app.schema.version()))
+            .map_err(|e| err(table, e.to_string()))?;
         self.conn.execute(
             "INSERT INTO sync_parked (table_name, remote_id, row) VALUES (?1, ?2, ?3) \
              ON CONFLICT (table_name, remote_id) DO UPDATE SET row = excluded.row",
-            (&table.name, remote_id, row.to_string()),
+            (&table.name, &row.remote_id, text),
         )?;
         Ok(Applied::Parked)
+    }
+
+    /// A row the server sent, checked against `table`.
+    fn server_row(&self, table: &Table, j: &Json) -> Result<WireRow, StoreError> {
+        WireRow::from_json(table, j, self.app.schema.version(), true)
+            .map_err(|e| err(table, format!("the server sent a bad row: {e}")))
     }
 
     /// The local id of the parent whose wire form is `wire`; a non-synced parent (an add-on) that
@@ -820,13 +848,10 @@ impl Store {
     fn apply_incoming(
         &self,
         table: &Table,
-        j: &Json,
+        row: WireRow,
         origin: Incoming,
         cache: &mut HashMap<(String, String), i64>,
     ) -> Result<Applied, StoreError> {
-        let version = self.app.schema.version();
-        let mut row = WireRow::from_json(table, j, version, true)
-            .map_err(|e| err(table, format!("the server sent a bad row: {e}")))?;
         self.clock.observe(row.updated_at);
         if origin == Incoming::Pull && !row.is_tombstone() && self.insert_new(table, &row, cache)? {
             return Ok(Applied::Done);
@@ -844,7 +869,7 @@ impl Store {
             return Ok(Applied::Done);
         }
         // References: remote ids to local ids; a parent not here yet holds the row back.
-        let mut values = std::mem::take(&mut row.values);
+        let mut values = row.values.clone();
         for (i, c) in table.columns.iter().enumerate() {
             if let (Some(r), Value::Text(wire)) = (&c.reference, &values[i]) {
                 match (
@@ -865,7 +890,7 @@ impl Store {
                             },
                         )?;
                     }
-                    (None, _) => return self.park(table, j, &row.remote_id),
+                    (None, _) => return self.park(table, &row),
                 }
             }
         }
@@ -935,7 +960,7 @@ impl Store {
                 Ok(Applied::Done)
             }
             (Err(e), _) if is_unique_violation(&e) => {
-                self.natural_key_collision(table, j, &row, &values)
+                self.natural_key_collision(table, &row, &values)
             }
             (Err(e), _) => Err(e.into()),
         }
@@ -1029,7 +1054,6 @@ impl Store {
     fn natural_key_collision(
         &self,
         table: &Table,
-        j: &Json,
         row: &WireRow,
         values: &[Value],
     ) -> Result<Applied, StoreError> {
@@ -1075,12 +1099,17 @@ impl Store {
                     ),
                     DeviceDecision::KeepLocal { .. }
                 ) {
-                    return self.apply_incoming(table, j, Incoming::Pull, &mut HashMap::new());
+                    return self.apply_incoming(
+                        table,
+                        row.clone(),
+                        Incoming::Pull,
+                        &mut HashMap::new(),
+                    );
                 }
                 return Ok(Applied::Done);
             }
         }
-        self.park(table, j, &row.remote_id)
+        self.park(table, row)
     }
 
     /// The rows the server rejected, with why.

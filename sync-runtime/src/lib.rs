@@ -13,6 +13,7 @@ pub mod engine;
 pub mod generate;
 pub mod merge;
 pub mod migrate;
+pub mod page;
 pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;

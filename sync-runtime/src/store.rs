@@ -100,6 +100,9 @@ pub enum StoreError {
     UnknownTable(String),
     #[error("table `{table}` has no live row with id {id}")]
     NotFound { table: String, id: i64 },
+    /// A pulled page or pushed answer that is not the protocol.
+    #[error("{0}")]
+    BadPage(String),
     #[error("table `{table}`: a record with the same {key} exists already (id {existing})")]
     Conflict {
         table: String,

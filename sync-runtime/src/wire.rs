@@ -221,25 +221,38 @@ impl WireRow {
         allow_device_id: bool,
     ) -> Result<WireRow, WireError> {
         let m = j.as_object().ok_or(WireError::NotAnObject)?;
-        for k in m.keys() {
-            let known = matches!(
-                k.as_str(),
-                "remote_id" | "updated_at" | "deleted_at" | "user_id"
-            ) || (k == "device_id")
-                || table
-                    .column(k)
-                    .is_some_and(|c| c.on_wire() && c.since <= schema_version);
-            if !known {
-                return Err(WireError::UnknownColumn(k.chars().take(64).collect()));
+        let mut raw = RawRow::new(table);
+        for (k, v) in m {
+            raw.set(table, k, v.clone());
+        }
+        Self::from_raw(table, raw, schema_version, allow_device_id)
+    }
+
+    /// Validates a row whose fields were matched to `table` (see [`WireRow::from_json`]).
+    pub fn from_raw(
+        table: &Table,
+        raw: RawRow,
+        schema_version: u32,
+        allow_device_id: bool,
+    ) -> Result<WireRow, WireError> {
+        if let Some(k) = raw.unknown {
+            return Err(WireError::UnknownColumn(k));
+        }
+        let RawRow {
+            envelope: [remote_id, updated_at, deleted_at, device_id, _user_id],
+            mut columns,
+            ..
+        } = raw;
+        for (c, v) in table.columns.iter().zip(&columns) {
+            if v.is_some() && !(c.on_wire() && c.since <= schema_version) {
+                return Err(WireError::UnknownColumn(c.name.chars().take(64).collect()));
             }
         }
-        let field = |k: &str| {
-            m.get(k)
-                .ok_or_else(|| WireError::MissingColumn(k.to_owned()))
-        };
+        let missing = |k: &str| WireError::MissingColumn(k.to_owned());
         let remote_id = normalise_id(
             "remote_id",
-            field("remote_id")?
+            remote_id
+                .ok_or_else(|| missing("remote_id"))?
                 .as_str()
                 .ok_or_else(|| malformed("remote_id", "expected a string"))?,
         )?;
@@ -252,21 +265,28 @@ impl WireRow {
                 _ => Err(malformed(k, "expected a timestamp string or null")),
             }
         };
-        let updated_at = stamp("updated_at", field("updated_at")?)?
-            .ok_or_else(|| malformed("updated_at", "must not be null"))?;
-        let deleted_at = stamp("deleted_at", field("deleted_at")?)?;
-        let device_id = match m.get("device_id") {
-            Some(Json::String(s)) if allow_device_id => Some(normalise_id("device_id", s)?),
+        let updated_at = stamp(
+            "updated_at",
+            &updated_at.ok_or_else(|| missing("updated_at"))?,
+        )?
+        .ok_or_else(|| malformed("updated_at", "must not be null"))?;
+        let deleted_at = stamp(
+            "deleted_at",
+            &deleted_at.ok_or_else(|| missing("deleted_at"))?,
+        )?;
+        let device_id = match device_id {
+            Some(Json::String(s)) if allow_device_id => Some(normalise_id("device_id", &s)?),
             Some(Json::Null) | None => None,
             Some(_) if allow_device_id => return Err(malformed("device_id", "expected a string")),
             Some(_) => None,
         };
         let mut values = Vec::with_capacity(table.columns.len());
-        for c in &table.columns {
+        for (c, v) in table.columns.iter().zip(columns.iter_mut()) {
             if c.name == crate::schema::UPDATED_AT {
                 values.push(Value::DateTime(updated_at));
             } else if c.on_wire() && c.since <= schema_version {
-                values.push(decode_value(c, field(&c.name)?)?);
+                let v = v.take().ok_or_else(|| missing(&c.name))?;
+                values.push(decode_value(c, &v)?);
             } else {
                 values.push(Value::Null);
             }
@@ -278,6 +298,63 @@ impl WireRow {
             deleted_at,
             values,
         })
+    }
+
+    /// The row as the JSON object of PROTOCOL.md, serialized in place.
+    pub fn json<'a>(&'a self, table: &'a Table, version: u32) -> RowJson<'a> {
+        RowJson {
+            table,
+            version,
+            remote_id: &self.remote_id,
+            updated_at: self.updated_at,
+            device_id: self.device_id.as_deref(),
+            deleted_at: self.deleted_at,
+            values: &self.values,
+        }
+    }
+}
+
+/// A row's fields as read, matched to the envelope and to `table`'s columns, not yet checked:
+/// what [`WireRow::from_raw`] validates. A page decoded straight into these skips building a
+/// JSON object per row.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// `remote_id`, `updated_at`, `deleted_at`, `device_id`, `user_id`.
+    envelope: [Option<Json>; 5],
+    /// Per column of the table.
+    columns: Vec<Option<Json>>,
+    /// The first key that is neither.
+    unknown: Option<String>,
+}
+
+impl RawRow {
+    pub fn new(table: &Table) -> RawRow {
+        RawRow {
+            envelope: Default::default(),
+            columns: vec![None; table.columns.len()],
+            unknown: None,
+        }
+    }
+
+    /// Sets field `key` (the last of repeated keys wins, as in a JSON object).
+    pub fn set(&mut self, table: &Table, key: &str, v: Json) {
+        let slot = match key {
+            "remote_id" => &mut self.envelope[0],
+            "updated_at" => &mut self.envelope[1],
+            "deleted_at" => &mut self.envelope[2],
+            "device_id" => &mut self.envelope[3],
+            "user_id" => &mut self.envelope[4],
+            _ => match table.column_index(key) {
+                Some(i) => &mut self.columns[i],
+                None => {
+                    if self.unknown.is_none() {
+                        self.unknown = Some(key.chars().take(64).collect());
+                    }
+                    return;
+                }
+            },
+        };
+        *slot = Some(v);
     }
 }
 

@@ -462,3 +462,60 @@ fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arriv
         "the item is under the surviving list"
     );
 }
+
+/// Seed 2249: one push answered a list `merged` into a list this device holds, and one of its
+/// items `merged` into that list's item of the same movie. Moving the list's children had
+/// already merged the item into its twin here; its own answer then failed the whole push.
+#[test]
+fn an_item_merged_here_by_its_lists_merge_takes_its_own_answer_in_stride() {
+    let mut s = store();
+    let (p, l1) = profile_and_list(&mut s, "A");
+    let mut other = List {
+        id: None,
+        profile_id: p,
+        name: "B".into(),
+        is_default: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    };
+    let l2 = s.insert(&mut other).unwrap();
+    let item = |list: i64| ListItem {
+        id: None,
+        list_id: list,
+        meta_id: "tt1".into(),
+        r#type: "movie".into(),
+        title: None,
+        poster: None,
+        imdb_rating: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    };
+    let mut first = item(l1);
+    let i1 = s.insert(&mut first).unwrap();
+    let i2 = s.insert(&mut item(l2)).unwrap();
+    clean_all(&s);
+    first.title = Some("edited".into());
+    s.update(&first).unwrap();
+    let mut renamed: List = s.get(l1).unwrap().unwrap();
+    renamed.name = "C".into();
+    s.update(&renamed).unwrap();
+    let batch = s
+        .prepare_push(100, &std::collections::HashSet::new())
+        .unwrap()
+        .unwrap();
+    let rid = |t: &str, id: i64| s.remote_id(t, id).unwrap().unwrap();
+    let results = json!({
+        "lists": [{"remote_id": rid("lists", l1), "status": "merged", "canonical_id": rid("lists", l2)}],
+        "list_items": [{"remote_id": rid("list_items", i1), "status": "merged", "canonical_id": rid("list_items", i2)}],
+    });
+    s.apply_push_results(&batch.rows, &results).unwrap();
+    let items = s.list::<ListItem>().unwrap();
+    assert_eq!(items.len(), 1, "one item: {items:?}");
+    assert_eq!(items[0].id, Some(i2));
+    assert_eq!(
+        items[0].title.as_deref(),
+        Some("edited"),
+        "the newer edit carried over"
+    );
+    assert_eq!(s.list::<List>().unwrap().len(), 1);
+}

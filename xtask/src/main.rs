@@ -94,7 +94,16 @@ fn simulate(seed: Option<u64>, seeds: u64, first_seed: u64, backend: BackendArg)
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let (total, first) = (range.len(), range.first().copied().unwrap_or_default());
+    // A panic inside a run names its seed, so that it can be replayed.
+    static CURRENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let s = CURRENT.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("the panic above happened in seed {s}; replay: cargo xtask simulate --seed {s}");
+    }));
     for s in range {
+        CURRENT.store(s, std::sync::atomic::Ordering::Relaxed);
         bar.set_message(format!("seed {s}"));
         if let Err(e) = rt.block_on(tests::sim::run_seed(s, backend)) {
             bar.abandon();

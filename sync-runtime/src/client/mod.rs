@@ -8,6 +8,7 @@ pub use remote::{Remote, RemoteError, Session};
 pub use service::{ServiceOptions, SyncService};
 
 use crate::engine::RejectedRow;
+use crate::page::PulledPage;
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashSet};
@@ -316,8 +317,8 @@ async fn push_phase(
     Ok(())
 }
 
-/// A page being fetched in the background; dropping it cancels the request.
-struct Prefetch(tokio::task::JoinHandle<Result<serde_json::Value, RemoteError>>);
+/// A page being fetched (and decoded) in the background; dropping it cancels the request.
+struct Prefetch(tokio::task::JoinHandle<Result<PulledPage, RemoteError>>);
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
@@ -334,7 +335,7 @@ async fn pull_phase(
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<(), SyncError> {
     let device = store.device_id().to_owned();
-    let version = store.app().schema.version();
+    let schema = &store.app().schema;
     let limit = limits.pull_limit.max(1);
     let mut restarted = false;
     let mut next: Option<Prefetch> = None;
@@ -350,31 +351,30 @@ async fn pull_phase(
             }),
             None => {
                 remote
-                    .pull(token, &device, version, since.as_deref(), limit)
+                    .pull_page(schema, token, &device, since.as_deref(), limit)
                     .await
             }
         };
         match fetched {
             Ok(page) => {
-                // The next page is fetched (and parsed) while this one is applied: the page's
-                // cursor is the one its application stores.
-                if let (Some(true), Some(cursor)) =
-                    (page["has_more"].as_bool(), page["cursor"].as_str())
-                {
+                // The next page is fetched and decoded while this one is stored: the page's
+                // cursor is the one storing it records.
+                if page.has_more {
                     let (remote, token, device, cursor) = (
                         remote.clone(),
                         token.to_owned(),
                         device.clone(),
-                        cursor.to_owned(),
+                        page.cursor.clone(),
                     );
                     next = Some(Prefetch(tokio::spawn(async move {
                         remote
-                            .pull(&token, &device, version, Some(&cursor), limit)
+                            .pull_page(schema, &token, &device, Some(&cursor), limit)
                             .await
                     })));
                 }
-                let summary = store.apply_pull_page(&page)?;
-                if let Some(t) = server_time(&page) {
+                let server_time = page.server_time.clone();
+                let summary = store.apply_pulled(page)?;
+                if let Some(t) = server_time.and_then(|s| Timestamp::parse_wire(&s).ok()) {
                     store.clock().observe(t);
                 }
                 report.pages += 1;

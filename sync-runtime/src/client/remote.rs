@@ -71,6 +71,19 @@ impl Remote {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Json, RemoteError> {
+        let bytes = self.send_for_bytes(req).await?;
+        if bytes.is_empty() {
+            return Ok(Json::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|_| RemoteError::Protocol("an answer with a body that is not JSON".into()))
+    }
+
+    /// The body of a 2xx answer; any other status is the protocol's error.
+    async fn send_for_bytes(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, RemoteError> {
         let resp = req.send().await.map_err(|e| RemoteError::Unreachable {
             url: self.base.clone(),
             message: e.to_string(),
@@ -80,6 +93,9 @@ impl Remote {
             url: self.base.clone(),
             message: e.to_string(),
         })?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
         let body: Json = if bytes.is_empty() {
             Json::Null
         } else {
@@ -87,18 +103,14 @@ impl Remote {
                 RemoteError::Protocol(format!("HTTP {status} with a body that is not JSON"))
             })?
         };
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(RemoteError::Api {
-                status,
-                code: body["error"].as_str().unwrap_or("unknown").to_owned(),
-                message: body["message"]
-                    .as_str()
-                    .unwrap_or("the server refused the request")
-                    .to_owned(),
-            })
-        }
+        Err(RemoteError::Api {
+            status,
+            code: body["error"].as_str().unwrap_or("unknown").to_owned(),
+            message: body["message"]
+                .as_str()
+                .unwrap_or("the server refused the request")
+                .to_owned(),
+        })
     }
 
     fn session(body: Json) -> Result<Session, RemoteError> {
@@ -189,6 +201,43 @@ impl Remote {
         }
     }
 
+    /// One page of changes after `since`, decoded against `schema` as it is read.
+    pub async fn pull_page(
+        &self,
+        schema: &'static crate::schema::Schema,
+        token: &str,
+        device_id: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::page::PulledPage, RemoteError> {
+        let bytes = self
+            .send_for_bytes(self.pull_request(token, device_id, schema.version(), since, limit))
+            .await?;
+        crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
+    }
+
+    fn pull_request(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        since: Option<&str>,
+        limit: usize,
+    ) -> reqwest::RequestBuilder {
+        let mut query: Vec<(&str, String)> = vec![
+            ("limit", limit.to_string()),
+            ("device_id", device_id.to_owned()),
+        ];
+        if let Some(s) = since {
+            query.push(("since", s.to_owned()));
+        }
+        self.http
+            .get(format!("{}/api/sync/pull", self.base))
+            .bearer_auth(token)
+            .header("X-Sync-Schema-Version", schema_version.to_string())
+            .query(&query)
+    }
+
     /// One page of changes after `since`.
     pub async fn pull(
         &self,
@@ -198,19 +247,7 @@ impl Remote {
         since: Option<&str>,
         limit: usize,
     ) -> Result<Json, RemoteError> {
-        let mut query: Vec<(&str, String)> = vec![
-            ("limit", limit.to_string()),
-            ("device_id", device_id.to_owned()),
-        ];
-        if let Some(s) = since {
-            query.push(("since", s.to_owned()));
-        }
-        let req = self
-            .http
-            .get(format!("{}/api/sync/pull", self.base))
-            .bearer_auth(token)
-            .header("X-Sync-Schema-Version", schema_version.to_string())
-            .query(&query);
+        let req = self.pull_request(token, device_id, schema_version, since, limit);
         let page = self.send(req).await?;
         if page["cursor"].is_string() && page["changes"].is_object() {
             Ok(page)
