@@ -519,3 +519,42 @@ fn an_item_merged_here_by_its_lists_merge_takes_its_own_answer_in_stride() {
     );
     assert_eq!(s.list::<List>().unwrap().len(), 1);
 }
+
+/// Seed 2654: an item deleted here (and the deletion pushed) still held its natural key when
+/// the server sent the same movie under the same list as another record; it waited forever.
+#[test]
+fn a_pushed_tombstone_gives_its_natural_key_up_to_a_pulled_record() {
+    let mut s = store();
+    let (_, l) = profile_and_list(&mut s, "Favourites");
+    let gone = s
+        .insert(&mut ListItem {
+            id: None,
+            list_id: l,
+            meta_id: "tt1".into(),
+            r#type: "movie".into(),
+            title: None,
+            poster: None,
+            imdb_rating: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    s.delete::<ListItem>(gone).unwrap();
+    clean_all(&s);
+    let list_rid = s.remote_id("lists", l).unwrap().unwrap();
+    let other = id();
+    let page = json!({
+        "changes": {"list_items": [row("list_items", &other, &at(9), json!({"list_id": list_rid, "meta_id": "tt1", "type": "movie"}))]},
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    let summary = s.apply_pull_page(&page).unwrap();
+    assert_eq!(summary.parked, 0);
+    assert_eq!(s.parked_count().unwrap(), 0);
+    let items = s.list::<ListItem>().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        s.remote_id("list_items", items[0].id.unwrap()).unwrap(),
+        Some(other)
+    );
+}

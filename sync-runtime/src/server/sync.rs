@@ -223,26 +223,41 @@ struct Session<'a, T> {
     read: ReadAhead,
 }
 
-/// Reads of one push, by (table, id). See [`Session::read`].
+/// Reads of one push, by table then id (looked up without building a key). See
+/// [`Session::read`].
 #[derive(Default)]
 struct ReadAhead {
     /// Stored records, `None` for ids known to be absent; filled a table's batch at a time.
-    records: HashMap<(String, String), Option<Stored>>,
+    records: ByTable<Option<Stored>>,
     /// Aliases (owner, canonical id), `None` for ids known not to be aliases.
-    aliases: HashMap<(String, String), Option<(String, String)>>,
+    aliases: ByTable<Option<(String, String)>>,
     /// Resolved parents, by the id a child references.
-    parents: HashMap<(String, String), Parent>,
-    /// Statements built once per push: [`Session::store`]'s upsert per (table, version), and
-    /// the natural-key lookups per ("table#key", 0).
-    upserts: HashMap<(String, u32), String>,
+    parents: ByTable<Parent>,
+    /// Statements run per row, built once per push by [`Session::statement`].
+    statements: Vec<((&'static str, String, u32), String)>,
+}
+
+type ByTable<V> = HashMap<String, HashMap<String, V>>;
+
+fn put<V>(m: &mut ByTable<V>, table: &str, id: String, v: V) {
+    match m.get_mut(table) {
+        Some(ids) => {
+            ids.insert(id, v);
+        }
+        None => {
+            m.insert(table.to_owned(), HashMap::from([(id, v)]));
+        }
+    }
 }
 
 impl ReadAhead {
     /// Forgets what was read of record `id` of `table` (and every parent of that table
     /// resolved, which may have gone through an alias of it): the push is about to change it.
     fn forget(&mut self, table: &str, id: &str) {
-        self.records.remove(&(table.to_owned(), id.to_owned()));
-        self.parents.retain(|(t, _), _| t != table);
+        if let Some(ids) = self.records.get_mut(table) {
+            ids.remove(id);
+        }
+        self.parents.remove(table);
     }
 }
 
@@ -342,6 +357,38 @@ impl<T: SyncTx> Session<'_, T> {
         std::cmp::max(Timestamp::now(), top.add_millis(1))
     }
 
+    /// The SQL of a statement run per row, keyed by (what, table, variant), built by sea-query
+    /// the first time. `params` are the values the caller binds, in order: the build must bind
+    /// exactly as many.
+    fn statement<S: sea_query::QueryStatementBuilder>(
+        &mut self,
+        key: (&'static str, &str, u32),
+        params: &[Value],
+        build: impl FnOnce() -> S,
+    ) -> Result<String, DbError> {
+        let (what, table, variant) = key;
+        if let Some((_, sql)) = self
+            .read
+            .statements
+            .iter()
+            .find(|((w, t, v), _)| *w == what && *v == variant && t == table)
+        {
+            return Ok(sql.clone());
+        }
+        let (sql, built) = self.tx.build(&build());
+        if built.len() != params.len() {
+            return Err(DbError::Decode(format!(
+                "the {what} statement of {table} binds {} values, not {}",
+                built.len(),
+                params.len()
+            )));
+        }
+        self.read
+            .statements
+            .push(((what, table.to_owned(), variant), sql.clone()));
+        Ok(sql)
+    }
+
     /// Reads the aliases and stored records of `ids` of `table` in a few statements.
     async fn read_ahead(&mut self, table: &Table, ids: &[&str]) -> Result<(), DbError> {
         for chunk in ids.chunks(READ_AHEAD_CHUNK) {
@@ -355,14 +402,14 @@ impl<T: SyncTx> Session<'_, T> {
                 .fetch(&q, &[ColumnType::Text, ColumnType::Text, ColumnType::Text])
                 .await?;
             for id in chunk {
-                self.read
-                    .aliases
-                    .insert((table.name.clone(), (*id).to_owned()), None);
+                put(&mut self.read.aliases, &table.name, (*id).to_owned(), None);
             }
             for r in rows {
                 if let [Value::Text(a), Value::Text(u), Value::Text(c)] = &r[..] {
-                    self.read.aliases.insert(
-                        (table.name.clone(), a.clone()),
+                    put(
+                        &mut self.read.aliases,
+                        &table.name,
+                        a.clone(),
                         Some((u.clone(), c.clone())),
                     );
                 }
@@ -374,24 +421,31 @@ impl<T: SyncTx> Session<'_, T> {
                 .and_where(Expr::col("remote_id").is_in(chunk.iter().copied()));
             let rows = self.tx.fetch(&q, &types).await?;
             for id in chunk {
-                self.read
-                    .records
-                    .insert((table.name.clone(), (*id).to_owned()), None);
+                put(&mut self.read.records, &table.name, (*id).to_owned(), None);
             }
             for r in rows {
                 let stored = decode(table, r)?;
-                self.read
-                    .records
-                    .insert((table.name.clone(), stored.remote_id.clone()), Some(stored));
+                put(
+                    &mut self.read.records,
+                    &table.name,
+                    stored.remote_id.clone(),
+                    Some(stored),
+                );
             }
         }
         Ok(())
     }
 
-    /// The record `id` of `table`, whoever owns it.
+    /// The record `id` of `table`, whoever owns it. A record read ahead is handed over (a
+    /// second read of it goes to the database).
     async fn load(&mut self, table: &Table, id: &str) -> Result<Option<Stored>, DbError> {
-        match self.read.records.get(&(table.name.clone(), id.to_owned())) {
-            Some(known) => Ok(known.clone()),
+        match self
+            .read
+            .records
+            .get_mut(&table.name)
+            .and_then(|ids| ids.remove(id))
+        {
+            Some(known) => Ok(known),
             None => load(self.tx, table, id).await,
         }
     }
@@ -401,7 +455,7 @@ impl<T: SyncTx> Session<'_, T> {
         table: &str,
         id: &str,
     ) -> Result<Option<(String, String)>, DbError> {
-        if let Some(known) = self.read.aliases.get(&(table.to_owned(), id.to_owned())) {
+        if let Some(known) = self.read.aliases.get(table).and_then(|ids| ids.get(id)) {
             return Ok(known.clone());
         }
         let mut q = Query::select();
@@ -425,8 +479,8 @@ impl<T: SyncTx> Session<'_, T> {
         alias: &str,
         canonical: &str,
     ) -> Result<(), DbError> {
-        self.read.aliases.retain(|(t, _), _| t != table);
-        self.read.parents.retain(|(t, _), _| t != table);
+        self.read.aliases.remove(table);
+        self.read.parents.remove(table);
         // Aliases that pointed at the merged-away id now point at the survivor: one hop always.
         let mut repoint = Query::update();
         repoint
@@ -479,20 +533,9 @@ impl<T: SyncTx> Session<'_, T> {
             }
         }
         params.push(Value::Text(self.user.to_owned()));
-        let key = (table.name.clone(), version);
-        let sql = match self.read.upserts.get(&key) {
-            Some(sql) => sql.clone(),
-            None => {
-                let (sql, built) = self.tx.build(&upsert(table, &params, version));
-                if built.len() != params.len() {
-                    return Err(ApiError::internal(
-                        "the upsert's parameters are not the ones expected",
-                    ));
-                }
-                self.read.upserts.insert(key, sql.clone());
-                sql
-            }
-        };
+        let sql = self.statement(("upsert", &table.name, version), &params, || {
+            upsert(table, &params, version)
+        })?;
         if self.tx.execute(&sql, &params).await? != 1 {
             return Err(ApiError::Forbidden(format!(
                 "{} {} belongs to another account",
@@ -513,8 +556,7 @@ impl<T: SyncTx> Session<'_, T> {
     }
 
     async fn resolve_parent(&mut self, r: &Reference, id: &str) -> Result<Parent, DbError> {
-        let key = (r.table.clone(), id.to_owned());
-        if let Some(p) = self.read.parents.get(&key) {
+        if let Some(p) = self.read.parents.get(&r.table).and_then(|ids| ids.get(id)) {
             return Ok(p.clone());
         }
         let parent_table = self
@@ -531,7 +573,12 @@ impl<T: SyncTx> Session<'_, T> {
             },
             _ => Parent::Missing,
         };
-        self.read.parents.insert(key, parent.clone());
+        put(
+            &mut self.read.parents,
+            &r.table,
+            id.to_owned(),
+            parent.clone(),
+        );
         Ok(parent)
     }
 
@@ -555,28 +602,17 @@ impl<T: SyncTx> Session<'_, T> {
             if params.iter().any(Value::is_null) {
                 continue;
             }
-            let cache_key = (format!("{}#{n}", table.name), 0);
-            let sql = match self.read.upserts.get(&cache_key) {
-                Some(sql) => sql.clone(),
-                None => {
-                    let mut q = Query::select();
-                    q.column("remote_id")
-                        .from(table.name.clone())
-                        .and_where(Expr::col("user_id").eq(sea(&params[0])))
-                        .and_where(Expr::col("remote_id").ne(sea(&params[1])));
-                    for (k, v) in key.iter().zip(&params[2..]) {
-                        q.and_where(Expr::col(k.clone()).eq(sea(v)));
-                    }
-                    let (sql, built) = self.tx.build(&q);
-                    if built.len() != params.len() {
-                        return Err(DbError::Decode(
-                            "a natural-key lookup's parameters are not the ones expected".into(),
-                        ));
-                    }
-                    self.read.upserts.insert(cache_key, sql.clone());
-                    sql
+            let sql = self.statement(("natural key", &table.name, n as u32), &params, || {
+                let mut q = Query::select();
+                q.column("remote_id")
+                    .from(table.name.clone())
+                    .and_where(Expr::col("user_id").eq(sea(&params[0])))
+                    .and_where(Expr::col("remote_id").ne(sea(&params[1])));
+                for (k, v) in key.iter().zip(&params[2..]) {
+                    q.and_where(Expr::col(k.clone()).eq(sea(v)));
                 }
-            };
+                q
+            })?;
             for r in self.tx.query(&sql, &params, &[ColumnType::Text]).await? {
                 if let Some(id) = r
                     .first()
