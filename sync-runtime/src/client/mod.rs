@@ -4,7 +4,7 @@
 pub mod remote;
 pub mod service;
 
-pub use remote::{Remote, RemoteError, Session};
+pub use remote::{NextPage, Remote, RemoteError, Session};
 pub use service::{ServiceOptions, SyncService};
 
 use crate::engine::RejectedRow;
@@ -317,12 +317,94 @@ async fn push_phase(
     Ok(())
 }
 
-/// A page being fetched (and decoded) in the background; dropping it cancels the request.
-struct Prefetch(tokio::task::JoinHandle<Result<PulledPage, RemoteError>>);
+/// The pages of one pull, fetched ahead in the background. The next page is asked for as soon
+/// as the head of the current one names its cursor, while the current one's body is still read
+/// and decoded and the one before is stored: the device stores pages back to back instead of
+/// waiting a round trip and a decode for each. A few pages at most are held at once. Dropping
+/// it stops the fetching.
+struct PagePipeline {
+    pages: tokio::sync::mpsc::Receiver<Result<PulledPage, RemoteError>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
 
-impl Drop for Prefetch {
+impl Drop for PagePipeline {
     fn drop(&mut self) {
-        self.0.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// An answer's head, or (from a server that does not send the cursor in the head) the page
+/// decoded to learn it.
+enum Head {
+    Raw(reqwest::Response),
+    Decoded(PulledPage),
+}
+
+impl PagePipeline {
+    fn start(
+        remote: &Remote,
+        token: &str,
+        device: &str,
+        schema: &'static crate::schema::Schema,
+        since: Option<String>,
+        limit: usize,
+    ) -> PagePipeline {
+        use tokio::sync::mpsc;
+        let (heads_tx, mut heads_rx) = mpsc::channel::<Result<Head, RemoteError>>(1);
+        let (pages_tx, pages) = mpsc::channel(1);
+        let version = schema.version();
+        let (fetch_remote, token, device) = (remote.clone(), token.to_owned(), device.to_owned());
+        let fetcher = tokio::spawn(async move {
+            let remote = fetch_remote;
+            let mut since = since;
+            loop {
+                let head = remote
+                    .pull_head(&token, &device, version, since.as_deref(), limit)
+                    .await;
+                let (item, next) = match head {
+                    Err(e) => (Err(e), None),
+                    Ok((resp, Some(next))) => (Ok(Head::Raw(resp)), Some(next)),
+                    Ok((resp, None)) => match remote.read_page(schema, resp).await {
+                        Ok(page) => {
+                            let next = if page.has_more {
+                                NextPage::After(page.cursor.clone())
+                            } else {
+                                NextPage::None
+                            };
+                            (Ok(Head::Decoded(page)), Some(next))
+                        }
+                        Err(e) => (Err(e), None),
+                    },
+                };
+                if heads_tx.send(item).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(NextPage::After(cursor)) => since = Some(cursor),
+                    _ => return,
+                }
+            }
+        });
+        let decode_remote = remote.clone();
+        let decoder = tokio::spawn(async move {
+            while let Some(head) = heads_rx.recv().await {
+                let page = match head {
+                    Ok(Head::Raw(resp)) => decode_remote.read_page(schema, resp).await,
+                    Ok(Head::Decoded(page)) => Ok(page),
+                    Err(e) => Err(e),
+                };
+                let failed = page.is_err();
+                if pages_tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        PagePipeline {
+            pages,
+            tasks: [fetcher, decoder],
+        }
     }
 }
 
@@ -338,61 +420,43 @@ async fn pull_phase(
     let schema = &store.app().schema;
     let limit = limits.pull_limit.max(1);
     let mut restarted = false;
-    let mut next: Option<Prefetch> = None;
-    loop {
+    'pull: loop {
         let since = store.cursor()?;
         report.full_pull |= since.is_none();
-        let fetched = match next.take() {
-            Some(mut p) => (&mut p.0).await.unwrap_or_else(|e| {
+        let mut pipeline = PagePipeline::start(remote, token, &device, schema, since, limit);
+        loop {
+            let fetched = pipeline.pages.recv().await.unwrap_or_else(|| {
                 Err(RemoteError::Unreachable {
                     url: remote.url().to_owned(),
-                    message: e.to_string(),
+                    message: "the pull stopped before its last page".into(),
                 })
-            }),
-            None => {
-                remote
-                    .pull_page(schema, token, &device, since.as_deref(), limit)
-                    .await
-            }
-        };
-        match fetched {
-            Ok(page) => {
-                // The next page is fetched and decoded while this one is stored: the page's
-                // cursor is the one storing it records.
-                if page.has_more {
-                    let (remote, token, device, cursor) = (
-                        remote.clone(),
-                        token.to_owned(),
-                        device.clone(),
-                        page.cursor.clone(),
-                    );
-                    next = Some(Prefetch(tokio::spawn(async move {
-                        remote
-                            .pull_page(schema, &token, &device, Some(&cursor), limit)
-                            .await
-                    })));
+            });
+            match fetched {
+                Ok(page) => {
+                    let server_time = page.server_time.clone();
+                    let summary = store.apply_pulled(page)?;
+                    if let Some(t) = server_time.and_then(|s| Timestamp::parse_wire(&s).ok()) {
+                        store.clock().observe(t);
+                    }
+                    report.pages += 1;
+                    report.pulled += summary.rows;
+                    progress(Activity::Pulling {
+                        pages: report.pages,
+                        rows: report.pulled,
+                    });
+                    if !summary.has_more {
+                        return Ok(());
+                    }
                 }
-                let server_time = page.server_time.clone();
-                let summary = store.apply_pulled(page)?;
-                if let Some(t) = server_time.and_then(|s| Timestamp::parse_wire(&s).ok()) {
-                    store.clock().observe(t);
+                Err(e) if e.status() == Some(410) && !restarted => {
+                    // The cursor is older than the tombstones kept: pull everything again.
+                    drop(pipeline);
+                    store.restart_full_pull()?;
+                    restarted = true;
+                    continue 'pull;
                 }
-                report.pages += 1;
-                report.pulled += summary.rows;
-                progress(Activity::Pulling {
-                    pages: report.pages,
-                    rows: report.pulled,
-                });
-                if !summary.has_more {
-                    return Ok(());
-                }
+                Err(e) => return Err(refused(e)),
             }
-            Err(e) if e.status() == Some(410) && !restarted => {
-                // The cursor is older than the tombstones kept: pull everything again.
-                store.restart_full_pull()?;
-                restarted = true;
-            }
-            Err(e) => return Err(refused(e)),
         }
     }
 }

@@ -39,6 +39,15 @@ impl RemoteError {
     }
 }
 
+/// What a page's headers say follows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextPage {
+    /// More changes: the next page is the one after this cursor.
+    After(String),
+    /// This page is the last.
+    None,
+}
+
 /// A session with an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -84,18 +93,32 @@ impl Remote {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, RemoteError> {
+        let resp = self.send_for_head(req).await?;
+        self.body(resp).await
+    }
+
+    async fn body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, RemoteError> {
+        resp.bytes().await.map_err(|e| RemoteError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The head of a 2xx answer, its body still to be read; any other status is the
+    /// protocol's error.
+    async fn send_for_head(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RemoteError> {
         let resp = req.send().await.map_err(|e| RemoteError::Unreachable {
             url: self.base.clone(),
             message: e.to_string(),
         })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| RemoteError::Unreachable {
-            url: self.base.clone(),
-            message: e.to_string(),
-        })?;
         if (200..300).contains(&status) {
-            return Ok(bytes);
+            return Ok(resp);
         }
+        let bytes = self.body(resp).await?;
         let body: Json = if bytes.is_empty() {
             Json::Null
         } else {
@@ -213,6 +236,46 @@ impl Remote {
         let bytes = self
             .send_for_bytes(self.pull_request(token, device_id, schema.version(), since, limit))
             .await?;
+        crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
+    }
+
+    /// The head of one page's answer after `since`, and from its headers the next page's
+    /// cursor (`None` when there is no next page, or the server does not send it).
+    pub async fn pull_head(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<(reqwest::Response, Option<NextPage>), RemoteError> {
+        let resp = self
+            .send_for_head(self.pull_request(token, device_id, schema_version, since, limit))
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let next = match (header("x-sync-cursor"), header("x-sync-has-more")) {
+            (Some(cursor), Some(more)) => Some(if more == "true" {
+                NextPage::After(cursor)
+            } else {
+                NextPage::None
+            }),
+            _ => None,
+        };
+        Ok((resp, next))
+    }
+
+    /// Reads and decodes the body of an answer from [`Remote::pull_head`].
+    pub async fn read_page(
+        &self,
+        schema: &'static crate::schema::Schema,
+        resp: reqwest::Response,
+    ) -> Result<crate::page::PulledPage, RemoteError> {
+        let bytes = self.body(resp).await?;
         crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
     }
 

@@ -493,7 +493,7 @@ fn percent_decode(s: &str) -> Option<String> {
 async fn pull(
     State(s): State<Arc<Server>>,
     req: Request,
-) -> Result<axum::Json<PullResponse>, ApiError> {
+) -> Result<([(&'static str, String); 2], axum::Json<PullResponse>), ApiError> {
     let (user, _) = authenticate(&s, req.headers()).await?;
     let version = match req.headers().get("x-sync-schema-version") {
         None => s.app.schema.version(),
@@ -557,12 +557,22 @@ async fn pull(
         version,
         rows: page.changes,
     };
-    Ok(axum::Json(PullResponse {
-        changes,
-        cursor: encode_cursor(version, page.cursor),
-        has_more: page.has_more,
-        server_time: Timestamp::now().to_wire(),
-    }))
+    let cursor = encode_cursor(version, page.cursor);
+    // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
+    // this one's head arrives, while its body is still being read and decoded.
+    let headers = [
+        ("x-sync-cursor", cursor.clone()),
+        ("x-sync-has-more", page.has_more.to_string()),
+    ];
+    Ok((
+        headers,
+        axum::Json(PullResponse {
+            changes,
+            cursor,
+            has_more: page.has_more,
+            server_time: Timestamp::now().to_wire(),
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "this document")))]
