@@ -1012,3 +1012,56 @@ async fn an_expired_cursor_pulls_everything_again_and_drops_what_the_account_los
         "Kept and edited on B"
     );
 }
+
+/// A server that keeps to the protocol's body alone (no `X-Sync-Cursor` head): the device
+/// learns each next cursor from the page it decodes, and still pulls every page in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_from_a_server_without_cursor_headers_are_pulled_in_order() {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    use tests::server::{at, id, row};
+    let ids: Vec<String> = (0..3).map(|_| id()).collect();
+    let pages: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, rid)| {
+            serde_json::json!({
+                "changes": {"profiles": [row("profiles", rid, &at(i as i64 + 1), serde_json::json!({"name": format!("P{i}"), "avatar": "a"}))]},
+                "cursor": format!("c1.1.{}", i + 1),
+                "has_more": i < 2,
+                "server_time": at(10),
+            })
+        })
+        .collect();
+    let app = axum::Router::new().route(
+        "/api/sync/pull",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let pages = pages.clone();
+            async move {
+                let n = match q.get("since").map(String::as_str) {
+                    None => 0,
+                    Some(c) => c.rsplit('.').next().unwrap().parse::<usize>().unwrap(),
+                };
+                axum::Json(pages[n].clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut store = Store::open_in_memory(entities::app()).unwrap();
+    store
+        .save_session(&url, &id(), "a token the stub takes")
+        .unwrap();
+    let report = client::sync_once(&mut store, &mut |_| {}).await.unwrap();
+    assert_eq!((report.pages, report.pulled), (3, 3));
+    let mut names: Vec<String> = store
+        .list::<Profile>()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["P0", "P1", "P2"]);
+    assert_eq!(store.cursor().unwrap().as_deref(), Some("c1.1.3"));
+}

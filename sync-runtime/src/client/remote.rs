@@ -224,21 +224,6 @@ impl Remote {
         }
     }
 
-    /// One page of changes after `since`, decoded against `schema` as it is read.
-    pub async fn pull_page(
-        &self,
-        schema: &'static crate::schema::Schema,
-        token: &str,
-        device_id: &str,
-        since: Option<&str>,
-        limit: usize,
-    ) -> Result<crate::page::PulledPage, RemoteError> {
-        let bytes = self
-            .send_for_bytes(self.pull_request(token, device_id, schema.version(), since, limit))
-            .await?;
-        crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
-    }
-
     /// The head of one page's answer after `since`, and from its headers the next page's
     /// cursor (`None` when there is no next page, or the server does not send it).
     pub async fn pull_head(
