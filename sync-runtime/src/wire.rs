@@ -350,6 +350,11 @@ impl RawRow {
         }
     }
 
+    /// The `remote_id` field, if it is a string.
+    pub fn remote_id(&self) -> Option<&str> {
+        self.envelope[0].as_ref().and_then(Json::as_str)
+    }
+
     /// Sets field `key` (the last of repeated keys wins, as in a JSON object).
     pub fn set(&mut self, table: &Table, key: &str, v: Json) {
         let slot = match key {

@@ -558,6 +558,20 @@ async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
             StatusCode::BAD_REQUEST,
             "schema_version",
         ),
+        (
+            json!({"device_id": dev, "schema_version": 1, "changes": {"profiles": [42]}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "profiles[0]: a row must be a JSON object",
+        ),
+        (
+            json!({"device_id": dev, "schema_version": 1, "changes": {"profiles": {}}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
     ];
     for (body, want, says) in cases {
         let (st, b) = push(body).await;

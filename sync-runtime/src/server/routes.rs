@@ -1,6 +1,7 @@
 //! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
+use crate::page::PushBody;
 use crate::server::error::ApiError;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth};
@@ -167,6 +168,17 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+}
+
+/// A JSON body's bytes, within `limit`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -177,11 +189,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));
     }
-    let bytes = axum::body::to_bytes(body, limit)
+    axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
 }
 
 /// The user of the request's bearer token.
@@ -312,11 +322,21 @@ fn check_schema_version(s: &Server, v: u32) -> Result<(), ApiError> {
 
 /// Parses the rows of one push: envelope faults (a missing or unknown column, a malformed id
 /// or timestamp) fail the whole request; a value of the wrong type rejects its row alone.
-fn parse_push(s: &Server, req: PushRequest, user: String) -> Result<PushInput, ApiError> {
-    let device_id = normalise_id("device_id", &req.device_id)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    check_schema_version(s, req.schema_version)?;
-    let total: usize = req.changes.values().map(Vec::len).sum();
+/// The push request of `body`, decoded against the schema as it is read, then checked.
+fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput), ApiError> {
+    let bad = |m: String| ApiError::BadRequest(format!("the body is not the expected JSON: {m}"));
+    let req = PushBody::decode(&s.app.schema, body).map_err(bad)?;
+    let (Some(device_id), Some(version), Some(tables)) =
+        (req.device_id, req.schema_version, req.changes)
+    else {
+        return Err(bad(
+            "a push needs `device_id`, `schema_version` and `changes`".into(),
+        ));
+    };
+    let device_id =
+        normalise_id("device_id", &device_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    check_schema_version(s, version)?;
+    let total: usize = tables.iter().map(|(_, _, rows)| rows.len()).sum();
     if total > s.config.max_push_rows {
         return Err(ApiError::TooLarge(format!(
             "{total} rows in one push; the limit is {}",
@@ -324,28 +344,23 @@ fn parse_push(s: &Server, req: PushRequest, user: String) -> Result<PushInput, A
         )));
     }
     let mut changes = BTreeMap::new();
-    for (name, rows) in req.changes {
-        let table = s
-            .app
-            .schema
-            .table(&name)
-            .filter(|t| t.synced)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown table `{}`",
-                    name.chars().take(64).collect::<String>()
-                ))
-            })?;
+    for (name, table, rows) in tables {
+        let table = table.ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown table `{}`",
+                name.chars().take(64).collect::<String>()
+            ))
+        })?;
         let mut parsed = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            match WireRow::from_json(table, row, req.schema_version, false) {
+        for (i, row) in rows.into_iter().enumerate() {
+            let raw = row.ok_or_else(|| {
+                ApiError::BadRequest(format!("{name}[{i}]: {}", WireError::NotAnObject))
+            })?;
+            let sent_id = raw.remote_id().unwrap_or_default().to_owned();
+            match WireRow::from_raw(table, raw, version, false) {
                 Ok(r) => parsed.push(Ok(r)),
                 Err(WireError::BadValue { column, message }) => {
-                    let id = row
-                        .get("remote_id")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default();
-                    let id = normalise_id("remote_id", id)
+                    let id = normalise_id("remote_id", &sent_id)
                         .map_err(|e| ApiError::BadRequest(format!("{name}[{i}]: {e}")))?;
                     parsed.push(Err((id, format!("column `{column}`: {message}"))));
                 }
@@ -354,12 +369,15 @@ fn parse_push(s: &Server, req: PushRequest, user: String) -> Result<PushInput, A
         }
         changes.insert(name, parsed);
     }
-    Ok(PushInput {
-        user_id: user,
-        device_id,
-        client_version: req.schema_version,
-        changes,
-    })
+    Ok((
+        version,
+        PushInput {
+            user_id: user,
+            device_id,
+            client_version: version,
+            changes,
+        },
+    ))
 }
 
 #[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
@@ -372,9 +390,8 @@ async fn push(
 ) -> Result<axum::Json<PushResponse>, ApiError> {
     let (parts, body) = req.into_parts();
     let (user, _) = authenticate(&s, &parts.headers).await?;
-    let request: PushRequest = read_json(&parts.headers, body, s.config.max_body_bytes).await?;
-    let version = request.schema_version;
-    let input = parse_push(&s, request, user)?;
+    let body = read_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    let (version, input) = parse_push(&s, &body, user)?;
     let (app, server_device) = (s.app, s.device_id.clone());
     let results = crate::with_tx!(&s.db, true, |tx| {
         let ctx = PushContext {
