@@ -911,13 +911,16 @@ async fn a_write_that_loses_a_natural_key_merge_is_answered_with_the_survivor(s:
         survivor["deleted_at"].is_string(),
         "the survivor is still the tombstone: {survivor}"
     );
-    // A write that wins the merge is answered without a row: the device has the values.
+    // A write that wins the merge is answered with the survivor as stored: its values.
     let later = id();
     let r = s
         .push(&token, &dev, json!({"list_items": [row("list_items", &later, &at(600), json!({"list_id": g.list, "meta_id": "tt0111161", "type": "movie"}))]}))
         .await;
     assert_eq!(status(&r, "list_items", 0), "merged");
-    assert!(r["list_items"][0].get("row").is_none(), "{r}");
+    let survivor = &r["list_items"][0]["row"];
+    assert_eq!(survivor["remote_id"], json!(g.item), "{r}");
+    assert_eq!(survivor["updated_at"], json!(at(600)), "{r}");
+    assert!(survivor["deleted_at"].is_null(), "{r}");
 }
 on_both_backends!(
     lost_merge,
@@ -1031,4 +1034,29 @@ async fn a_row_stored_with_canonical_references_is_answered_with_that_version(s:
 on_both_backends!(
     alias_reference,
     a_row_stored_with_canonical_references_is_answered_with_that_version
+);
+
+/// Found by the simulation (seed 4306): an item added offline under a list merged away meanwhile
+/// matched an item of the surviving list, and won the merge. The survivor was stored under the
+/// surviving list, which the answer must say: the device's own pulls leave that version out.
+async fn a_winning_merge_through_an_alias_is_answered_with_the_canonical_reference(s: TestServer) {
+    let (_, token) = s.register("alias-merge@example.org").await;
+    let g = graph(0);
+    s.push(&token, &id(), g.changes.clone()).await;
+    let dup = id();
+    s.push(&token, &id(), json!({"lists": [row("lists", &dup, &at(10), json!({"profile_id": g.profile, "name": "Favourites"}))]}))
+        .await;
+    let mine = id();
+    let r = s
+        .push(&token, &id(), json!({"list_items": [row("list_items", &mine, &at(900), json!({"list_id": dup, "meta_id": "tt0111161", "type": "movie", "title": "mine"}))]}))
+        .await;
+    assert_eq!(status(&r, "list_items", 0), "merged");
+    assert_eq!(r["list_items"][0]["canonical_id"], json!(g.item));
+    let survivor = &r["list_items"][0]["row"];
+    assert_eq!(survivor["list_id"], json!(g.list), "{r}");
+    assert_eq!(survivor["title"], json!("mine"), "{r}");
+}
+on_both_backends!(
+    alias_merge,
+    a_winning_merge_through_an_alias_is_answered_with_the_canonical_reference
 );

@@ -813,6 +813,10 @@ impl<T: SyncTx> Session<'_, T> {
                     self.store(table, &mut own, u32::MAX).await?;
                 }
             }
+            // The answer carries the survivor's version either way: a pull would not bring it
+            // to the pusher when the survivor's writer is that very device. When the pushed
+            // write won, the version stored may still differ from the one sent, by references
+            // read through aliases (found by the simulation, seeds 16 and 4306).
             let (kept, survivor_at) = if incoming.stamp() > target.stamp() {
                 let device = incoming.device_id.clone();
                 let mut merged = Stored {
@@ -822,19 +826,18 @@ impl<T: SyncTx> Session<'_, T> {
                     ..incoming
                 };
                 self.store(table, &mut merged, self.version).await?;
-                (None, merged.deleted_at.map(|_| merged.updated_at))
+                let at = merged.deleted_at.map(|_| merged.updated_at);
+                (merged, at)
             } else {
-                // The survivor keeps its version, which the answer carries: a re-announcement by
-                // pull would not reach the pusher when the survivor's writer is that very device.
                 let at = target.deleted_at.map(|_| target.updated_at);
-                (Some(target), at)
+                (target, at)
             };
             // A deleted survivor takes no live children, those just moved to it included (found
             // by the simulation, seed 46).
             if let Some(at) = survivor_at {
                 self.cascade(table, survivor, at).await?;
             }
-            Ok(kept)
+            Ok(Some(kept))
         })
         .await
     }
