@@ -38,6 +38,21 @@ fn profile_and_list(s: &mut Store, name: &str) -> (i64, i64) {
     (p, l)
 }
 
+/// A movie item of list `list`.
+fn list_item(list: i64, meta: &str) -> ListItem {
+    ListItem {
+        id: None,
+        list_id: list,
+        meta_id: meta.into(),
+        r#type: "movie".into(),
+        title: None,
+        poster: None,
+        imdb_rating: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    }
+}
+
 fn clean_all(s: &Store) {
     for t in entities::app().schema.synced() {
         s.connection()
@@ -52,19 +67,7 @@ fn clean_all(s: &Store) {
 fn a_pulled_tombstone_is_applied_even_when_its_parent_is_unknown_here() {
     let mut s = store();
     let (_, l) = profile_and_list(&mut s, "Favourites");
-    let item = s
-        .insert(&mut ListItem {
-            id: None,
-            list_id: l,
-            meta_id: "tt1".into(),
-            r#type: "movie".into(),
-            title: None,
-            poster: None,
-            imdb_rating: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let item = s.insert(&mut list_item(l, "tt1")).unwrap();
     clean_all(&s);
     let rid = s.remote_id("list_items", item).unwrap().unwrap();
     let mut tomb = row(
@@ -168,15 +171,8 @@ fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
     let mut s = store();
     let (p, survivor) = profile_and_list(&mut s, "Favourites");
     let item = |list: i64, title: &str| ListItem {
-        id: None,
-        list_id: list,
-        meta_id: "tt0111161".into(),
-        r#type: "movie".into(),
         title: Some(title.into()),
-        poster: None,
-        imdb_rating: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
+        ..list_item(list, "tt0111161")
     };
     let kept = s.insert(&mut item(survivor, "survivor's")).unwrap();
     clean_all(&s);
@@ -320,17 +316,7 @@ fn a_held_back_version_never_replaces_a_newer_one() {
 fn a_tombstone_whose_last_key_is_taken_here_still_deletes() {
     let mut s = store();
     let (_, l) = profile_and_list(&mut s, "Favourites");
-    let item = |meta: &str| ListItem {
-        id: None,
-        list_id: l,
-        meta_id: meta.into(),
-        r#type: "movie".into(),
-        title: None,
-        poster: None,
-        imdb_rating: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
-    };
+    let item = |meta: &str| list_item(l, meta);
     let a = s.insert(&mut item("tt1")).unwrap();
     s.insert(&mut item("tt2")).unwrap();
     clean_all(&s);
@@ -404,19 +390,7 @@ fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
 fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arrives() {
     let mut s = store();
     let (p, l) = profile_and_list(&mut s, "Favourites");
-    let item = s
-        .insert(&mut ListItem {
-            id: None,
-            list_id: l,
-            meta_id: "tt0068646".into(),
-            r#type: "movie".into(),
-            title: None,
-            poster: None,
-            imdb_rating: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let item = s.insert(&mut list_item(l, "tt0068646")).unwrap();
     let batch = s
         .prepare_push(100, &std::collections::HashSet::new())
         .unwrap()
@@ -479,21 +453,18 @@ fn an_item_merged_here_by_its_lists_merge_takes_its_own_answer_in_stride() {
         updated_at: Timestamp::now(),
     };
     let l2 = s.insert(&mut other).unwrap();
-    let item = |list: i64| ListItem {
-        id: None,
-        list_id: list,
-        meta_id: "tt1".into(),
-        r#type: "movie".into(),
-        title: None,
-        poster: None,
-        imdb_rating: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
-    };
-    let mut first = item(l1);
+    let mut first = list_item(l1, "tt1");
     let i1 = s.insert(&mut first).unwrap();
-    let i2 = s.insert(&mut item(l2)).unwrap();
+    let i2 = s.insert(&mut list_item(l2, "tt1")).unwrap();
     clean_all(&s);
+    // The twin was written long ago: the edit below is newer than it whatever the clock says
+    // (two writes in one millisecond may share a stamp).
+    s.connection()
+        .execute(
+            "UPDATE list_items SET updated_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
+            [i2],
+        )
+        .unwrap();
     first.title = Some("edited".into());
     s.update(&first).unwrap();
     let mut renamed: List = s.get(l1).unwrap().unwrap();
@@ -526,19 +497,7 @@ fn an_item_merged_here_by_its_lists_merge_takes_its_own_answer_in_stride() {
 fn a_pushed_tombstone_gives_its_natural_key_up_to_a_pulled_record() {
     let mut s = store();
     let (_, l) = profile_and_list(&mut s, "Favourites");
-    let gone = s
-        .insert(&mut ListItem {
-            id: None,
-            list_id: l,
-            meta_id: "tt1".into(),
-            r#type: "movie".into(),
-            title: None,
-            poster: None,
-            imdb_rating: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let gone = s.insert(&mut list_item(l, "tt1")).unwrap();
     s.delete::<ListItem>(gone).unwrap();
     clean_all(&s);
     let list_rid = s.remote_id("lists", l).unwrap().unwrap();
