@@ -303,11 +303,7 @@ impl Store {
         // A full pull in progress resumes with pages that leave out this device's own writes:
         // what this push stored on the server must count as seen, or the sweep at the pull's end
         // would remove it here.
-        let full_pull: bool =
-            self.conn
-                .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
-                    r.get(0)
-                })?;
+        let full_pull = self.in_full_pull()?;
         let any_rejected: bool =
             self.conn
                 .query_row("SELECT EXISTS (SELECT 1 FROM sync_rejected)", [], |r| {
@@ -326,10 +322,7 @@ impl Store {
                     _ => None,
                 };
                 if let Some(rid) = stored {
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
-                        (&table.name, rid),
-                    )?;
+                    self.mark_seen(table, rid)?;
                 }
             }
             match result["status"].as_str().unwrap_or_default() {
@@ -665,11 +658,7 @@ impl Store {
     fn apply_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
         let (cursor, has_more) = (page.cursor, page.has_more);
         let tx = self.conn.unchecked_transaction()?;
-        let full_pull: bool =
-            self.conn
-                .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
-                    r.get(0)
-                })?;
+        let full_pull = self.in_full_pull()?;
         let mut summary = PageSummary {
             has_more,
             ..Default::default()
@@ -680,19 +669,11 @@ impl Store {
             for row in rows {
                 let rid = row.remote_id.as_str();
                 if full_pull {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
-                        )?
-                        .execute((&table.name, rid))?;
+                    self.mark_seen(table, rid)?;
                 }
                 if any_parked {
                     // A newer version supersedes a held-back one (found by the simulation, seed 34).
-                    self.conn
-                        .prepare_cached(
-                            "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
-                        )?
-                        .execute((&table.name, rid))?;
+                    self.unpark(table, rid)?;
                 }
                 summary.rows += 1;
                 if let Applied::Parked =
@@ -710,6 +691,33 @@ impl Store {
         }
         tx.commit()?;
         Ok(summary)
+    }
+
+    /// Whether a full pull is under way (its end sweeps the rows it did not see).
+    fn in_full_pull(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Records that the server holds record `remote_id` of `table`, for the full pull's sweep.
+    fn mark_seen(&self, table: &Table, remote_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+            )?
+            .execute((&table.name, remote_id))?;
+        Ok(())
+    }
+
+    /// Drops the held-back version of record `remote_id` of `table`, if any.
+    fn unpark(&self, table: &Table, remote_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2")?
+            .execute((&table.name, remote_id))?;
+        Ok(())
     }
 
     /// After a full pull: clean rows the server did not return are gone from the account.
@@ -748,10 +756,7 @@ impl Store {
                 for (_, rid, text) in parked.iter().filter(|(tn, _, _)| *tn == t.name) {
                     let row: Json =
                         serde_json::from_str(text).map_err(|e| err(t, e.to_string()))?;
-                    self.conn.execute(
-                        "DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2",
-                        (&t.name, rid),
-                    )?;
+                    self.unpark(t, rid)?;
                     if let Applied::Done = self.apply_incoming(
                         t,
                         self.server_row(t, &row)?,
@@ -980,17 +985,12 @@ impl Store {
         values: impl IntoIterator<Item = Param<'a>>,
         row: &'a WireRow,
     ) -> Result<Vec<Param<'a>>, StoreError> {
-        let mut account = None;
         let mut params = Vec::with_capacity(table.columns.len() + 2);
         for (c, v) in table.columns.iter().zip(values) {
             match c.role {
                 ColumnRole::Local => {}
-                ColumnRole::AccountId => {
-                    if account.is_none() {
-                        account = Some(self.account_id()?);
-                    }
-                    params.push(Param::Own(Value::Text(account.clone().unwrap_or_default())));
-                }
+                // Read once per sync step (see `Store::with_account`).
+                ColumnRole::AccountId => params.push(Param::Own(Value::Text(self.account_id()?))),
                 _ => params.push(v),
             }
         }

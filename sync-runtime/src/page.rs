@@ -3,6 +3,7 @@
 //! (building and freeing those cost more than storing the rows).
 
 use crate::schema::{Schema, Table};
+use crate::timestamp::Timestamp;
 use crate::wire::{RawRow, WireRow};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
@@ -14,7 +15,8 @@ pub struct PulledPage {
     pub changes: Vec<(&'static Table, Vec<WireRow>)>,
     pub cursor: String,
     pub has_more: bool,
-    pub server_time: Option<String>,
+    /// The server's clock when it answered (absent or unreadable: not known).
+    pub server_time: Option<Timestamp>,
 }
 
 impl PulledPage {
@@ -40,7 +42,9 @@ impl PulledPage {
         Ok(PulledPage {
             cursor,
             has_more: page["has_more"].as_bool().unwrap_or(false),
-            server_time: page["server_time"].as_str().map(str::to_owned),
+            server_time: page["server_time"]
+                .as_str()
+                .and_then(|s| Timestamp::parse_wire(s).ok()),
             changes,
         })
     }
@@ -73,7 +77,7 @@ impl PulledPage {
         Ok(PulledPage {
             cursor: raw.cursor.ok_or("a pull page without a cursor")?,
             has_more: raw.has_more,
-            server_time: raw.server_time,
+            server_time: raw.server_time.and_then(|s| Timestamp::parse_wire(&s).ok()),
             changes,
         })
     }

@@ -71,15 +71,7 @@ fn is_canonical_id(s: &str) -> bool {
 /// Encodes one column value. A reference must already hold its wire form (the parent's
 /// `remote_id`, or its natural key) as text.
 pub fn encode_value(v: &Value) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Integer(i) => Json::from(*i),
-        Value::Real(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Text(s) => Json::String(s.clone()),
-        Value::Boolean(b) => Json::Bool(*b),
-        Value::DateTime(t) => Json::String(t.to_wire()),
-        Value::Json(j) => j.clone(),
-    }
+    serde_json::to_value(ValueJson(v)).unwrap_or(Json::Null)
 }
 
 /// Decodes one column value by the column's type. A reference decodes to text: its wire form,
@@ -131,7 +123,7 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
     }
 }
 
-/// A value as JSON, written straight to the serializer (what [`encode_value`] builds as a tree).
+/// A value as JSON, written straight to the serializer ([`encode_value`] collects it as a tree).
 struct ValueJson<'a>(&'a Value);
 
 impl serde::Serialize for ValueJson<'_> {
@@ -149,8 +141,8 @@ impl serde::Serialize for ValueJson<'_> {
     }
 }
 
-/// The JSON object of a row for a peer of `version`, written straight to the serializer: the
-/// same object as [`WireRow::to_json`] without building it first (a pull page holds thousands).
+/// The JSON object of a row for a peer of `version`, written straight to the serializer
+/// ([`WireRow::to_json`] collects it as a map; a pull page of thousands is written in place).
 pub struct RowJson<'a> {
     pub table: &'a Table,
     pub version: u32,
@@ -181,6 +173,15 @@ impl serde::Serialize for RowJson<'_> {
     }
 }
 
+/// A row's JSON object as a map (serializing [`RowJson`] into a map cannot fail: its keys are
+/// strings and its values JSON).
+pub fn row_map(row: &RowJson<'_>) -> Map<String, Json> {
+    match serde_json::to_value(row) {
+        Ok(Json::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
 /// One record as it travels: the envelope fields and the app columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WireRow {
@@ -206,23 +207,7 @@ impl WireRow {
 
     /// The JSON object of PROTOCOL.md for a peer of `schema_version`.
     pub fn to_json(&self, table: &Table, schema_version: u32) -> Map<String, Json> {
-        let mut m = Map::new();
-        m.insert("remote_id".into(), Json::String(self.remote_id.clone()));
-        m.insert("updated_at".into(), Json::String(self.updated_at.to_wire()));
-        if let Some(d) = &self.device_id {
-            m.insert("device_id".into(), Json::String(d.clone()));
-        }
-        m.insert(
-            "deleted_at".into(),
-            self.deleted_at
-                .map_or(Json::Null, |t| Json::String(t.to_wire())),
-        );
-        for (c, v) in table.columns.iter().zip(&self.values) {
-            if c.on_wire() && c.since <= schema_version && c.name != crate::schema::UPDATED_AT {
-                m.insert(c.name.clone(), encode_value(v));
-            }
-        }
-        m
+        row_map(&self.json(table, schema_version))
     }
 
     /// Reads a row of `table` sent by a peer of `schema_version`: every column of that version

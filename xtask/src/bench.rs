@@ -86,17 +86,17 @@ fn device_with_history(path: &Path, rows: usize) -> Store {
     store
 }
 
-/// `rows` watch_history rows in one transaction with one prepared statement.
+/// `rows` watch_history rows in one transaction with one prepared statement: dirty, each with
+/// its `remote_id`, when `synced` (rows waiting for upload); as a plain table's rows otherwise
+/// (no `remote_id`, not dirty: the bound).
 fn insert_history(conn: &rusqlite::Connection, profile: i64, rows: usize, synced: bool) {
     let tx = conn.unchecked_transaction().unwrap();
-    let sql = if synced {
-        "INSERT INTO watch_history (profile_id, meta_id, meta_type, season, episode, episode_id, title, poster, duration, position, is_watched, watched_at, last_stream, updated_at, remote_id, dirty) \
-         VALUES (?1, ?2, 'series', ?3, ?4, ?5, ?6, ?7, 3480000, ?8, ?9, ?10, ?11, ?10, ?12, TRUE)"
-    } else {
-        "INSERT INTO watch_history (profile_id, meta_id, meta_type, season, episode, episode_id, title, poster, duration, position, is_watched, watched_at, last_stream, updated_at) \
-         VALUES (?1, ?2, 'series', ?3, ?4, ?5, ?6, ?7, 3480000, ?8, ?9, ?10, ?11, ?10)"
-    };
-    let mut stmt = tx.prepare(sql).unwrap();
+    let mut stmt = tx
+        .prepare(
+            "INSERT INTO watch_history (profile_id, meta_id, meta_type, season, episode, episode_id, title, poster, duration, position, is_watched, watched_at, last_stream, updated_at, remote_id, dirty) \
+             VALUES (?1, ?2, 'series', ?3, ?4, ?5, ?6, ?7, 3480000, ?8, ?9, ?10, ?11, ?10, ?12, ?13)",
+        )
+        .unwrap();
     let stamp = Timestamp::now().to_wire();
     for i in 0..rows {
         let meta = format!("tt{:07}", i / 100);
@@ -109,38 +109,22 @@ fn insert_history(conn: &rusqlite::Connection, profile: i64, rows: usize, synced
             1_500_000_000 + i
         );
         let position = (i * 7919 % 3_480_000) as i64;
-        if synced {
-            stmt.execute(rusqlite::params![
-                profile,
-                meta,
-                season,
-                episode,
-                episode_id,
-                title,
-                poster,
-                position,
-                i % 3 == 0,
-                stamp,
-                stream,
-                sync_runtime::server::db::new_id()
-            ])
-            .unwrap();
-        } else {
-            stmt.execute(rusqlite::params![
-                profile,
-                meta,
-                season,
-                episode,
-                episode_id,
-                title,
-                poster,
-                position,
-                i % 3 == 0,
-                stamp,
-                stream
-            ])
-            .unwrap();
-        }
+        stmt.execute(rusqlite::params![
+            profile,
+            meta,
+            season,
+            episode,
+            episode_id,
+            title,
+            poster,
+            position,
+            i % 3 == 0,
+            stamp,
+            stream,
+            synced.then(sync_runtime::server::db::new_id),
+            synced,
+        ])
+        .unwrap();
     }
     drop(stmt);
     tx.commit().unwrap();

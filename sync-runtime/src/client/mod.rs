@@ -224,16 +224,18 @@ pub async fn push_pending(store: &mut Store, limits: Limits) -> Result<SyncRepor
     Ok(report)
 }
 
-/// A request running in the background; dropping it cancels it.
-struct InFlight(tokio::task::JoinHandle<Result<serde_json::Value, RemoteError>>);
+/// A task running in the background; dropping it cancels it (a sync that fails or is
+/// dropped leaves nothing running behind it).
+struct Background<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for InFlight {
+impl<T> Drop for Background<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-impl InFlight {
+impl Background<Result<serde_json::Value, RemoteError>> {
+    /// The answer of a request sent in the background.
     async fn answer(mut self, remote: &Remote) -> Result<serde_json::Value, RemoteError> {
         (&mut self.0).await.unwrap_or_else(|e| {
             Err(RemoteError::Unreachable {
@@ -266,7 +268,7 @@ async fn push_phase(
     let version = store.app().schema.version();
     let send = |changes: Box<serde_json::value::RawValue>| {
         let (remote, token, device) = (remote.clone(), token.to_owned(), device.clone());
-        InFlight(tokio::spawn(async move {
+        Background(tokio::spawn(async move {
             remote.push(&token, &device, version, &changes).await
         }))
     };
@@ -324,15 +326,7 @@ async fn push_phase(
 /// it stops the fetching.
 struct PagePipeline {
     pages: tokio::sync::mpsc::Receiver<Result<PulledPage, RemoteError>>,
-    tasks: [tokio::task::JoinHandle<()>; 2],
-}
-
-impl Drop for PagePipeline {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _tasks: [Background<()>; 2],
 }
 
 /// An answer's head, or (from a server that does not send the cursor in the head) the page
@@ -356,7 +350,7 @@ impl PagePipeline {
         let (pages_tx, pages) = mpsc::channel(1);
         let version = schema.version();
         let (fetch_remote, token, device) = (remote.clone(), token.to_owned(), device.to_owned());
-        let fetcher = tokio::spawn(async move {
+        let fetcher = Background(tokio::spawn(async move {
             let remote = fetch_remote;
             let mut since = since;
             loop {
@@ -386,9 +380,9 @@ impl PagePipeline {
                     _ => return,
                 }
             }
-        });
+        }));
         let decode_remote = remote.clone();
-        let decoder = tokio::spawn(async move {
+        let decoder = Background(tokio::spawn(async move {
             while let Some(head) = heads_rx.recv().await {
                 let page = match head {
                     Ok(Head::Raw(resp)) => decode_remote.read_page(schema, resp).await,
@@ -400,10 +394,10 @@ impl PagePipeline {
                     return;
                 }
             }
-        });
+        }));
         PagePipeline {
             pages,
-            tasks: [fetcher, decoder],
+            _tasks: [fetcher, decoder],
         }
     }
 }
@@ -433,9 +427,9 @@ async fn pull_phase(
             });
             match fetched {
                 Ok(page) => {
-                    let server_time = page.server_time.clone();
+                    let server_time = page.server_time;
                     let summary = store.apply_pulled(page)?;
-                    if let Some(t) = server_time.and_then(|s| Timestamp::parse_wire(&s).ok()) {
+                    if let Some(t) = server_time {
                         store.clock().observe(t);
                     }
                     report.pages += 1;

@@ -80,21 +80,12 @@ impl Remote {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Json, RemoteError> {
-        let bytes = self.send_for_bytes(req).await?;
+        let bytes = self.body(self.send_for_head(req).await?).await?;
         if bytes.is_empty() {
             return Ok(Json::Null);
         }
         serde_json::from_slice(&bytes)
             .map_err(|_| RemoteError::Protocol("an answer with a body that is not JSON".into()))
-    }
-
-    /// The body of a 2xx answer; any other status is the protocol's error.
-    async fn send_for_bytes(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<bytes::Bytes, RemoteError> {
-        let resp = self.send_for_head(req).await?;
-        self.body(resp).await
     }
 
     async fn body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, RemoteError> {

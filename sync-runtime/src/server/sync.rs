@@ -36,16 +36,6 @@ impl Stored {
         Stamp::new(self.updated_at, &self.device_id)
     }
 
-    pub fn to_wire(&self) -> WireRow {
-        WireRow {
-            remote_id: self.remote_id.clone(),
-            updated_at: self.updated_at,
-            device_id: Some(self.device_id.clone()),
-            deleted_at: self.deleted_at,
-            values: self.values.clone(),
-        }
-    }
-
     fn set(&mut self, table: &Table, column: &str, v: Value) {
         if let Some(i) = table.column_index(column) {
             self.values[i] = v;
@@ -218,8 +208,9 @@ struct Session<'a, T> {
     server_device: &'a str,
     seq: i64,
     /// What this push has read, so that a batch costs a few statements per row rather than
-    /// six (a round trip each on PostgreSQL). Every entry of a table is dropped when the push
-    /// writes the record or the table's aliases, so each read sees what a fresh one would.
+    /// six (a round trip each on PostgreSQL). An entry is dropped when the push writes its
+    /// record, and a table's aliases and resolved parents when it writes that table's records
+    /// or aliases, so each read sees what a fresh one would.
     read: ReadAhead,
 }
 
@@ -1117,5 +1108,5 @@ impl Stored {
 
 /// A stored record as the JSON row of PROTOCOL.md for a client of `version`.
 pub fn row_json(table: &Table, row: &Stored, version: u32) -> Map<String, Json> {
-    row.to_wire().to_json(table, version)
+    crate::wire::row_map(&row.json(table, version))
 }
