@@ -127,6 +127,24 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every row the server was told of dirty again, its stamp unchanged: a server restored
+    /// from an earlier copy gets back what it lost, and keeps by the merge rule what it has
+    /// newer. Until pushed, these rows are safe from a full pull's sweep (dirty rows are kept).
+    pub fn requeue_all_for_upload(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for t in self.synced_children_first() {
+            self.conn.execute(
+                &format!(
+                    "UPDATE {} SET dirty = TRUE WHERE NOT dirty AND remote_id IS NOT NULL",
+                    quote_ident(&t.name)
+                ),
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Reads up to `limit` dirty rows, parents before children, skipping rows the server
     /// rejected at their current stamp. Rows without a `remote_id` get one now, in the same
     /// transaction, so a retried push reuses it.
@@ -694,7 +712,7 @@ impl Store {
     }
 
     /// Whether a full pull is under way (its end sweeps the rows it did not see).
-    fn in_full_pull(&self) -> Result<bool, StoreError> {
+    pub fn in_full_pull(&self) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {

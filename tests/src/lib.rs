@@ -249,5 +249,6 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 }
 
 pub mod device;
+pub mod fixtures;
 pub mod server;
 pub mod sim;

@@ -208,7 +208,12 @@ async fn run(
 ) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     push_phase(store, remote, token, limits, &mut report, progress).await?;
-    pull_phase(store, remote, token, limits, &mut report, progress).await?;
+    if let Pulled::Requeued =
+        pull_phase(store, remote, token, limits, &mut report, progress).await?
+    {
+        // The server lost history: what the full pull re-queued goes up again now.
+        push_phase(store, remote, token, limits, &mut report, progress).await?;
+    }
     Ok(report)
 }
 
@@ -340,7 +345,7 @@ impl PagePipeline {
     fn start(
         remote: &Remote,
         token: &str,
-        device: &str,
+        device: Option<&str>,
         schema: &'static crate::schema::Schema,
         since: Option<String>,
         limit: usize,
@@ -349,13 +354,14 @@ impl PagePipeline {
         let (heads_tx, mut heads_rx) = mpsc::channel::<Result<Head, RemoteError>>(1);
         let (pages_tx, pages) = mpsc::channel(1);
         let version = schema.version();
-        let (fetch_remote, token, device) = (remote.clone(), token.to_owned(), device.to_owned());
+        let (fetch_remote, token, device) =
+            (remote.clone(), token.to_owned(), device.map(str::to_owned));
         let fetcher = Background(tokio::spawn(async move {
             let remote = fetch_remote;
             let mut since = since;
             loop {
                 let head = remote
-                    .pull_head(&token, &device, version, since.as_deref(), limit)
+                    .pull_head(&token, device.as_deref(), version, since.as_deref(), limit)
                     .await;
                 let (item, next) = match head {
                     Err(e) => (Err(e), None),
@@ -402,6 +408,15 @@ impl PagePipeline {
     }
 }
 
+/// How a pull ended.
+enum Pulled {
+    /// Every page applied.
+    Done,
+    /// Every page applied, after the server answered that it had lost history: this device's
+    /// rows were queued for upload again.
+    Requeued,
+}
+
 async fn pull_phase(
     store: &mut Store,
     remote: &Remote,
@@ -409,15 +424,21 @@ async fn pull_phase(
     limits: Limits,
     report: &mut SyncReport,
     progress: &mut (dyn FnMut(Activity) + Send),
-) -> Result<(), SyncError> {
+) -> Result<Pulled, SyncError> {
     let device = store.device_id().to_owned();
     let schema = &store.app().schema;
     let limit = limits.pull_limit.max(1);
     let mut restarted = false;
+    let mut requeued = false;
     'pull: loop {
         let since = store.cursor()?;
-        report.full_pull |= since.is_none();
-        let mut pipeline = PagePipeline::start(remote, token, &device, schema, since, limit);
+        // A full pull must see this device's own writes on every page, or its sweep would
+        // remove them here: it never asks the server to leave them out (whatever the server's
+        // cursors say).
+        let full = since.is_none() || store.in_full_pull()?;
+        report.full_pull |= full;
+        let filter = (!full).then_some(device.as_str());
+        let mut pipeline = PagePipeline::start(remote, token, filter, schema, since, limit);
         loop {
             let fetched = pipeline.pages.recv().await.unwrap_or_else(|| {
                 Err(RemoteError::Unreachable {
@@ -439,12 +460,22 @@ async fn pull_phase(
                         rows: report.pulled,
                     });
                     if !summary.has_more {
-                        return Ok(());
+                        return Ok(if requeued {
+                            Pulled::Requeued
+                        } else {
+                            Pulled::Done
+                        });
                     }
                 }
                 Err(e) if e.status() == Some(410) && !restarted => {
-                    // The cursor is older than the tombstones kept: pull everything again.
                     drop(pipeline);
+                    if e.server_lost_history() {
+                        // The server was restored from an earlier copy: every row it may have
+                        // lost goes up again, and competes by its stamp with what it kept.
+                        store.requeue_all_for_upload()?;
+                        requeued = true;
+                    }
+                    // The cursor expired: pull everything again.
                     store.restart_full_pull()?;
                     restarted = true;
                     continue 'pull;

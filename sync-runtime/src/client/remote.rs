@@ -15,6 +15,9 @@ pub enum RemoteError {
         status: u16,
         code: String,
         message: String,
+        /// The body's `reason`, where the protocol gives one (a 410's: `ahead` when the server
+        /// lost history).
+        reason: Option<String>,
     },
     /// The server answered something that is not the protocol.
     #[error("the server's answer is not the sync protocol: {0}")]
@@ -27,6 +30,12 @@ impl RemoteError {
             RemoteError::Api { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// A 410 saying the server holds less than this device was told it held (it was restored
+    /// from an earlier copy): what this device holds must be uploaded again.
+    pub fn server_lost_history(&self) -> bool {
+        matches!(self, RemoteError::Api { status: 410, reason: Some(r), .. } if r == "ahead")
     }
 
     /// Whether trying again later may succeed (the network, or the server failing).
@@ -124,6 +133,7 @@ impl Remote {
                 .as_str()
                 .unwrap_or("the server refused the request")
                 .to_owned(),
+            reason: body["reason"].as_str().map(str::to_owned),
         })
     }
 
@@ -216,11 +226,12 @@ impl Remote {
     }
 
     /// The head of one page's answer after `since`, and from its headers the next page's
-    /// cursor (`None` when there is no next page, or the server does not send it).
+    /// cursor (`None` when there is no next page, or the server does not send it). With
+    /// `device_id`, the server leaves out of an incremental pull what that device wrote last.
     pub async fn pull_head(
         &self,
         token: &str,
-        device_id: &str,
+        device_id: Option<&str>,
         schema_version: u32,
         since: Option<&str>,
         limit: usize,
@@ -258,15 +269,15 @@ impl Remote {
     fn pull_request(
         &self,
         token: &str,
-        device_id: &str,
+        device_id: Option<&str>,
         schema_version: u32,
         since: Option<&str>,
         limit: usize,
     ) -> reqwest::RequestBuilder {
-        let mut query: Vec<(&str, String)> = vec![
-            ("limit", limit.to_string()),
-            ("device_id", device_id.to_owned()),
-        ];
+        let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(d) = device_id {
+            query.push(("device_id", d.to_owned()));
+        }
         if let Some(s) = since {
             query.push(("since", s.to_owned()));
         }
@@ -286,7 +297,7 @@ impl Remote {
         since: Option<&str>,
         limit: usize,
     ) -> Result<Json, RemoteError> {
-        let req = self.pull_request(token, device_id, schema_version, since, limit);
+        let req = self.pull_request(token, Some(device_id), schema_version, since, limit);
         let page = self.send(req).await?;
         if page["cursor"].is_string() && page["changes"].is_object() {
             Ok(page)

@@ -14,8 +14,13 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    CursorExpired(String),
+    /// 410: pull again without `since`. `reason` (in the body too) tells a client whether the
+    /// server lost history (`ahead`: re-upload what it holds) or only dropped tombstones.
+    #[error("{message}")]
+    CursorExpired {
+        reason: CursorExpiry,
+        message: String,
+    },
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -27,6 +32,27 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Why a cursor expired, as the `reason` of a 410 body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorExpiry {
+    /// Tombstones the pull had to deliver were purged.
+    Purged,
+    /// The cursor is beyond the account's sequence: the server lost history.
+    Ahead,
+    /// The cursor was issued for another schema version.
+    SchemaVersion,
+}
+
+impl CursorExpiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CursorExpiry::Purged => "purged",
+            CursorExpiry::Ahead => "ahead",
+            CursorExpiry::SchemaVersion => "schema_version",
+        }
+    }
+}
+
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
@@ -34,7 +60,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::CursorExpired(_) => StatusCode::GONE,
+            ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedSchema(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -48,7 +74,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
-            ApiError::CursorExpired(_) => "cursor_expired",
+            ApiError::CursorExpired { .. } => "cursor_expired",
             ApiError::TooLarge(_) => "too_large",
             ApiError::UnsupportedSchema(_) => "unsupported_schema",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -76,7 +102,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = serde_json::json!({ "error": self.code(), "message": message });
+        let mut body = serde_json::json!({ "error": self.code(), "message": message });
+        if let ApiError::CursorExpired { reason, .. } = &self {
+            body["reason"] = reason.as_str().into();
+        }
         let mut response = (self.status_code(), axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } = self {
             response

@@ -2,7 +2,8 @@
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
 use crate::page::PushBody;
-use crate::server::error::ApiError;
+use crate::server::cursor::Cursor;
+use crate::server::error::{ApiError, CursorExpiry};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth};
 use crate::timestamp::Timestamp;
@@ -444,23 +445,6 @@ async fn push(
     }))
 }
 
-/// An opaque cursor: the schema version it was issued for and the sequence reached.
-pub fn encode_cursor(schema_version: u32, seq: i64) -> String {
-    format!("c1.{schema_version}.{seq}")
-}
-
-pub fn decode_cursor(s: &str) -> Option<(u32, i64)> {
-    let mut parts = s.strip_prefix("c1.")?.split('.');
-    let (v, seq) = (parts.next()?, parts.next()?);
-    if parts.next().is_some()
-        || !v.bytes().all(|b| b.is_ascii_digit())
-        || !seq.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    Some((v.parse().ok()?, seq.parse().ok()?))
-}
-
 fn query_params(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
@@ -533,18 +517,22 @@ async fn pull(
             .ok_or_else(|| ApiError::BadRequest("`limit` must be a positive integer".into()))?
             .min(s.config.max_pull_limit as u64) as usize,
     };
-    let since = match params.get("since").filter(|s| !s.is_empty()) {
+    let from = match params.get("since").filter(|s| !s.is_empty()) {
         None => None,
         Some(c) => {
-            let (v, seq) = decode_cursor(c).ok_or_else(|| {
+            let cursor = Cursor::decode(c).ok_or_else(|| {
                 ApiError::BadRequest("`since` is not a cursor this server issued".into())
             })?;
-            if v != version {
-                return Err(ApiError::CursorExpired(format!(
-                    "the cursor was issued for schema version {v}; pull again without `since`"
-                )));
+            if cursor.schema_version != version {
+                return Err(ApiError::CursorExpired {
+                    reason: CursorExpiry::SchemaVersion,
+                    message: format!(
+                        "the cursor was issued for schema version {}; pull again without `since`",
+                        cursor.schema_version
+                    ),
+                });
             }
-            Some(seq)
+            Some(cursor.from)
         }
     };
     let exclude_device = match params.get("device_id").filter(|d| !d.is_empty()) {
@@ -556,25 +544,35 @@ async fn pull(
     let app = s.app;
     let input = PullInput {
         user_id: user,
-        since,
+        from,
         limit,
         exclude_device,
     };
     let page = crate::with_tx!(&s.db, false, |tx| {
         let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;
-        if input.since.is_some_and(|since| since < purged) {
-            return Err(ApiError::CursorExpired(
-                "the cursor is older than the tombstones kept; pull again without `since`".into(),
-            ));
+        if let Some(from) = input.from {
+            from.check(last_seq, purged)
+                .map_err(|reason| ApiError::CursorExpired {
+                    reason,
+                    message: match reason {
+                        CursorExpiry::Ahead => "the cursor is beyond this account's changes (the server's data was restored from an earlier copy); pull again without `since`",
+                        _ => "the cursor is older than the tombstones kept; pull again without `since`",
+                    }
+                    .into(),
+                })?;
         }
-        Ok(sync::pull(tx, &app.schema, &input, last_seq).await?)
+        Ok::<_, ApiError>(sync::pull(tx, &app.schema, &input, last_seq).await?)
     })?;
     let changes = PageChanges {
         schema: &s.app.schema,
         version,
         rows: page.changes,
     };
-    let cursor = encode_cursor(version, page.cursor);
+    let cursor = Cursor {
+        schema_version: version,
+        from: page.next,
+    }
+    .encode();
     // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
     // this one's head arrives, while its body is still being read and decoded.
     let headers = [

@@ -8,12 +8,13 @@
 use crate::ddl::SERVER_COLUMNS;
 use crate::merge::{ServerDecision, Stamp, decide_on_server};
 use crate::schema::{Column, ColumnType, OnDelete, Reference, Schema, Table, UPDATED_AT};
+use crate::server::cursor::PullFrom;
 use crate::server::db::{DbError, SyncTx};
 use crate::server::error::ApiError;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
 use crate::wire::WireRow;
-use sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_query::{Cond, Expr, ExprTrait, OnConflict, Order, Query};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -963,14 +964,16 @@ fn upsert(table: &Table, params: &[Value], version: u32) -> sea_query::InsertSta
 /// A pull request after validation.
 pub struct PullInput {
     pub user_id: String,
-    pub since: Option<i64>,
+    /// Where the pull continues; `None` starts a full pull.
+    pub from: Option<PullFrom>,
     pub limit: usize,
     pub exclude_device: Option<String>,
 }
 
 pub struct PullPage {
     pub changes: BTreeMap<String, Vec<Stored>>,
-    pub cursor: i64,
+    /// Where the next pull continues: a full pull stays full until its last page.
+    pub next: PullFrom,
     pub has_more: bool,
 }
 
@@ -991,16 +994,23 @@ pub async fn user_sequence<T: SyncTx>(tx: &mut T, user: &str) -> Result<(i64, i6
     }
 }
 
-/// One page of changes after `since` (none: a full pull of every live record), ordered by
-/// sequence, each record at most once in its latest state.
+/// One page of changes, ordered by sequence, each record at most once in its latest state.
+///
+/// A full pull (no `from`, or a full cursor) returns every live record and the tombstones
+/// written since it began, and never leaves out the caller's own writes: the caller removes,
+/// at its end, the clean rows it did not return. An incremental pull returns every change
+/// after its cursor, less the records whose latest version `exclude_device` wrote.
 pub async fn pull<T: SyncTx>(
     tx: &mut T,
     schema: &Schema,
     input: &PullInput,
     last_seq: i64,
 ) -> Result<PullPage, DbError> {
-    let full = input.since.is_none();
-    let since = input.since.unwrap_or(0);
+    let (since, full_began) = match input.from {
+        None => (0, Some(last_seq)),
+        Some(PullFrom::Full { seq, began }) => (seq, Some(began)),
+        Some(PullFrom::After(seq)) => (seq, None),
+    };
     // The first `limit + 1` changes after `since` of each table, read once: the page ends at
     // the `limit`-th sequence across all tables, and every change up to it is among these.
     let mut read: Vec<(&Table, Vec<Stored>)> = Vec::new();
@@ -1014,8 +1024,14 @@ pub async fn pull<T: SyncTx>(
             .and_where(Expr::col("seq").gt(since))
             .order_by("seq", Order::Asc)
             .limit(input.limit as u64 + 1);
-        if full {
-            q.and_where(Expr::col("deleted_at").is_null());
+        if let Some(began) = full_began {
+            // Tombstones written before the full pull began concern nothing the caller keeps;
+            // later ones delete records an earlier page may have delivered live.
+            q.cond_where(
+                Cond::any()
+                    .add(Expr::col("deleted_at").is_null())
+                    .add(Expr::col("seq").gt(began)),
+            );
         }
         let rows = tx
             .fetch(&q, &types)
@@ -1033,21 +1049,22 @@ pub async fn pull<T: SyncTx>(
     } else {
         std::cmp::max(last_seq, since)
     };
+    let exclude = match full_began {
+        Some(_) => None,
+        None => input.exclude_device.as_deref(),
+    };
     let mut changes = BTreeMap::new();
     for (table, mut rows) in read {
-        rows.retain(|r| {
-            r.seq <= cutoff
-                && (full
-                    || input
-                        .exclude_device
-                        .as_deref()
-                        .is_none_or(|d| r.device_id != d))
-        });
+        rows.retain(|r| r.seq <= cutoff && exclude.is_none_or(|d| r.device_id != d));
         changes.insert(table.name.clone(), rows);
     }
+    let next = match full_began {
+        Some(began) if has_more => PullFrom::Full { seq: cutoff, began },
+        _ => PullFrom::After(cutoff),
+    };
     Ok(PullPage {
         changes,
-        cursor: cutoff,
+        next,
         has_more,
     })
 }

@@ -1,0 +1,53 @@
+//! Entity values and local counts that device tests share.
+
+use entities::{Profile, WatchHistory};
+use sync_runtime::{Store, Timestamp};
+
+/// A profile named `name`, optionally under a settings profile.
+pub fn profile(name: &str, settings: Option<i64>) -> Profile {
+    Profile {
+        id: None,
+        user_id: String::new(),
+        name: name.into(),
+        avatar: "A".into(),
+        avatar_type: Some("initials".into()),
+        avatar_style: None,
+        is_default: Some(true),
+        settings_profile_id: settings,
+        created_at: Some(Timestamp::now()),
+        updated_at: Timestamp::now(),
+    }
+}
+
+/// A watch_history row of `profile` for one episode.
+pub fn history(profile: i64, meta: &str, season: i64, episode: i64) -> WatchHistory {
+    WatchHistory {
+        id: None,
+        profile_id: profile,
+        meta_id: meta.into(),
+        meta_type: "series".into(),
+        season,
+        episode,
+        episode_id: None,
+        title: Some("Show".into()),
+        poster: None,
+        duration: Some(3_600_000),
+        position: Some(60_000),
+        is_watched: Some(false),
+        watched_at: Some(Timestamp::now()),
+        last_stream: Some(serde_json::json!({"url": "magnet:?xt=1", "quality": "1080p"})),
+        updated_at: Timestamp::now(),
+    }
+}
+
+/// Live rows of `table` on `store`.
+pub fn live_count(store: &Store, table: &str) -> i64 {
+    store
+        .connection()
+        .query_row(
+            &format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
