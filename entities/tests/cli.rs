@@ -194,3 +194,75 @@ fn the_demo_shows_two_devices_converging() {
     );
     assert!(stdout.contains("converged"), "{stdout}");
 }
+
+/// A device whose cursor expired pulls everything again in pages of 1,000; the rows it pushed
+/// itself are all still there, clean, afterwards.
+#[test]
+fn a_full_re_pull_keeps_every_row_the_device_pushed() {
+    let dir = temp_dir();
+    let server = start_server(&dir);
+    let a = dir.join("a.sqlite");
+    ok(
+        &a,
+        &[
+            "connect",
+            &server.1,
+            "--email",
+            "repull@example.org",
+            "--password",
+            "repull password",
+            "--register",
+        ],
+    );
+    ok(&a, &["insert", "profiles", "name=Ann", "avatar=A"]);
+    {
+        // The app writes 2,500 rows through its store.
+        let mut store = sync_runtime::Store::open(&a, entities::app()).unwrap();
+        for i in 0..2500 {
+            store
+                .insert(&mut entities::WatchHistory {
+                    id: None,
+                    profile_id: 1,
+                    meta_id: format!("tt{i}"),
+                    meta_type: "movie".into(),
+                    season: 0,
+                    episode: 0,
+                    episode_id: None,
+                    title: None,
+                    poster: None,
+                    duration: None,
+                    position: Some(i),
+                    is_watched: None,
+                    watched_at: None,
+                    last_stream: None,
+                    updated_at: sync_runtime::Timestamp::now(),
+                })
+                .unwrap();
+        }
+    }
+    assert!(ok(&a, &["sync"]).contains("pushed 2501 rows"));
+    let count = || {
+        let rows: Json =
+            serde_json::from_str(&ok(&a, &["list", "watch_history", "--json"])).unwrap();
+        rows.as_array().unwrap().len()
+    };
+    assert_eq!(count(), 2500);
+    {
+        // The cursor now names a schema version the server does not serve: its next pull is
+        // a 410, and the device pulls everything again.
+        let store = sync_runtime::Store::open(&a, entities::app()).unwrap();
+        store
+            .connection()
+            .execute(
+                "UPDATE sync_state SET cursor = 'c1.0.' || substr(cursor, 6) WHERE id = 1",
+                [],
+            )
+            .unwrap();
+    }
+    let out = ok(&a, &["sync"]);
+    assert!(out.contains("full pull"), "{out}");
+    assert_eq!(count(), 2500, "every row the device pushed is still here");
+    let status: Json = serde_json::from_str(&ok(&a, &["status", "--json"])).unwrap();
+    assert_eq!(status["pending"]["watch_history"], 0, "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1100,9 +1100,11 @@ impl Store {
             if let Some((id, false, false, _, true)) = found {
                 // A deletion the server has (the tombstone is pushed) of another record with
                 // this key: the server let the pulled record take the key (it merged the two,
-                // or the key was freed and taken again), so the tombstone goes and the row
-                // lands (found by the simulation, seed 2654). One with children here waits.
-                if !self.has_children(table, id)? {
+                // the key was freed and taken again, or the tombstone was purged there), so the
+                // tombstone goes, with the pushed tombstones under it, and the row lands (found
+                // by the simulation, seeds 2654 and 6 with purges). One with a live or unpushed
+                // row under it waits.
+                if self.only_pushed_tombstones_under(table, id)? {
                     self.conn
                         .execute(&format!("DELETE FROM {t} WHERE {idc} = ?1"), [id])?;
                     return self.apply_incoming(
@@ -1146,23 +1148,39 @@ impl Store {
         self.park(table, row)
     }
 
-    /// Whether any row of any table references row `id` of `table`.
-    fn has_children(&self, table: &Table, id: i64) -> Result<bool, StoreError> {
-        for (child, col, _) in self.app.schema.children_of(&table.name) {
-            let found: bool = self.conn.query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ?1)",
+    /// Whether every row that references row `id` of `table`, and every row under those through
+    /// CASCADE references, is a tombstone the server has: deleting the row then changes nothing
+    /// the server does not already know.
+    fn only_pushed_tombstones_under(&self, table: &Table, id: i64) -> Result<bool, StoreError> {
+        for (child, col, r) in self.app.schema.children_of(&table.name) {
+            // A device-only table has no tombstones: any of its rows is live.
+            let live_or_unpushed = if child.synced {
+                "deleted_at IS NULL OR dirty"
+            } else {
+                "TRUE"
+            };
+            let rows: Vec<(i64, bool)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {}, {live_or_unpushed} FROM {} WHERE {} = ?1",
+                    quote_ident(&child.id_column),
                     quote_ident(&child.name),
                     quote_ident(&col.name)
-                ),
-                [id],
-                |r| r.get(0),
-            )?;
-            if found {
-                return Ok(true);
+                ))?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (child_id, live_or_unpushed) in rows {
+                if live_or_unpushed {
+                    return Ok(false);
+                }
+                if r.on_delete == crate::schema::OnDelete::Cascade
+                    && !self.only_pushed_tombstones_under(child, child_id)?
+                {
+                    return Ok(false);
+                }
             }
         }
-        Ok(false)
+        Ok(true)
     }
 
     /// The rows the server rejected, with why.

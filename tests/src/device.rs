@@ -74,6 +74,98 @@ impl LiveServer {
     }
 }
 
+/// A copy of a live server's database, to restore later (an operator's backup).
+pub enum Backup {
+    Files(Vec<(PathBuf, Vec<u8>)>),
+    Schema(String),
+}
+
+impl LiveServer {
+    /// Copies the server's database while it is stopped for a moment.
+    pub async fn backup(&mut self) -> Backup {
+        self.stop().await;
+        let backup = match &self._cleanup {
+            Cleanup::File(path) => Backup::Files(
+                ["", "-wal", "-shm"]
+                    .iter()
+                    .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+                    .filter_map(|p| std::fs::read(&p).ok().map(|bytes| (p, bytes)))
+                    .collect(),
+            ),
+            Cleanup::Schema(url, schema) => {
+                let copy = format!("{schema}_backup");
+                let client = postgres(url).await;
+                client
+                    .batch_execute(&format!("CREATE SCHEMA {copy}"))
+                    .await
+                    .unwrap();
+                for t in tables(&client, schema).await {
+                    client
+                        .batch_execute(&format!("CREATE TABLE {copy}.{t} AS TABLE {schema}.{t}"))
+                        .await
+                        .unwrap();
+                }
+                Backup::Schema(copy)
+            }
+        };
+        self.restart().await;
+        backup
+    }
+
+    /// Puts the server's database back as it was at `backup`, and starts the server again.
+    pub async fn restore(&mut self, backup: &Backup) {
+        self.stop().await;
+        match (&self._cleanup, backup) {
+            (Cleanup::File(path), Backup::Files(files)) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                for (p, bytes) in files {
+                    std::fs::write(p, bytes).unwrap();
+                }
+            }
+            (Cleanup::Schema(url, schema), Backup::Schema(copy)) => {
+                let client = postgres(url).await;
+                for t in tables(&client, schema).await {
+                    client
+                        .batch_execute(&format!(
+                            "TRUNCATE {schema}.{t}; INSERT INTO {schema}.{t} SELECT * FROM {copy}.{t}"
+                        ))
+                        .await
+                        .unwrap();
+                }
+                client
+                    .batch_execute(&format!("DROP SCHEMA {copy} CASCADE"))
+                    .await
+                    .unwrap();
+            }
+            _ => unreachable!("a backup of another backend"),
+        }
+        self.restart().await;
+    }
+}
+
+async fn postgres(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn tables(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 impl Drop for LiveServer {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {

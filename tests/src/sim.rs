@@ -2,7 +2,9 @@
 //!
 //! Everything random comes from the seed: the operations, the devices' clocks (simulated, skewed
 //! by up to an hour either way and jumping backwards), and the faults. Devices run the same
-//! engine steps as `client::sync_with`, with faults injected between them.
+//! engine steps as `client::sync_with`, with faults injected between them, and also sync
+//! through `client::sync_with` itself with small pages; the server purges tombstones past a
+//! horizon, so cursors expire and full re-pulls span many pages.
 
 use crate::device::{Device, LiveServer};
 use crate::server::Backend;
@@ -425,13 +427,12 @@ async fn faulty_sync(
     acks: &mut Vec<Ack>,
     trace: &mut Trace,
     faults: bool,
-) {
+) -> Result<(), String> {
     let (url, token) = match d.device.store.session().unwrap() {
         (Some(u), Some(t)) => (u, t),
-        _ => return,
+        _ => return Ok(()),
     };
     let remote = Remote::new(&url).unwrap();
-    let _ = srv;
     let device = d.device.store.device_id().to_owned();
     let push_cap = if rng.chance(50) { 5 } else { 1000 };
     let limit = if faults {
@@ -447,22 +448,22 @@ async fn faulty_sync(
         if faults && rng.chance(5) {
             trace.push(format!("device {}: killed after reading a push", d.index));
             d.open();
-            return;
+            return Ok(());
         }
         if faults && rng.chance(5) {
             trace.push(format!("device {}: push request lost", d.index));
-            return;
+            return Ok(());
         }
         let Ok(answer) = remote.push(&token, &device, 1, &batch.changes).await else {
             trace.push(format!("device {}: push failed", d.index));
-            return;
+            return Ok(());
         };
         if faults && rng.chance(5) {
             trace.push(format!(
                 "device {}: push answer lost after the commit",
                 d.index
             ));
-            return;
+            return Ok(());
         }
         let changes = batch.changes_map();
         for r in &batch.rows {
@@ -524,8 +525,10 @@ async fn faulty_sync(
     } else {
         1000
     };
+    let before = held_clean(&d.device.store);
     for _ in 0..if faults { 200 } else { 100_000 } {
         let since = d.device.store.cursor().unwrap();
+        let full = since.is_none() || d.device.store.in_full_pull().unwrap();
         let page = match remote
             .pull(&token, &device, 1, since.as_deref(), page_size)
             .await
@@ -535,19 +538,23 @@ async fn faulty_sync(
                 d.device.store.restart_full_pull().unwrap();
                 continue;
             }
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
         if faults && rng.chance(5) {
             trace.push(format!("device {}: pull answer lost", d.index));
-            return;
+            return Ok(());
         }
         d.device.store.apply_pull_page(&page).unwrap();
         if faults && rng.chance(5) {
             trace.push(format!("device {}: killed between pull pages", d.index));
             d.open();
-            return;
+            return Ok(());
         }
         if !page["has_more"].as_bool().unwrap_or(false) {
+            if full {
+                trace.push(format!("device {}: finished a full pull", d.index));
+                check_full_pull(srv, d, &before).await?;
+            }
             break;
         }
     }
@@ -555,6 +562,117 @@ async fn faulty_sync(
         "device {}: synced with faults armed (push {limit}, pages of {page_size})",
         d.index
     ));
+    Ok(())
+}
+
+/// The server purges the tombstones deleted more than `horizon` ms before the simulated now,
+/// noting which records went.
+async fn purge(
+    srv: &LiveServer,
+    user: &str,
+    horizon: i64,
+    purged: &mut BTreeSet<(String, String)>,
+    trace: &mut Trace,
+) -> Result<(), String> {
+    let before = Timestamp::from_millis(NOW.with(|n| *n.borrow()) - horizon);
+    let cutoff = before.to_wire();
+    for (t, r) in read_server(srv, user).await.map_err(|e| e.to_string())? {
+        if r["deleted_at"]
+            .as_str()
+            .is_some_and(|d| d < cutoff.as_str())
+        {
+            purged.insert((t, r["remote_id"].as_str().unwrap().to_owned()));
+        }
+    }
+    let server = srv.server.clone().expect("the server is up");
+    let n = server
+        .purge_tombstones(before)
+        .await
+        .map_err(|e| e.to_string())?;
+    trace.push(format!(
+        "server purged {n} tombstones deleted before {cutoff}"
+    ));
+    Ok(())
+}
+
+/// Records (table, remote id) this device holds live and clean: the server has them.
+fn held_clean(store: &Store) -> BTreeSet<(String, String)> {
+    held(store, "NOT dirty")
+}
+
+/// Records (table, remote id) live on this device and known to the server, matching `filter`.
+fn held(store: &Store, filter: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for t in entities::app().schema.synced() {
+        let mut q = store
+            .connection()
+            .prepare(&format!(
+                "SELECT remote_id FROM {} WHERE remote_id IS NOT NULL AND deleted_at IS NULL AND {filter}",
+                t.name
+            ))
+            .unwrap();
+        let ids = q.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        out.extend(ids.map(|id| (t.name.clone(), id.unwrap())));
+    }
+    out
+}
+
+/// After a full pull: no row the device held clean before it is gone while the server still
+/// holds that record live (the full pull's sweep removes only what the server dropped).
+async fn check_full_pull(
+    srv: &LiveServer,
+    d: &SimDevice,
+    before: &BTreeSet<(String, String)>,
+) -> Result<(), String> {
+    let Some(user) = d.device.store.synced_account().unwrap() else {
+        return Ok(());
+    };
+    let server_live: BTreeSet<(String, String)> = read_server(srv, &user)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|(_, r)| r["deleted_at"].is_null())
+        .map(|(t, r)| (t, r["remote_id"].as_str().unwrap().to_owned()))
+        .collect();
+    let after = held(&d.device.store, "TRUE");
+    match before
+        .iter()
+        .find(|k| server_live.contains(*k) && !after.contains(*k))
+    {
+        Some((t, rid)) => Err(format!(
+            "device {} lost {t} {rid} in a full pull, although the server holds it live",
+            d.index
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A sync through the client users run (pipelined pull, 410 restart), with small batches and
+/// pages so that a full pull spans many of them.
+async fn client_sync(
+    rng: &mut Rng,
+    d: &mut SimDevice,
+    srv: &LiveServer,
+    trace: &mut Trace,
+) -> Result<(), String> {
+    let limits = Limits {
+        push_batch: 1 + rng.below(20) as usize,
+        pull_limit: 1 + rng.below(4) as usize,
+    };
+    let before = held_clean(&d.device.store);
+    match client::sync_with(&mut d.device.store, limits, &mut |_: Activity| {}).await {
+        Ok(report) => {
+            trace.push(format!(
+                "device {}: client sync (push {}, pages of {}): {report:?}",
+                d.index, limits.push_batch, limits.pull_limit
+            ));
+            if report.full_pull {
+                check_full_pull(srv, d, &before).await?;
+            }
+        }
+        Err(e) => trace.push(format!("device {}: client sync failed: {e}", d.index)),
+    }
+    Ok(())
 }
 
 async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool, String> {
@@ -636,14 +754,25 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
         .map_err(|e| e.to_string())?;
     }
     let mut acks = Vec::new();
+    // Records whose tombstones the server purged: an acknowledged write to them may be gone.
+    let mut purged = BTreeSet::new();
+    let user = devices[0]
+        .device
+        .store
+        .synced_account()
+        .unwrap()
+        .ok_or("device 0 has no account")?;
     let steps = 120 + rng.below(120);
     for _ in 0..steps {
         NOW.with(|t| *t.borrow_mut() += rng.below(3000) as i64);
         let i = rng.below(n as u64) as usize;
         match rng.below(100) {
             0..=59 => operate(&mut rng, &mut devices[i], trace),
-            60..=79 if devices[i].online => {
-                faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace, true).await
+            60..=75 if devices[i].online => {
+                faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace, true).await?
+            }
+            76..=79 if devices[i].online => {
+                client_sync(&mut rng, &mut devices[i], &srv, trace).await?
             }
             80..=84 => {
                 devices[i].online = !devices[i].online;
@@ -669,16 +798,26 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
                 trace.push("server restarted".into());
                 srv.restart().await;
             }
+            95..=96 => {
+                // Cursors expire: tombstones older than a horizon on the simulated clock go.
+                let horizon = rng.below(120_000) as i64;
+                purge(&srv, &user, horizon, &mut purged, trace).await?;
+            }
             _ => operate(&mut rng, &mut devices[i], trace),
         }
     }
-    // Everyone online, two clean syncs each.
+    // Every cursor expires, and every device pulls everything again through the client, in
+    // small pages; then everyone online, two clean syncs each.
+    purge(&srv, &user, -3_600_000, &mut purged, trace).await?;
+    for d in devices.iter_mut() {
+        client_sync(&mut rng, d, &srv, trace).await?;
+    }
     trace.push("all online: two syncs each".into());
     // The first clean round is traced row by row (SIM_CLIENT_ONLY=1 uses the client for both).
     let client_only = std::env::var_os("SIM_CLIENT_ONLY").is_some();
     if !client_only {
         for d in devices.iter_mut() {
-            faulty_sync(&mut rng, d, &srv, &mut acks, trace, false).await;
+            faulty_sync(&mut rng, d, &srv, &mut acks, trace, false).await?;
         }
     }
     for round in 0..if client_only { 2 } else { 1 } {
@@ -693,7 +832,7 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
             .map_err(|e| format!("final sync {round} of device {}: {e}", d.index))?;
         }
     }
-    check(&srv, &devices, &acks).await
+    check(&srv, &devices, &acks, &purged).await
 }
 
 /// A record in comparable form: every wire column, references as remote ids (or add-on URLs).
@@ -736,63 +875,87 @@ fn device_snapshot(store: &Store) -> Snapshot {
     out
 }
 
+/// Every record the server holds for the account, tombstones included, read from its storage
+/// (a pull from the start would be refused once tombstones were purged).
+async fn read_server(
+    srv: &LiveServer,
+    user: &str,
+) -> Result<Vec<(String, Json)>, sync_runtime::server::error::ApiError> {
+    use sync_runtime::server::cursor::PullFrom;
+    use sync_runtime::server::sync::{self, PullInput};
+    let server = srv.server.clone().expect("the server is up");
+    let app = server.app;
+    let input = PullInput {
+        user_id: user.to_owned(),
+        from: Some(PullFrom::After(0)),
+        limit: 10_000_000,
+        exclude_device: None,
+    };
+    let page = sync_runtime::with_tx!(&server.db, false, |tx| {
+        let (last_seq, _) = sync::user_sequence(tx, &input.user_id).await?;
+        Ok::<_, ApiError>(sync::pull(tx, &app.schema, &input, last_seq).await?)
+    })?;
+    let mut out = Vec::new();
+    for (table, rows) in page.changes {
+        let t = app.schema.table(&table).unwrap();
+        for r in rows {
+            out.push((
+                table.clone(),
+                Json::Object(sync::row_json(t, &r, app.schema.version())),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The server's live records in comparable form, and every record's stamp and whether it is a
+/// tombstone.
 async fn server_records(
     srv: &LiveServer,
     devices: &[SimDevice],
 ) -> Result<(Snapshot, BTreeMap<(String, String), (String, bool)>), String> {
-    let (url, token) = devices[0].device.store.session().unwrap();
-    let remote = Remote::new(&url.unwrap()).unwrap();
-    let token = token.ok_or("device 0 lost its token")?;
-    let _ = srv;
-    // Everything since the beginning: the latest state of every record, tombstones included.
-    let mut since = Some("c1.1.0".to_owned());
+    let user = devices[0]
+        .device
+        .store
+        .synced_account()
+        .unwrap()
+        .ok_or("device 0 has no account")?;
     let (mut live, mut all) = (Snapshot::new(), BTreeMap::new());
-    loop {
-        let page = remote
-            .pull(
-                &token,
-                &sync_runtime::server::db::new_id(),
-                1,
-                since.as_deref(),
-                1000,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for t in entities::app().schema.synced() {
-            for r in page["changes"][&t.name].as_array().into_iter().flatten() {
-                let rid = r["remote_id"].as_str().unwrap().to_owned();
-                let tomb = !r["deleted_at"].is_null();
-                all.insert(
-                    (t.name.clone(), rid.clone()),
-                    (
-                        format!(
-                            "{} by {}",
-                            r["updated_at"].as_str().unwrap(),
-                            r["device_id"].as_str().unwrap_or("?")
-                        ),
-                        tomb,
-                    ),
-                );
-                if tomb {
-                    continue;
-                }
-                let cols: BTreeMap<String, Json> = t
-                    .columns
-                    .iter()
-                    .filter(|c| c.on_wire())
-                    .map(|c| (c.name.clone(), r[&c.name].clone()))
-                    .collect();
-                live.insert((t.name.clone(), rid), cols);
-            }
+    for (table, r) in read_server(srv, &user).await.map_err(|e| e.to_string())? {
+        let t = entities::app().schema.table(&table).unwrap();
+        let rid = r["remote_id"].as_str().unwrap().to_owned();
+        let tomb = !r["deleted_at"].is_null();
+        all.insert(
+            (table.clone(), rid.clone()),
+            (
+                format!(
+                    "{} by {}",
+                    r["updated_at"].as_str().unwrap(),
+                    r["device_id"].as_str().unwrap_or("?")
+                ),
+                tomb,
+            ),
+        );
+        if tomb {
+            continue;
         }
-        since = Some(page["cursor"].as_str().unwrap().to_owned());
-        if !page["has_more"].as_bool().unwrap() {
-            return Ok((live, all));
-        }
+        let cols: BTreeMap<String, Json> = t
+            .columns
+            .iter()
+            .filter(|c| c.on_wire())
+            .map(|c| (c.name.clone(), r[&c.name].clone()))
+            .collect();
+        live.insert((table, rid), cols);
     }
+    Ok((live, all))
 }
 
-async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<bool, String> {
+async fn check(
+    srv: &LiveServer,
+    devices: &[SimDevice],
+    acks: &[Ack],
+    purged: &BTreeSet<(String, String)>,
+) -> Result<bool, String> {
     let (server, all) = server_records(srv, devices).await?;
     let schema = &entities::app().schema;
     // No duplicate natural key, no dangling reference, no live child under a deleted parent.
@@ -949,7 +1112,12 @@ async fn check(srv: &LiveServer, devices: &[SimDevice], acks: &[Ack]) -> Result<
     }
     // No acknowledged write is lost: each record's final version is that write or a later one.
     for a in acks {
-        match all.get(&(a.table.clone(), a.remote_id.clone())) {
+        let key = (a.table.clone(), a.remote_id.clone());
+        if purged.contains(&key) {
+            // Deleted, and the tombstone purged: a later write may have made it anew.
+            continue;
+        }
+        match all.get(&key) {
             None => {
                 return Err(format!(
                     "the acknowledged write {} {} is gone from the server",

@@ -517,3 +517,57 @@ fn a_pushed_tombstone_gives_its_natural_key_up_to_a_pulled_record() {
         Some(other)
     );
 }
+
+/// Simulation seed 6, with purges: a list deleted here (its item with it) and pushed; the
+/// server purged the tombstone, then took a new list of the same name as a record of its own.
+/// The pulled list waited forever behind the local tombstone, because an item's tombstone
+/// hung under it.
+#[test]
+fn a_pushed_tombstone_with_pushed_tombstones_under_it_gives_its_key_up() {
+    let mut s = store();
+    let (p, l) = profile_and_list(&mut s, "Favourites");
+    s.insert(&mut list_item(l, "tt1")).unwrap();
+    s.delete::<List>(l).unwrap();
+    clean_all(&s);
+    let profile_rid = s.remote_id("profiles", p).unwrap().unwrap();
+    let (list, item) = (id(), id());
+    let page = json!({
+        "changes": {
+            "lists": [row("lists", &list, &at(9), json!({"profile_id": profile_rid, "name": "Favourites"}))],
+            "list_items": [row("list_items", &item, &at(9), json!({"list_id": list, "meta_id": "tt2", "type": "movie"}))],
+        },
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    s.apply_pull_page(&page).unwrap();
+    assert_eq!(s.parked_count().unwrap(), 0, "nothing waits");
+    let lists = s.list::<List>().unwrap();
+    assert_eq!(lists.len(), 1);
+    assert_eq!(
+        s.remote_id("lists", lists[0].id.unwrap()).unwrap(),
+        Some(list)
+    );
+    assert_eq!(s.list::<ListItem>().unwrap().len(), 1);
+}
+
+/// The same, but an item under the local tombstone is not pushed yet: the tombstone keeps the
+/// key (deleting it would drop a change the server has not seen), and the pulled list waits.
+#[test]
+fn a_tombstone_with_an_unpushed_row_under_it_keeps_its_key() {
+    let mut s = store();
+    let (p, l) = profile_and_list(&mut s, "Favourites");
+    let item = s.insert(&mut list_item(l, "tt1")).unwrap();
+    s.delete::<List>(l).unwrap();
+    clean_all(&s);
+    s.connection()
+        .execute("UPDATE list_items SET dirty = TRUE WHERE id = ?1", [item])
+        .unwrap();
+    let profile_rid = s.remote_id("profiles", p).unwrap().unwrap();
+    let page = json!({
+        "changes": {"lists": [row("lists", &id(), &at(9), json!({"profile_id": profile_rid, "name": "Favourites"}))]},
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    s.apply_pull_page(&page).unwrap();
+    assert_eq!(s.parked_count().unwrap(), 1);
+}

@@ -317,3 +317,64 @@ async fn an_interrupted_full_re_pull_resumes_without_losing_own_rows() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_upload_again_what_a_server_restored_from_a_backup_lost() {
+    on_live_backends("restored_backup", |mut srv, backend| async move {
+        let mut a = Device::new(&format!("restore-a-{backend:?}"));
+        a.connect(&srv.url, "restore@example.org", true).await;
+        let p = a.store.insert(&mut profile("Alice", None)).unwrap();
+        let mut first = Vec::new();
+        for i in 0..10 {
+            first.push(
+                a.store
+                    .insert(&mut history(p, &format!("tt{i}"), 1, i))
+                    .unwrap(),
+            );
+        }
+        a.sync().await.unwrap();
+        let backup = srv.backup().await;
+
+        // After the backup: A adds rows and edits one; B joins and takes everything.
+        for i in 10..15 {
+            a.store
+                .insert(&mut history(p, &format!("tt{i}"), 1, i))
+                .unwrap();
+        }
+        let mut edited: entities::WatchHistory = a.store.get(first[0]).unwrap().unwrap();
+        edited.position = Some(42);
+        a.store.update(&edited).unwrap();
+        a.sync().await.unwrap();
+        let mut b = Device::new(&format!("restore-b-{backend:?}"));
+        b.connect(&srv.url, "restore@example.org", false).await;
+        assert_eq!(live_count(&b.store, "watch_history"), 15);
+
+        // The server's database goes back to the copy: it lost what came after.
+        srv.restore(&backup).await;
+        a.sync().await.unwrap();
+        // B's token was issued after the backup: B signs in again, keeping its data.
+        assert!(matches!(
+            b.sync().await,
+            Err(sync_runtime::client::SyncError::SignInAgain(_))
+        ));
+        b.connect(&srv.url, "restore@example.org", false).await;
+        let mut c = Device::new(&format!("restore-c-{backend:?}"));
+        c.connect(&srv.url, "restore@example.org", false).await;
+        for d in [&a, &b, &c] {
+            assert_eq!(live_count(&d.store, "watch_history"), 15, "{backend:?}");
+            let status = client::status(&d.store, Activity::Idle).unwrap();
+            assert!(status.pending.values().all(|n| *n == 0), "{status:?}");
+        }
+        let positions: Vec<i64> = c
+            .store
+            .connection()
+            .prepare("SELECT position FROM watch_history WHERE meta_id = 'tt0'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(positions, [42], "the edit made after the backup is back");
+    })
+    .await;
+}

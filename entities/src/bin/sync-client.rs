@@ -257,8 +257,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             bar.finish_and_clear();
             println!(
-                "synced: pushed {} rows ({} rejected), pulled {} rows",
-                report.pushed, report.rejected, report.pulled
+                "synced: pushed {} rows ({} rejected), pulled {} rows{}",
+                report.pushed,
+                report.rejected,
+                report.pulled,
+                if report.full_pull {
+                    " (a full pull)"
+                } else {
+                    ""
+                }
             );
         }
         Command::Sync {
