@@ -28,6 +28,10 @@ pub struct ErrorBody {
     pub error: String,
     /// A sentence for a person.
     pub message: String,
+    /// On a 410 only: `purged`, `schema_version` or `ahead` (the server lost history: upload
+    /// again what you hold, then pull everything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
