@@ -750,8 +750,11 @@ impl Store {
                 [&t.name],
             )?;
         }
+        // Rejections are forgotten: the server's whole state is here now, and a row refused for
+        // a reference the server had purged was changed by the sweep (its SET NULL reference
+        // nulled) without a new stamp, so it is tried once more (simulation seed 85, purges).
         self.conn.execute_batch(
-            "DELETE FROM sync_seen; UPDATE sync_state SET full_pull = FALSE WHERE id = 1;",
+            "DELETE FROM sync_seen; DELETE FROM sync_rejected; UPDATE sync_state SET full_pull = FALSE WHERE id = 1;",
         )?;
         Ok(())
     }

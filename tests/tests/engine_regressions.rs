@@ -571,3 +571,53 @@ fn a_tombstone_with_an_unpushed_row_under_it_keeps_its_key() {
     s.apply_pull_page(&page).unwrap();
     assert_eq!(s.parked_count().unwrap(), 1);
 }
+
+/// Simulation seed 85, with purges: a profile made offline under a settings profile that
+/// another device deleted meanwhile, and whose tombstone the server purged, was rejected (an
+/// unknown reference). The full pull that followed removed the settings profile here and
+/// nulled the reference, without a new stamp, so the profile was never tried again.
+#[test]
+fn a_row_rejected_before_a_full_pull_is_tried_again_after_it() {
+    let mut s = store();
+    let settings = s
+        .insert(&mut SettingsProfile {
+            id: None,
+            user_id: String::new(),
+            name: "Default".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+            tmdb_catalog_config: None,
+        })
+        .unwrap();
+    clean_all(&s);
+    let p = s
+        .insert(&mut Profile {
+            id: None,
+            user_id: String::new(),
+            name: "P".into(),
+            avatar: "a".into(),
+            avatar_type: None,
+            avatar_style: None,
+            is_default: None,
+            settings_profile_id: Some(settings),
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    s.reject(&batch.rows[0], "settings_profile_id: no such record")
+        .unwrap();
+    assert!(s.prepare_push(100, &Default::default()).unwrap().is_none());
+
+    // A full pull that does not return the settings profile: it is gone from the account.
+    s.restart_full_pull().unwrap();
+    s.apply_pull_page(&json!({"changes": {}, "cursor": "c1.1.9", "has_more": false}))
+        .unwrap();
+    let again = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    assert_eq!(again.rows.len(), 1, "the profile is pushed again");
+    assert_eq!(again.rows[0].id, p);
+    let profile: Profile = s.get(p).unwrap().unwrap();
+    assert_eq!(profile.settings_profile_id, None);
+    assert!(s.rejected_rows().unwrap().is_empty());
+}
