@@ -66,6 +66,8 @@ pub struct SyncStatus {
     pub connected: bool,
     pub remote_url: Option<String>,
     pub account: Option<String>,
+    /// The email the account was signed in with.
+    pub email: Option<String>,
     pub device_id: String,
     pub syncing: bool,
     pub activity: Activity,
@@ -113,6 +115,7 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         connected: token.is_some(),
         remote_url: url,
         account,
+        email: store.account_email()?,
         device_id: store.device_id().to_owned(),
         syncing: syncing || activity != Activity::Idle,
         activity,
@@ -508,6 +511,7 @@ pub async fn connect(
         }
     }
     store.save_session(remote.url(), &session.user_id, &session.token)?;
+    store.save_account_email(email.trim())?;
     sync_once(store, progress).await
 }
 

@@ -55,6 +55,7 @@ impl SyncService {
             connected: false,
             remote_url: None,
             account: None,
+            email: None,
             device_id: store.device_id().to_owned(),
             syncing: false,
             activity: Activity::Idle,
