@@ -251,3 +251,5 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 pub mod device;
 pub mod server;
 pub mod sim;
+pub mod local_app;
+pub mod slow_proxy;

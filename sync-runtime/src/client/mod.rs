@@ -80,6 +80,8 @@ pub struct SyncStatus {
     pub rejected: Vec<RejectedRow>,
     /// Pulled rows held back until a parent arrives or a natural key frees up.
     pub parked: u64,
+    /// What the service's last sync did, when it succeeded (set by [`SyncService`]).
+    pub last_report: Option<SyncReport>,
 }
 
 /// The columns of `sync_state` a status shows.
@@ -125,6 +127,7 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         pending,
         rejected,
         parked: store.parked_count()?,
+        last_report: None,
     })
 }
 

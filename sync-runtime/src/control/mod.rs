@@ -35,8 +35,9 @@ struct Tracker {
     connecting: Option<Activity>,
     /// Rows that waited when the current push began.
     push_total: u64,
-    /// Rows moved so far by the sync under way, and whether one is under way.
-    moved: Option<LastSync>,
+    /// Whether a sync is under way (its start fixes `push_total`).
+    in_sync: bool,
+    /// What the last finished sync moved, when known.
     last_sync: Option<LastSync>,
     records: BTreeMap<String, u64>,
 }
@@ -105,7 +106,7 @@ impl SyncControl {
             service: status,
             connecting: None,
             push_total: 0,
-            moved: None,
+            in_sync: false,
             last_sync: None,
             records,
         };
@@ -167,8 +168,13 @@ impl SyncControl {
         }
     }
 
-    /// Takes in one status of the service (or of a sync the control ran itself).
+    /// Takes in one status of the service.
     fn observe(&self, status: SyncStatus) {
+        self.observe_with(status, None);
+    }
+
+    /// Takes in one status, after a sync whose report is `report` when the control ran it.
+    fn observe_with(&self, status: SyncStatus, report: Option<LastSync>) {
         let counted = if status.syncing {
             None
         } else {
@@ -179,28 +185,27 @@ impl SyncControl {
         if let Some(r) = counted {
             t.records = r;
         }
+        if let Some(r) = report.or(status.last_report.as_ref().map(|r| LastSync {
+            pushed: r.pushed as u64,
+            pulled: r.pulled as u64,
+        })) {
+            t.last_sync = Some(r);
+        } else if status.last_error.is_some() {
+            t.last_sync = None;
+        }
         t.service = status;
         self.publish(&t);
     }
 
-    /// Follows one sync's activity: what waited when it began, what it moved, and its total
-    /// once it ends.
+    /// Follows one sync's activity: what waited when it began.
     fn track(t: &mut Tracker, activity: &Activity) {
-        if *activity == Activity::Idle {
-            if let Some(moved) = t.moved.take() {
-                t.last_sync = Some(moved);
-            }
-            return;
-        }
-        if t.moved.is_none() {
-            t.push_total = t.service.pending.values().sum();
-            t.moved = Some(LastSync::default());
-        }
-        let moved = t.moved.get_or_insert_with(LastSync::default);
         match activity {
-            Activity::Pushing { rows } => moved.pushed = *rows as u64,
-            Activity::Pulling { rows, .. } => moved.pulled = *rows as u64,
-            Activity::Idle => {}
+            Activity::Idle => t.in_sync = false,
+            _ if !t.in_sync => {
+                t.in_sync = true;
+                t.push_total = t.service.pending.values().sum();
+            }
+            _ => {}
         }
     }
 
@@ -238,7 +243,7 @@ impl SyncControl {
         {
             let mut t = lock(&self.tracker);
             t.connecting = Some(Activity::Idle);
-            t.moved = None;
+            t.in_sync = false;
             self.publish(&t);
         }
         let local = match req.local_data {
@@ -273,17 +278,15 @@ impl SyncControl {
         {
             let mut t = lock(&self.tracker);
             t.connecting = None;
-            t.moved = None;
-            if let Ok(report) = &result {
-                t.last_sync = Some(LastSync {
-                    pushed: report.pushed as u64,
-                    pulled: report.pulled as u64,
-                });
-            }
+            t.in_sync = false;
         }
         let after = after?;
         let connected = after.connected;
-        self.observe(after);
+        let report = result.as_ref().ok().map(|r| LastSync {
+            pushed: r.pushed as u64,
+            pulled: r.pulled as u64,
+        });
+        self.observe_with(after, report);
         if connected {
             // The service learns of the session and takes over from here (its first sync
             // also refreshes the app's own status watch).
