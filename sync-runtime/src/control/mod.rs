@@ -175,13 +175,16 @@ impl SyncControl {
 
     /// Takes in one status, after a sync whose report is `report` when the control ran it.
     fn observe_with(&self, status: SyncStatus, report: Option<LastSync>) {
+        let push_starts = matches!(status.activity, Activity::Pushing { .. })
+            && !lock(&self.tracker).in_sync;
+        let waiting = push_starts.then(|| self.read_waiting());
         let counted = if status.syncing {
             None
         } else {
             self.read_records()
         };
         let mut t = lock(&self.tracker);
-        Self::track(&mut t, &status.activity);
+        Self::track(&mut t, &status.activity, waiting);
         if let Some(r) = counted {
             t.records = r;
         }
@@ -197,16 +200,53 @@ impl SyncControl {
         self.publish(&t);
     }
 
-    /// Follows one sync's activity: what waited when it began.
-    fn track(t: &mut Tracker, activity: &Activity) {
+    /// Rows dirty now. When a push first reports, the rows it has done plus these are what it
+    /// pushes in all.
+    fn read_waiting(&self) -> u64 {
+        let store = lock(&self.reader);
+        store
+            .dirty_counts()
+            .map(|c| c.iter().map(|(_, n)| n).sum())
+            .unwrap_or(0)
+    }
+
+    /// Follows one sync's activity: how many rows its push moves in all.
+    fn track(t: &mut Tracker, activity: &Activity, waiting: Option<u64>) {
         match activity {
             Activity::Idle => t.in_sync = false,
-            _ if !t.in_sync => {
+            Activity::Pushing { rows } if !t.in_sync => {
                 t.in_sync = true;
-                t.push_total = t.service.pending.values().sum();
+                t.push_total = *rows as u64 + waiting.unwrap_or(0);
             }
-            _ => {}
+            _ => t.in_sync = true,
         }
+    }
+
+    /// Re-reads what local writes change between syncs (rows waiting, records), so the page
+    /// shows them without waiting for the next sync.
+    fn refresh_counts(&self) {
+        let busy = |t: &Tracker| t.in_sync || t.connecting.is_some();
+        if busy(&lock(&self.tracker)) {
+            return;
+        }
+        let fresh = {
+            let store = lock(&self.reader);
+            client::status(&store, Activity::Idle)
+                .ok()
+                .zip(records(&store).ok())
+        };
+        let Some((fresh, records)) = fresh else {
+            return;
+        };
+        let mut t = lock(&self.tracker);
+        if busy(&t) {
+            return;
+        }
+        t.service.pending = fresh.pending;
+        t.service.rejected = fresh.rejected;
+        t.service.parked = fresh.parked;
+        t.records = records;
+        self.publish(&t);
     }
 
     /// The sign-in form's defaults.
@@ -240,10 +280,13 @@ impl SyncControl {
         if client::status(&ops, Activity::Idle)?.connected {
             return Err(ControlError::AlreadyConnected);
         }
+        let waiting: u64 = ops.dirty_counts()?.iter().map(|(_, n)| n).sum();
         {
             let mut t = lock(&self.tracker);
             t.connecting = Some(Activity::Idle);
-            t.in_sync = false;
+            // The first sync pushes what waits now.
+            t.in_sync = true;
+            t.push_total = waiting;
             self.publish(&t);
         }
         let local = match req.local_data {
@@ -254,7 +297,7 @@ impl SyncControl {
             check_server(&url, ops.app().schema.version()).await?;
             let mut progress = |a: Activity| {
                 let mut t = lock(&self.tracker);
-                Self::track(&mut t, &a);
+                Self::track(&mut t, &a, None);
                 if a != Activity::Idle {
                     t.connecting = Some(a);
                 }
@@ -365,12 +408,26 @@ impl SyncControl {
 }
 
 /// Copies every status of the service into the control's, until either goes away.
+/// Every few seconds between syncs, the counts are read again.
 async fn forward(mut service: watch::Receiver<SyncStatus>, control: Weak<SyncControl>) {
-    while service.changed().await.is_ok() {
-        let status = service.borrow_and_update().clone();
-        match control.upgrade() {
-            Some(c) => c.observe(status),
-            None => return,
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = service.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let status = service.borrow_and_update().clone();
+                match control.upgrade() {
+                    Some(c) => c.observe(status),
+                    None => return,
+                }
+            }
+            _ = tick.tick() => match control.upgrade() {
+                Some(c) => c.refresh_counts(),
+                None => return,
+            },
         }
     }
 }
