@@ -249,7 +249,7 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 }
 
 pub mod device;
+pub mod local_app;
 pub mod server;
 pub mod sim;
-pub mod local_app;
 pub mod slow_proxy;

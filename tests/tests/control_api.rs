@@ -126,7 +126,12 @@ async fn register_uploads_the_local_rows_and_names_the_account_without_its_token
     let (s, status) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "Me@Example.org", "correct horse", true)),
+            Some(connect_body(
+                &server.url,
+                "Me@Example.org",
+                "correct horse",
+                true,
+            )),
         )
         .await;
     assert_eq!(s, 200, "{status}");
@@ -165,7 +170,12 @@ async fn register_uploads_the_local_rows_and_names_the_account_without_its_token
         let n = stmt.column_count();
         stmt.query_row([], |r| {
             Ok((0..n)
-                .map(|i| r.get::<_, Option<String>>(i).ok().flatten().unwrap_or_default())
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default()
+                })
                 .collect())
         })
         .unwrap()
@@ -179,7 +189,12 @@ async fn register_uploads_the_local_rows_and_names_the_account_without_its_token
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "me@example.org", "correct horse", false)),
+            Some(connect_body(
+                &server.url,
+                "me@example.org",
+                "correct horse",
+                false,
+            )),
         )
         .await;
     assert_eq!((s, e["error"].as_str()), (409, Some("already_connected")));
@@ -205,7 +220,12 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "taken@example.org", "wrong password", false)),
+            Some(connect_body(
+                &server.url,
+                "taken@example.org",
+                "wrong password",
+                false,
+            )),
         )
         .await;
     assert_eq!((s, e["error"].as_str()), (401, Some("unauthorized")), "{e}");
@@ -214,7 +234,12 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "taken@example.org", "correct horse", true)),
+            Some(connect_body(
+                &server.url,
+                "taken@example.org",
+                "correct horse",
+                true,
+            )),
         )
         .await;
     assert_eq!((s, e["error"].as_str()), (409, Some("conflict")), "{e}");
@@ -234,11 +259,21 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
         last = app
             .post(
                 "/api/sync/connect",
-                Some(connect_body(&server.url, "taken@example.org", "wrong again", false)),
+                Some(connect_body(
+                    &server.url,
+                    "taken@example.org",
+                    "wrong again",
+                    false,
+                )),
             )
             .await;
     }
-    assert_eq!((last.0, last.1["error"].as_str()), (429, Some("rate_limited")), "{}", last.1);
+    assert_eq!(
+        (last.0, last.1["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{}",
+        last.1
+    );
     assert!(last.1["message"].as_str().unwrap().contains("try again in"));
 
     // Nobody answers on this port.
@@ -249,7 +284,12 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&format!("http://{closed}"), "a@example.org", "correct horse", false)),
+            Some(connect_body(
+                &format!("http://{closed}"),
+                "a@example.org",
+                "correct horse",
+                false,
+            )),
         )
         .await;
     assert_eq!((s, e["error"].as_str()), (502, Some("unreachable")), "{e}");
@@ -260,9 +300,11 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
     let health = axum::Router::new().route(
         "/api/health",
         axum::routing::get(|| async {
-            axum::Json(json!({"status": "ok", "schema_version": 0, "min_schema_version": 0,
+            axum::Json(
+                json!({"status": "ok", "schema_version": 0, "min_schema_version": 0,
                 "server_device_id": "0193a4c0-0000-7000-8000-000000000000",
-                "max_push_rows": 5000, "max_body_bytes": 1000000}))
+                "max_push_rows": 5000, "max_body_bytes": 1000000}),
+            )
         }),
     );
     let old_task = tokio::spawn(async move {
@@ -271,20 +313,38 @@ async fn each_sign_in_failure_has_its_own_code_and_changes_nothing() {
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&old_url, "a@example.org", "correct horse", false)),
+            Some(connect_body(
+                &old_url,
+                "a@example.org",
+                "correct horse",
+                false,
+            )),
         )
         .await;
-    assert_eq!((s, e["error"].as_str()), (502, Some("server_too_old")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (502, Some("server_too_old")),
+        "{e}"
+    );
     old_task.abort();
 
     // Something that is not a sync server at all.
     let (s, e) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&format!("{}/api/health", app.url), "a@example.org", "correct horse", false)),
+            Some(connect_body(
+                &format!("{}/api/health", app.url),
+                "a@example.org",
+                "correct horse",
+                false,
+            )),
         )
         .await;
-    assert_eq!((s, e["error"].as_str()), (502, Some("not_a_sync_server")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (502, Some("not_a_sync_server")),
+        "{e}"
+    );
 
     let (_, status) = app.get("/api/sync/status").await;
     assert_eq!(status["state"], "disconnected");
@@ -355,12 +415,20 @@ async fn other_origins_and_rebound_hosts_are_refused() {
         // Another local app on another port is another origin.
         ("POST", vec![("origin", "http://127.0.0.1:1".into())]),
         // DNS rebinding: the browser sends the attacker's name as Host.
-        ("GET", vec![("host", format!("evil.example:{}", app.addr.port()))]),
+        (
+            "GET",
+            vec![("host", format!("evil.example:{}", app.addr.port()))],
+        ),
         ("GET", vec![("sec-fetch-site", "cross-site".into())]),
         ("POST", vec![("sec-fetch-site", "same-site".into())]),
     ];
     for (method, headers) in refused {
-        for path in ["/api/sync/status", "/api/sync/disconnect", "/api/sync/events", "/sync"] {
+        for path in [
+            "/api/sync/status",
+            "/api/sync/disconnect",
+            "/api/sync/events",
+            "/sync",
+        ] {
             let m = if method == "GET" {
                 reqwest::Method::GET
             } else {
@@ -412,7 +480,12 @@ async fn sync_now_brings_a_second_devices_change_and_the_events_show_it() {
     let (s, status) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "two@example.org", "correct horse", true)),
+            Some(connect_body(
+                &server.url,
+                "two@example.org",
+                "correct horse",
+                true,
+            )),
         )
         .await;
     assert_eq!(s, 200, "{status}");
@@ -438,7 +511,9 @@ async fn sync_now_brings_a_second_devices_change_and_the_events_show_it() {
     assert_eq!(seen["last_sync"], json!({"pushed": 0, "pulled": 1}));
 
     // A local write waits, then goes with the next sync.
-    app.store().insert(&mut profile("From the desktop")).unwrap();
+    app.store()
+        .insert(&mut profile("From the desktop"))
+        .unwrap();
     let (s, _) = app.post("/api/sync/sync", None).await;
     assert_eq!(s, 200);
     let (_, status) = app.get("/api/sync/status").await;
@@ -458,7 +533,12 @@ async fn disconnect_keeps_the_data_and_a_refused_token_asks_to_sign_in_again() {
     let (s, _) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "three@example.org", "correct horse", true)),
+            Some(connect_body(
+                &server.url,
+                "three@example.org",
+                "correct horse",
+                true,
+            )),
         )
         .await;
     assert_eq!(s, 200);
@@ -473,19 +553,32 @@ async fn disconnect_keeps_the_data_and_a_refused_token_asks_to_sign_in_again() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 204);
     let (s, e) = app.post("/api/sync/sync", None).await;
-    assert_eq!((s, e["error"].as_str()), (401, Some("sign_in_again")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (401, Some("sign_in_again")),
+        "{e}"
+    );
     let (_, status) = app.get("/api/sync/status").await;
     assert_eq!(status["state"], "sign_in_again");
     assert_eq!(status["email"], "three@example.org");
     assert_eq!(status["records"]["profiles"], 1);
     let (s, e) = app.post("/api/sync/sync", None).await;
-    assert_eq!((s, e["error"].as_str()), (409, Some("not_connected")), "{e}");
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (409, Some("not_connected")),
+        "{e}"
+    );
 
     // Signing in again keeps the local data and syncs on.
     let (s, status) = app
         .post(
             "/api/sync/connect",
-            Some(connect_body(&server.url, "three@example.org", "correct horse", false)),
+            Some(connect_body(
+                &server.url,
+                "three@example.org",
+                "correct horse",
+                false,
+            )),
         )
         .await;
     assert_eq!(s, 200, "{status}");

@@ -104,9 +104,9 @@ impl From<RemoteError> for ControlError {
                 429 => ControlError::RateLimited(message),
                 _ => ControlError::Remote(format!("the server answered HTTP {status}: {message}")),
             },
-            RemoteError::Protocol(m) => {
-                ControlError::NotASyncServer(format!("the server does not speak the sync protocol: {m}"))
-            }
+            RemoteError::Protocol(m) => ControlError::NotASyncServer(format!(
+                "the server does not speak the sync protocol: {m}"
+            )),
         }
     }
 }

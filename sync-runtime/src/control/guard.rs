@@ -80,7 +80,9 @@ pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlErr
 
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         IpAddr::V4(v4) => v4.is_loopback(),
     }
 }

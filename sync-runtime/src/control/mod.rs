@@ -57,7 +57,12 @@ pub struct SyncControl {
 
 impl Drop for SyncControl {
     fn drop(&mut self) {
-        if let Some(t) = self.forwarder.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = self
+            .forwarder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             t.abort();
         }
     }
@@ -175,8 +180,8 @@ impl SyncControl {
 
     /// Takes in one status, after a sync whose report is `report` when the control ran it.
     fn observe_with(&self, status: SyncStatus, report: Option<LastSync>) {
-        let push_starts = matches!(status.activity, Activity::Pushing { .. })
-            && !lock(&self.tracker).in_sync;
+        let push_starts =
+            matches!(status.activity, Activity::Pushing { .. }) && !lock(&self.tracker).in_sync;
         let waiting = push_starts.then(|| self.read_waiting());
         let counted = if status.syncing {
             None
@@ -265,7 +270,10 @@ impl SyncControl {
 
     /// Signs in (or registers) and runs the first sync, publishing its progress. Refused while
     /// connected: disconnect first.
-    pub async fn connect(self: &Arc<Self>, req: ConnectRequest) -> Result<StatusView, ControlError> {
+    pub async fn connect(
+        self: &Arc<Self>,
+        req: ConnectRequest,
+    ) -> Result<StatusView, ControlError> {
         let url = check_remote_url(req.remote_url.as_deref().unwrap_or(client::DEFAULT_REMOTE))?;
         let email = req.email.trim();
         if email.is_empty() || !email.contains('@') || email.len() > 254 {
@@ -353,11 +361,8 @@ impl SyncControl {
         // A sync under way finishes first, so it cannot record the revoked token's refusal
         // after the disconnect.
         let mut service = self.service.status();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(30),
-            service.wait_for(|s| !s.syncing),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), service.wait_for(|s| !s.syncing)).await;
         client::disconnect(&mut ops).await?;
         let after = client::status(&ops, Activity::Idle)?;
         drop(ops);

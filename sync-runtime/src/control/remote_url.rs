@@ -1,8 +1,8 @@
 //! Which remote URLs a device may send a password to: `https` anywhere, plain `http` only to
 //! this machine (a local test server), never with credentials, a query or a fragment.
 
-use super::guard::is_loopback_host;
 use super::error::ControlError;
+use super::guard::is_loopback_host;
 
 /// The URL as the client will use it (no trailing slash), or why it is refused.
 pub fn check_remote_url(raw: &str) -> Result<String, ControlError> {

@@ -2,13 +2,13 @@
 //! checked here, so every malformed request gets the JSON envelope (never axum's plain-text
 //! rejections).
 
+use super::SyncControl;
 use super::error::ControlError;
 use super::guard::same_origin_only;
 use super::view::{
     ConfigView, ConnectRequest, ConnectionState, LastSync, LocalDataChoice, Phase, Progress,
     RejectedView, StatusView, SyncResult,
 };
-use super::SyncControl;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -44,7 +44,16 @@ pub struct ErrorBody {
         description = "The local API of the \"Connect to Cloud\" settings page: loopback only, \
             same origin only. No answer carries the token; the password is never stored."
     ),
-    paths(page, status, config, connect, disconnect, sync_now, events, openapi_json),
+    paths(
+        page,
+        status,
+        config,
+        connect,
+        disconnect,
+        sync_now,
+        events,
+        openapi_json
+    ),
     components(schemas(
         ErrorBody,
         StatusView,
@@ -160,7 +169,9 @@ async fn disconnect(
         (status = 401, body = ErrorBody, description = "`sign_in_again`: the server refused the token"),
         (status = 409, body = ErrorBody, description = "`not_connected`, `busy`"),
         (status = 502, body = ErrorBody, description = "`unreachable`, `remote_error`")))]
-async fn sync_now(State(c): State<Arc<SyncControl>>) -> Result<axum::Json<SyncResult>, ControlError> {
+async fn sync_now(
+    State(c): State<Arc<SyncControl>>,
+) -> Result<axum::Json<SyncResult>, ControlError> {
     Ok(axum::Json(c.sync_now().await?))
 }
 
