@@ -77,14 +77,19 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let url = format!("http://127.0.0.1:{port}");
+        // From here on, dropping the driver ends the process.
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let http = reqwest::Client::new();
         for _ in 0..100 {
-            if http.get(format!("{url}/status")).send().await.is_ok() {
-                return Driver { child, url };
+            if http.get(format!("{}/status", driver.url)).send().await.is_ok() {
+                return driver;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        drop(driver);
         panic!("chromedriver did not answer on port {port}");
     }
 }
