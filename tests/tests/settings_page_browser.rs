@@ -84,7 +84,12 @@ impl Driver {
         };
         let http = reqwest::Client::new();
         for _ in 0..100 {
-            if http.get(format!("{}/status", driver.url)).send().await.is_ok() {
+            if http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .is_ok()
+            {
                 return driver;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -89,6 +89,9 @@ enum Command {
         /// A loopback address: the page and its API answer this machine only.
         #[arg(long, default_value = "127.0.0.1:8790")]
         listen: std::net::SocketAddr,
+        /// Seconds between background syncs (a local write or "Sync now" syncs sooner).
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
     },
 }
 
@@ -399,7 +402,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("deleted {} {id}", t.name);
         }
         Command::Demo => demo().await?,
-        Command::Ui { listen } => settings_page::serve(open(&cli.db)?, listen).await?,
+        Command::Ui { listen, interval } => {
+            let options = ServiceOptions {
+                period: Duration::from_secs(interval.max(1)),
+                ..ServiceOptions::default()
+            };
+            settings_page::serve(open(&cli.db)?, listen, options).await?
+        }
     }
     Ok(())
 }

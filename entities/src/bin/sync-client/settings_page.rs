@@ -6,7 +6,11 @@ use sync_runtime::Store;
 use sync_runtime::client::ServiceOptions;
 use sync_runtime::control::{SyncControl, router};
 
-pub async fn serve(store: Store, listen: SocketAddr) -> Result<(), String> {
+pub async fn serve(
+    store: Store,
+    listen: SocketAddr,
+    options: ServiceOptions,
+) -> Result<(), String> {
     if !listen.ip().is_loopback() {
         return Err(format!(
             "--listen {listen}: the settings page listens on a loopback address only (e.g. 127.0.0.1:8790)"
@@ -16,11 +20,11 @@ pub async fn serve(store: Store, listen: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let control = SyncControl::start(store, ServiceOptions::default())
+    let control = SyncControl::start(store, options)
         .map_err(|e| format!("cannot start the sync service: {e}"))?;
     let app = router(control).into_make_service_with_connect_info::<SocketAddr>();
     println!("settings page: http://{addr}/sync");
-    println!("ctrl-c to stop");
+    eprintln!("the sync service runs beside it; ctrl-c to stop");
     tokio::select! {
         served = axum::serve(listener, app) => served.map_err(|e| e.to_string()),
         _ = tokio::signal::ctrl_c() => Ok(()),
