@@ -521,6 +521,21 @@ async fn sync_now_brings_a_second_devices_change_and_the_events_show_it() {
     assert_eq!(status["pending_total"], 0);
     phone.sync().await.unwrap();
     assert_eq!(phone.store.list::<Profile>().unwrap().len(), 2);
+
+    // The server goes down: the sync fails, the device stays connected and shows the error.
+    let mut server = server;
+    server.stop().await;
+    let (s, e) = app.post("/api/sync/sync", None).await;
+    assert_eq!((s, e["error"].as_str()), (502, Some("unreachable")), "{e}");
+    let (_, status) = app.get("/api/sync/status").await;
+    assert_eq!(status["state"], "connected");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("cannot reach")),
+        "{status}"
+    );
+    assert_eq!(status["last_sync"], Json::Null);
 }
 
 #[tokio::test]
@@ -541,6 +556,10 @@ async fn disconnect_keeps_the_data_and_a_refused_token_asks_to_sign_in_again() {
             )),
         )
         .await;
+    assert_eq!(s, 200);
+
+    // The service's own sync after the connect is over once a sync asked for now returns.
+    let (s, _) = app.post("/api/sync/sync", None).await;
     assert_eq!(s, 200);
 
     // The server revokes the token (as on a password change elsewhere): sign in again.
@@ -565,7 +584,7 @@ async fn disconnect_keeps_the_data_and_a_refused_token_asks_to_sign_in_again() {
     let (s, e) = app.post("/api/sync/sync", None).await;
     assert_eq!(
         (s, e["error"].as_str()),
-        (409, Some("not_connected")),
+        (401, Some("sign_in_again")),
         "{e}"
     );
 

@@ -404,7 +404,7 @@ async fn drive(
     screenshot(page, "connected").await;
 
     // A narrow (phone) window: nothing wider than the screen.
-    page.set_window_size(390, 900).await.unwrap();
+    page.set_window_size(390, 1500).await.unwrap();
     until(
         page,
         "a layout within the narrow window",

@@ -381,8 +381,8 @@ impl SyncControl {
             ConnectionState::Connected => {}
             ConnectionState::Connecting => return Err(ControlError::Busy),
             ConnectionState::SignInAgain => {
-                return Err(ControlError::NotConnected(
-                    "sign in again first: the server refused this device's sign-in".into(),
+                return Err(ControlError::SignInAgain(
+                    "sign in again to resume syncing".into(),
                 ));
             }
             ConnectionState::Disconnected => {
@@ -391,7 +391,12 @@ impl SyncControl {
                 ));
             }
         }
-        match self.service.sync_now().await {
+        let result = self.service.sync_now().await;
+        // The service published its status before it answered: take it in now, so an answer
+        // and the status read right after it agree.
+        let latest = self.service.status().borrow().clone();
+        self.observe(latest);
+        match result {
             Ok(r) => Ok(SyncResult {
                 pushed: r.pushed as u64,
                 rejected: r.rejected as u64,
@@ -404,6 +409,8 @@ impl SyncControl {
                     ControlError::SignInAgain(message)
                 } else if !now.connected {
                     ControlError::NotConnected(message)
+                } else if message.starts_with("cannot reach") {
+                    ControlError::Unreachable(message)
                 } else {
                     ControlError::Remote(message)
                 })

@@ -150,7 +150,9 @@ async fn connect(
         .map_err(|_| ControlError::BadRequest("the body is over 64 KiB".into()))?;
     let request: ConnectRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ControlError::BadRequest(format!("the body is not the expected JSON: {e}")))?;
-    Ok(axum::Json(c.connect(request).await?))
+    // In a task of its own: a page closed mid-connect does not cut the connect short.
+    let connect = tokio::spawn(async move { c.connect(request).await });
+    Ok(axum::Json(connect.await.map_err(ControlError::internal)??))
 }
 
 #[utoipa::path(post, path = "/api/sync/disconnect",
@@ -161,7 +163,10 @@ async fn disconnect(
     body: Body,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     drop(body);
-    Ok(axum::Json(c.disconnect().await?))
+    let disconnect = tokio::spawn(async move { c.disconnect().await });
+    Ok(axum::Json(
+        disconnect.await.map_err(ControlError::internal)??,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/sync/sync",
