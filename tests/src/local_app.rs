@@ -22,17 +22,18 @@ pub struct LocalApp {
 impl LocalApp {
     /// An app over a fresh database file.
     pub async fn start(name: &str) -> LocalApp {
+        Self::start_with(name, ServiceOptions::default()).await
+    }
+
+    /// An app whose background service runs with `options`.
+    pub async fn start_with(name: &str, options: ServiceOptions) -> LocalApp {
         let path = std::env::temp_dir().join(format!(
             "local-app-{name}-{}-{}.sqlite",
             std::process::id(),
             sync_runtime::server::db::new_id()
         ));
-        Self::start_at(path).await
-    }
-
-    pub async fn start_at(path: PathBuf) -> LocalApp {
         let store = Store::open(&path, entities::app()).unwrap();
-        let control = SyncControl::start(store, ServiceOptions::default()).unwrap();
+        let control = SyncControl::start(store, options).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(control.clone()).into_make_service_with_connect_info::<SocketAddr>();

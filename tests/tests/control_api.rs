@@ -6,6 +6,7 @@ use entities::Profile;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 use sync_runtime::Timestamp;
+use sync_runtime::client::ServiceOptions;
 use sync_runtime::server::ServerConfig;
 use tests::device::{Device, LiveServer};
 use tests::local_app::LocalApp;
@@ -536,6 +537,44 @@ async fn sync_now_brings_a_second_devices_change_and_the_events_show_it() {
         "{status}"
     );
     assert_eq!(status["last_sync"], Json::Null);
+}
+
+#[tokio::test]
+async fn a_background_sync_brings_a_second_devices_change_without_asking() {
+    let server = LiveServer::start(Backend::Sqlite, "control_background")
+        .await
+        .unwrap();
+    let app = LocalApp::start_with(
+        "background",
+        ServiceOptions {
+            period: Duration::from_millis(300),
+            ..ServiceOptions::default()
+        },
+    )
+    .await;
+    let (s, _) = app
+        .post(
+            "/api/sync/connect",
+            Some(connect_body(
+                &server.url,
+                "four@example.org",
+                "correct horse",
+                true,
+            )),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut events = Events::open(&app).await;
+    let mut phone = Device::new("control-background-phone");
+    phone.connect(&server.url, "four@example.org", false).await;
+    phone.store.insert(&mut profile("From the phone")).unwrap();
+    phone.sync().await.unwrap();
+    // Nobody asks: the service's next sync brings it, and the events carry it.
+    let seen = events
+        .until(|s| s["records"]["profiles"] == 1 && s["syncing"] == false)
+        .await;
+    assert_eq!(seen["state"], "connected");
+    assert_eq!(seen["pending_total"], 0);
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ pub enum LocalDataChoice {
 }
 
 /// `POST /api/sync/connect`. The password is used for this sign-in only and never stored.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
     /// `https://...`; plain `http://` only to this machine. Default: the app's remote.
@@ -124,6 +124,19 @@ pub struct ConnectRequest {
     pub register: bool,
     #[serde(default)]
     pub local_data: LocalDataChoice,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("remote_url", &self.remote_url)
+            .field("email", &self.email)
+            .field("password", &"<hidden>")
+            .field("register", &self.register)
+            .field("local_data", &self.local_data)
+            .finish()
+    }
 }
 
 /// What `POST /api/sync/sync` did.
