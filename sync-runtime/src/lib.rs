@@ -8,6 +8,8 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+#[cfg(feature = "control")]
+pub mod control;
 pub mod ddl;
 pub mod engine;
 pub mod generate;

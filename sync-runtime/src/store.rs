@@ -76,6 +76,12 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (table_name, remote_id)
     ) WITHOUT ROWID;",
     ),
+    // The account's email, so the settings screen names the account a person signed in with.
+    Migration::new(
+        3,
+        "0003_account_email",
+        "ALTER TABLE sync_state ADD COLUMN remote_email TEXT;",
+    ),
 ];
 
 /// Makes a row a tombstone: one stamp, above the row's previous one, is both its `updated_at`
@@ -331,6 +337,25 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(id.unwrap_or_else(|| LOCAL_ACCOUNT.to_owned()))
+    }
+
+    /// The email of the account this database was last connected to (kept after a
+    /// disconnect, so signing in again can offer it).
+    pub fn account_email(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT remote_email FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records the email the account was signed in with.
+    pub fn save_account_email(&mut self, email: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE sync_state SET remote_email = ?1 WHERE id = 1",
+            [email],
+        )?;
+        Ok(())
     }
 
     /// Runs `f` with the account id read once (a sync step writes many rows, and nothing in

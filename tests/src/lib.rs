@@ -250,5 +250,7 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 
 pub mod device;
 pub mod fixtures;
+pub mod local_app;
 pub mod server;
 pub mod sim;
+pub mod slow_proxy;

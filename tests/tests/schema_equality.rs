@@ -364,6 +364,7 @@ fn device_schema_from_migrations_equals_the_entities() {
         "device_id",
         "cursor",
         "last_error",
+        "remote_email",
     ] {
         assert!(state.contains(c), "sync_state lacks {c}");
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks.
 
 mod bench;
+mod screenshots;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
         #[arg(long, hide = true)]
         here: bool,
     },
+    /// Take the settings page's screenshots (docs/screenshots/) in headless Chromium.
+    Screenshots,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { quick, only, here } => bench(quick, &only, here),
+        Command::Screenshots => screenshots::run(),
         Command::Simulate {
             seed,
             seeds,

@@ -10,6 +10,9 @@ use sync_runtime::client::{self, Activity, LocalData, ServiceOptions, SyncServic
 use sync_runtime::schema::{Column, ColumnRole, ColumnType, DefaultValue, Table};
 use sync_runtime::{Store, Timestamp, Value};
 
+#[path = "sync-client/settings_page.rs"]
+mod settings_page;
+
 #[derive(Parser)]
 #[command(
     name = "sync-client",
@@ -80,6 +83,16 @@ enum Command {
     Delete { table: String, id: i64 },
     /// Start an embedded server and two devices, edit on both, sync, and show they converge.
     Demo,
+    /// Serve the "Connect to Cloud" settings page for this database, with the background sync
+    /// running beside it, until ctrl-c.
+    Ui {
+        /// A loopback address: the page and its API answer this machine only.
+        #[arg(long, default_value = "127.0.0.1:8790")]
+        listen: std::net::SocketAddr,
+        /// Seconds between background syncs (a local write or "Sync now" syncs sooner).
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -171,7 +184,10 @@ fn print_status(store: &Store, as_json: bool) -> Result<(), String> {
     }
     let connection = match (&st.remote_url, &st.account, st.connected, st.needs_sign_in) {
         (_, _, _, true) => "sign in again: the server refused the stored token".to_owned(),
-        (Some(url), Some(account), true, _) => format!("connected to {url} as account {account}"),
+        (Some(url), Some(account), true, _) => match &st.email {
+            Some(email) => format!("connected to {url} as {email} (account {account})"),
+            None => format!("connected to {url} as account {account}"),
+        },
         (Some(url), _, false, _) => format!("not connected (last: {url})"),
         _ => "not connected".to_owned(),
     };
@@ -393,6 +409,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("deleted {} {id}", t.name);
         }
         Command::Demo => demo().await?,
+        Command::Ui { listen, interval } => {
+            let options = ServiceOptions {
+                period: Duration::from_secs(interval.max(1)),
+                ..ServiceOptions::default()
+            };
+            settings_page::serve(open(&cli.db)?, listen, options).await?
+        }
     }
     Ok(())
 }

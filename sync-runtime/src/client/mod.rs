@@ -66,6 +66,8 @@ pub struct SyncStatus {
     pub connected: bool,
     pub remote_url: Option<String>,
     pub account: Option<String>,
+    /// The email the account was signed in with.
+    pub email: Option<String>,
     pub device_id: String,
     pub syncing: bool,
     pub activity: Activity,
@@ -78,6 +80,8 @@ pub struct SyncStatus {
     pub rejected: Vec<RejectedRow>,
     /// Pulled rows held back until a parent arrives or a natural key frees up.
     pub parked: u64,
+    /// What the service's last sync did, when it succeeded (set by [`SyncService`]).
+    pub last_report: Option<SyncReport>,
 }
 
 /// The columns of `sync_state` a status shows.
@@ -113,6 +117,7 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         connected: token.is_some(),
         remote_url: url,
         account,
+        email: store.account_email()?,
         device_id: store.device_id().to_owned(),
         syncing: syncing || activity != Activity::Idle,
         activity,
@@ -122,6 +127,7 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         pending,
         rejected,
         parked: store.parked_count()?,
+        last_report: None,
     })
 }
 
@@ -539,6 +545,7 @@ pub async fn connect(
         }
     }
     store.save_session(remote.url(), &session.user_id, &session.token)?;
+    store.save_account_email(email.trim())?;
     sync_once(store, progress).await
 }
 

@@ -55,6 +55,7 @@ impl SyncService {
             connected: false,
             remote_url: None,
             account: None,
+            email: None,
             device_id: store.device_id().to_owned(),
             syncing: false,
             activity: Activity::Idle,
@@ -64,6 +65,7 @@ impl SyncService {
             pending: Default::default(),
             rejected: vec![],
             parked: 0,
+            last_report: None,
         });
         let (tx, rx) = watch::channel(initial);
         let wrote = Arc::new(Notify::new());
@@ -95,7 +97,8 @@ impl SyncService {
                 };
                 let result: Result<SyncReport, SyncError> =
                     sync_using(&mut store, &mut remote, Limits::default(), &mut progress).await;
-                if let Ok(s) = status(&store, Activity::Idle) {
+                if let Ok(mut s) = status(&store, Activity::Idle) {
+                    s.last_report = result.as_ref().ok().cloned();
                     let _ = tx.send(s);
                 }
                 next = match &result {

@@ -1,0 +1,135 @@
+//! Who may use the control API: this machine's own page, nothing else. A local web API is
+//! reachable from every web page the user visits, so each request must prove it comes from the
+//! page served here:
+//! - the peer is a loopback address;
+//! - `Host` names a loopback address (`127.0.0.1`, `[::1]`, `localhost`): a foreign domain
+//!   rebound to 127.0.0.1 (DNS rebinding) still sends its own name;
+//! - `Origin`, which browsers send with every cross-origin and every state-changing request,
+//!   is this very host (CSRF);
+//! - `Sec-Fetch-Site`, when the browser sends it, says same-origin or a typed address.
+
+use super::error::ControlError;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
+
+/// Refuses every request that is not the page's own; marks every answer uncacheable.
+pub(crate) async fn same_origin_only(req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Err(e) = check(peer, req.headers()) {
+        return e.into_response();
+    }
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// Checks one request's peer and headers.
+pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlError> {
+    if let Some(ip) = peer
+        && !is_loopback(ip)
+    {
+        return Err(ControlError::Forbidden(
+            "this API answers this machine only".into(),
+        ));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ControlError::Forbidden("a request without a Host header".into()))?;
+    if !is_loopback_host(host) {
+        return Err(ControlError::Forbidden(format!(
+            "this API answers requests addressed to 127.0.0.1, [::1] or localhost, not to `{host}`"
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = [format!("http://{host}"), format!("https://{host}")];
+        if !own.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return Err(ControlError::Forbidden(format!(
+                "a page of another origin (`{origin}`) may not use this API"
+            )));
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if site != "same-origin" && site != "none" {
+            return Err(ControlError::Forbidden(format!(
+                "a request from a {site} page may not use this API"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        IpAddr::V4(v4) => v4.is_loopback(),
+    }
+}
+
+/// Whether a `Host` header (`name` or `name:port`) names this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_from_others() {
+        for ok in [
+            "127.0.0.1:8790",
+            "127.0.0.1",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:8790",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8790",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "10.0.0.1:8790",
+            "[::2]:80",
+            "127.0.0.1:80x",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+}
