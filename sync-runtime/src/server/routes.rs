@@ -164,17 +164,20 @@ pub fn router(server: Arc<Server>) -> Router {
 
 /// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(
+    s: &Server,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(s, headers, body, limit).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
-/// A JSON body's bytes, within `limit`.
+/// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
+/// would otherwise hold its buffer for as long as it likes).
 async fn read_body(
+    s: &Server,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -189,8 +192,15 @@ async fn read_body(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));
     }
-    axum::body::to_bytes(body, limit)
+    let timeout = s.config.body_timeout;
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                timeout.as_secs()
+            ))
+        })?
         .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
 }
 
@@ -252,52 +262,58 @@ async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
     })
 }
 
+/// The address a request came from (none when the router is driven in-process).
+fn peer_address(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 #[utoipa::path(post, path = "/api/auth/register", request_body = Credentials,
-    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn register(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
+    let addr = peer_address(&req);
     let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
+    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
     let email = auth::normalise_email(&c.email)?;
     check_password(&c.password)?;
-    let hash = auth::hash_password(c.password).await?;
+    // Counted before the hash: a burst of registrations cannot outrun the limit.
+    s.registrations.count(addr)?;
+    let hash = auth::hash_password(&s.hashing, c.password).await?;
     let user = crate::with_tx!(&s.db, true, |tx| auth::create_user(tx, &email, &hash).await)?;
     let session = new_session(&s, user).await?;
     Ok((StatusCode::CREATED, axum::Json(session)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/auth/login", request_body = Credentials,
-    responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<Server>>,
     req: Request,
 ) -> Result<axum::Json<Session>, ApiError> {
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let addr = peer_address(&req);
     let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
-    let email = c.email.trim().to_lowercase();
-    let account_key = format!("account:{email}");
-    let mut keys = vec![account_key.clone()];
-    if let Some(ip) = addr {
-        keys.push(format!("address:{ip}"));
-    }
-    s.limiter.check(&keys)?;
+    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
+    let email = auth::normalise_email(&c.email)?;
+    // Counted before the password is checked, so concurrent guesses cannot outrun the limit;
+    // a right password gives the attempt back.
+    let attempt = s.limiter.begin(&email, addr)?;
     let e = email.clone();
     let found = crate::with_tx!(&s.db, false, |tx| auth::find_user(tx, &e).await)?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
     };
-    let ok = auth::verify_password(c.password, hash).await?;
+    let ok = auth::verify_password(&s.hashing, c.password, hash).await?;
     match (ok, user) {
         (true, Some(user)) => {
-            s.limiter.succeeded(&account_key);
+            attempt.succeeded();
             Ok(axum::Json(new_session(&s, user).await?))
         }
         _ => {
-            s.limiter.failed(&keys);
+            attempt.failed();
             Err(ApiError::Unauthorized("wrong email or password".into()))
         }
     }
@@ -390,7 +406,7 @@ async fn push(
 ) -> Result<axum::Json<PushResponse>, ApiError> {
     let (parts, body) = req.into_parts();
     let (user, _) = authenticate(&s, &parts.headers).await?;
-    let body = read_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    let body = read_body(&s, &parts.headers, body, s.config.max_body_bytes).await?;
     let (version, input) = parse_push(&s, &body, user)?;
     let (app, server_device) = (s.app, s.device_id.clone());
     let results = crate::with_tx!(&s.db, true, |tx| {
