@@ -796,9 +796,13 @@ impl<T: SyncTx> Session<'_, T> {
             if let Some(mut own) = own {
                 self.repoint_children(table, &own.remote_id, survivor, own.updated_at)
                     .await?;
-                if own.deleted_at.is_none() {
+                // The merged-away record gives up the keys the survivor is about to take, or the
+                // UNIQUE index refuses the survivor's write (a table with two keys, the row
+                // moving from one to the other).
+                let freed = free_taken_keys(table, &mut own, &incoming.values);
+                if own.deleted_at.is_none() || freed {
                     let t = self.derived_stamp(&[own.updated_at, incoming.updated_at]);
-                    own.deleted_at = Some(t);
+                    own.deleted_at.get_or_insert(t);
                     own.set_stamp(table, t);
                     own.device_id = self.server_device.to_owned();
                     self.store(table, &mut own, u32::MAX).await?;
@@ -924,6 +928,31 @@ impl<T: SyncTx> Session<'_, T> {
         })
         .await
     }
+}
+
+/// Frees the natural keys of `own`, a record about to become a merge's derived tombstone, that
+/// `taking` (the values its survivor may take) holds too: their nullable columns are set to
+/// NULL, and a key holding a NULL matches nothing. The rule, whatever the statements: the
+/// tombstone is written before the survivor, and holds no key the survivor will hold. (Every
+/// key of a table with two keys has a nullable column in this app; a key without one would keep
+/// its values.) Returns whether anything changed.
+fn free_taken_keys(table: &Table, own: &mut Stored, taking: &[Value]) -> bool {
+    let mut freed = false;
+    for key in &table.natural_keys {
+        let cols: Vec<usize> = key.iter().filter_map(|k| table.column_index(k)).collect();
+        let taken = cols
+            .iter()
+            .all(|&i| !own.values[i].is_null() && own.values[i] == taking[i]);
+        if taken {
+            for &i in &cols {
+                if table.columns[i].nullable {
+                    own.values[i] = Value::Null;
+                    freed = true;
+                }
+            }
+        }
+    }
+    freed
 }
 
 /// The upsert of a record of `table` for a client of `version`, with `params` as
