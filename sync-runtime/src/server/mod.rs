@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod rate_limit;
 pub mod routes;
+pub mod row_rules;
 pub mod sync;
 
 use crate::App;

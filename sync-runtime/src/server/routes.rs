@@ -4,7 +4,7 @@
 use crate::page::PushBody;
 use crate::server::error::ApiError;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth};
+use crate::server::{Server, auth, row_rules};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
@@ -51,6 +51,12 @@ pub struct Health {
     pub server_device_id: String,
     pub max_push_rows: usize,
     pub max_body_bytes: usize,
+    /// Bytes of one text or JSON value in a pushed row; more rejects the row.
+    pub max_value_bytes: usize,
+    /// Bytes of the rows of one pull page (a page holds at least one record).
+    pub max_page_bytes: usize,
+    /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
+    pub max_clock_ahead_ms: u64,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -230,6 +236,9 @@ async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
         server_device_id: s.device_id.clone(),
         max_push_rows: s.config.max_push_rows,
         max_body_bytes: s.config.max_body_bytes,
+        max_value_bytes: s.config.max_value_bytes,
+        max_page_bytes: s.config.max_page_bytes,
+        max_clock_ahead_ms: s.config.max_clock_ahead.as_millis().min(u64::MAX as u128) as u64,
     })
 }
 
@@ -360,6 +369,7 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
         )));
     }
     let mut changes = BTreeMap::new();
+    let now = Timestamp::now();
     for (name, table, rows) in tables {
         let table = table.ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -374,7 +384,10 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
             })?;
             let sent_id = raw.remote_id().unwrap_or_default().to_owned();
             match WireRow::from_raw(table, raw, version, false) {
-                Ok(r) => parsed.push(Ok(r)),
+                Ok(r) => match row_rules::refusal(table, &r, &s.config, now) {
+                    None => parsed.push(Ok(r)),
+                    Some(why) => parsed.push(Err((r.remote_id, why))),
+                },
                 Err(WireError::BadValue { column, message }) => {
                     let id = normalise_id("remote_id", &sent_id)
                         .map_err(|e| ApiError::BadRequest(format!("{name}[{i}]: {e}")))?;
@@ -382,6 +395,13 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
                 }
                 Err(e) => return Err(ApiError::BadRequest(format!("{name}[{i}]: {e}"))),
             }
+        }
+        if changes.contains_key(&name) {
+            // A JSON object with a repeated key: which array was meant is anyone's guess.
+            return Err(ApiError::BadRequest(format!(
+                "table `{}` appears twice in `changes`",
+                name.chars().take(64).collect::<String>()
+            )));
         }
         changes.insert(name, parsed);
     }
