@@ -687,8 +687,11 @@ async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
         (st, b["error"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("unauthorized"))
     );
-    let (st, _) = s.call(Method::GET, "/api/nowhere", None, None).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, b) = s.call(Method::GET, "/api/nowhere", None, None).await;
+    assert_eq!(
+        (st, b["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 }
 on_both_backends!(bad_requests, bad_requests_get_json_errors_and_store_nothing);
 

@@ -103,3 +103,51 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Gives every error answer the JSON body of the protocol, whoever made it (axum's own 405 and
+/// rejections answer with an empty or plain-text body). Its headers (`Allow`) are kept.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let body = envelope(status);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The error body for an answer that only has its status.
+pub fn envelope(status: StatusCode) -> String {
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not answer this method; see the Allow header",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request is too large"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("too_large", "the request's headers are too large")
+        }
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long to arrive"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "bad_request",
+            "send a JSON body with `Content-Type: application/json`",
+        ),
+        s if s.is_server_error() => ("internal", "the server failed to handle this request"),
+        _ => (
+            "bad_request",
+            "the request is not valid HTTP for this server",
+        ),
+    };
+    serde_json::json!({ "error": code, "message": message }).to_string()
+}

@@ -2,7 +2,7 @@
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
 use crate::page::PushBody;
-use crate::server::error::ApiError;
+use crate::server::error::{self, ApiError};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth, row_rules};
 use crate::timestamp::Timestamp;
@@ -63,6 +63,7 @@ pub struct Health {
 pub struct PushRequest {
     /// Made once per local database.
     pub device_id: String,
+    #[schema(minimum = 1)]
     pub schema_version: u32,
     /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
     #[schema(value_type = Object)]
@@ -136,6 +137,7 @@ impl Serialize for PageChanges {
         description = "The wire protocol of docs/PROTOCOL.md"
     ),
     paths(health, register, login, logout, push, pull, openapi_json),
+    modifiers(&BearerAuth),
     components(schemas(
         ErrorBody,
         Credentials,
@@ -149,6 +151,21 @@ impl Serialize for PageChanges {
 )]
 pub struct ApiDoc;
 
+/// Declares the `bearer` scheme that the sync endpoints require.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/api/health", get(health))
@@ -158,7 +175,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/sync/push", post(push))
         .route("/api/sync/pull", get(pull))
         .route("/api/openapi.json", get(openapi_json))
-        .fallback(|| async { ApiError::BadRequest("no such endpoint".into()) })
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("a handler panicked".into()).into_response()
@@ -328,7 +346,8 @@ async fn login(
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn logout(State(s): State<Arc<Server>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let (_, hash) = authenticate(&s, &headers).await?;
     crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
@@ -537,9 +556,9 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[utoipa::path(get, path = "/api/sync/pull",
     params(("since" = Option<String>, Query, description = "the cursor of the previous page; absent: a full pull"),
-        ("limit" = Option<u32>, Query, description = "rows per page (default 1000, clamped to the server's cap)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "rows per page (default 1000, clamped to the server's cap)"),
         ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
-        ("X-Sync-Schema-Version" = Option<u32>, Header, description = "the client's schema version")),
+        ("X-Sync-Schema-Version" = Option<u32>, Header, minimum = 1, description = "the client's schema version")),
     responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
