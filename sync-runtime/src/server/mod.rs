@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod listen;
 pub mod rate_limit;
 pub mod routes;
 pub mod row_rules;
@@ -20,6 +21,7 @@ use sea_query::{
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use listen::serve;
 pub use routes::router;
 
 /// What an operator can tune. Every field has a default fit for one machine.

@@ -614,6 +614,7 @@ async fn pull(
         since,
         limit,
         exclude_device,
+        max_bytes: s.config.max_page_bytes,
     };
     let page = crate::with_tx!(&s.db, false, |tx| {
         let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;

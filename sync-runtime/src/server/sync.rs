@@ -995,6 +995,8 @@ pub struct PullInput {
     pub since: Option<i64>,
     pub limit: usize,
     pub exclude_device: Option<String>,
+    /// Bytes a page's rows may hold (the first record is sent whatever its size).
+    pub max_bytes: usize,
 }
 
 pub struct PullPage {
@@ -1030,6 +1032,7 @@ pub async fn pull<T: SyncTx>(
 ) -> Result<PullPage, DbError> {
     let full = input.since.is_none();
     let since = input.since.unwrap_or(0);
+    let byte_cut = page_byte_cutoff(tx, schema, input, since, full).await?;
     // The first `limit + 1` changes after `since` of each table, read once: the page ends at
     // the `limit`-th sequence across all tables, and every change up to it is among these.
     let mut read: Vec<(&Table, Vec<Stored>)> = Vec::new();
@@ -1046,6 +1049,9 @@ pub async fn pull<T: SyncTx>(
         if full {
             q.and_where(Expr::col("deleted_at").is_null());
         }
+        if let Some(cut) = byte_cut {
+            q.and_where(Expr::col("seq").lte(cut));
+        }
         let rows = tx
             .fetch(&q, &types)
             .await?
@@ -1056,9 +1062,11 @@ pub async fn pull<T: SyncTx>(
         read.push((table, rows));
     }
     seqs.sort_unstable();
-    let has_more = seqs.len() > input.limit;
-    let cutoff = if has_more {
+    let has_more = seqs.len() > input.limit || byte_cut.is_some();
+    let cutoff = if seqs.len() > input.limit {
         seqs[input.limit - 1]
+    } else if let Some(cut) = byte_cut {
+        cut
     } else {
         std::cmp::max(last_seq, since)
     };
@@ -1079,6 +1087,66 @@ pub async fn pull<T: SyncTx>(
         cursor: cutoff,
         has_more,
     })
+}
+
+/// Bytes counted for a row beside its text and JSON values: its ids, stamps and other columns.
+const ROW_OVERHEAD_BYTES: i64 = 256;
+
+/// The last sequence of a page that stops before `input.max_bytes` (at least one record), or
+/// `None` when the page's rows fit. Sizes are read without the values, so a page of huge
+/// records is never read whole into memory.
+async fn page_byte_cutoff<T: SyncTx>(
+    tx: &mut T,
+    schema: &Schema,
+    input: &PullInput,
+    since: i64,
+    full: bool,
+) -> Result<Option<i64>, DbError> {
+    let mut sizes: Vec<(i64, i64)> = Vec::new();
+    for table in schema.synced() {
+        let size = table
+            .columns
+            .iter()
+            .filter(|c| {
+                c.on_wire()
+                    && (c.reference.is_some()
+                        || matches!(c.ty, ColumnType::Text | ColumnType::Json))
+            })
+            .map(|c| format!("COALESCE(octet_length(\"{}\"), 0)", c.name))
+            .chain(std::iter::once(ROW_OVERHEAD_BYTES.to_string()))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        // BIGINT on both backends (PostgreSQL's octet_length is a 4-byte integer).
+        let size = format!("CAST({size} AS BIGINT)");
+        let mut q = Query::select();
+        q.column("seq")
+            .expr(Expr::cust(size))
+            .from(table.name.clone())
+            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
+            .and_where(Expr::col("seq").gt(since))
+            .order_by("seq", Order::Asc)
+            .limit(input.limit as u64 + 1);
+        if full {
+            q.and_where(Expr::col("deleted_at").is_null());
+        }
+        for r in tx
+            .fetch(&q, &[ColumnType::Integer, ColumnType::Integer])
+            .await?
+        {
+            if let [Value::Integer(seq), Value::Integer(bytes)] = &r[..] {
+                sizes.push((*seq, *bytes));
+            }
+        }
+    }
+    sizes.sort_unstable();
+    let mut total = 0i64;
+    for (i, (_, bytes)) in sizes.iter().enumerate() {
+        total = total.saturating_add(*bytes);
+        if total > input.max_bytes as i64 && i > 0 {
+            return Ok(Some(sizes[i - 1].0));
+        }
+    }
+    Ok(None)
 }
 
 /// Purges tombstones deleted before `before`, raising each user's purge watermark to the
