@@ -59,6 +59,9 @@ struct Args {
     /// Connections open at once; more wait to be accepted. Keep it below `ulimit -n`.
     #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
+    /// Registrations from one address per hour.
+    #[arg(long, env = "SYNC_MAX_REGISTRATIONS", default_value_t = ServerConfig::default().max_registrations)]
+    max_registrations: u32,
     /// Passwords hashed at once (about 19 MiB each); 0: one per core.
     #[arg(long, env = "SYNC_HASHING_SLOTS", default_value_t = 0)]
     hashing_slots: usize,
@@ -109,6 +112,7 @@ async fn main() -> ExitCode {
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
         max_connections: args.max_connections.max(1),
+        max_registrations: args.max_registrations,
         hashing_slots: match args.hashing_slots {
             0 => ServerConfig::default().hashing_slots,
             n => n,

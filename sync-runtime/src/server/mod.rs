@@ -78,7 +78,7 @@ impl Default for ServerConfig {
             max_registrations: 100,
             registration_window: Duration::from_secs(3600),
             hashing_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            hashing_queue: 8,
+            hashing_queue: 32,
             postgres_connections: 16,
             max_clock_ahead: Duration::from_secs(24 * 3600),
             max_value_bytes: 1024 * 1024,
