@@ -131,8 +131,9 @@ pub fn token_hash(token: &str) -> String {
 
 /// Emails compare case-insensitively.
 pub fn normalise_email(email: &str) -> Result<String, ApiError> {
-    let e = email.trim().to_lowercase();
-    let valid = e.len() <= 254
+    // Exactly the rule the OpenAPI document states: no trimming, at most 254 characters.
+    let e = email.to_lowercase();
+    let valid = email.chars().count() <= 254
         && e.split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
         // Control characters (NUL among them) are refused alike on both backends: PostgreSQL

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 pub mod listen;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod row_rules;

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +31,10 @@ pub struct ErrorBody {
 
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// Compared case-insensitively; no whitespace or control characters.
+    #[schema(format = Email, max_length = 254, pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^\\s\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub email: String,
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -267,9 +270,9 @@ fn check_password(password: &str) -> Result<(), ApiError> {
             auth::MIN_PASSWORD_CHARS
         )));
     }
-    if password.len() > 1024 {
+    if password.chars().count() > 1024 {
         return Err(ApiError::BadRequest(
-            "the password is over 1024 bytes".into(),
+            "the password is over 1024 characters".into(),
         ));
     }
     Ok(())
@@ -649,6 +652,6 @@ async fn pull(
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "this document")))]
-async fn openapi_json() -> axum::Json<Json> {
-    axum::Json(serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({})))
+async fn openapi_json(State(s): State<Arc<Server>>) -> axum::Json<Json> {
+    axum::Json(crate::server::openapi::document(&s))
 }
