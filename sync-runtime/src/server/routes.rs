@@ -32,7 +32,10 @@ pub struct ErrorBody {
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Compared case-insensitively; no whitespace or control characters.
-    #[schema(format = Email, max_length = 254, pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^\\s\\x00-\\x1f\\x7f-\\x9f]+$")]
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub email: String,
     #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
@@ -585,11 +588,11 @@ async fn pull(
     let limit = match params.get("limit") {
         None => 1000,
         Some(l) => l
-            .parse::<u64>()
+            .parse::<i64>()
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| ApiError::BadRequest("`limit` must be a positive integer".into()))?
-            .min(s.config.max_pull_limit as u64) as usize,
+            .min(s.config.max_pull_limit as i64) as usize,
     };
     let since = match params.get("since").filter(|s| !s.is_empty()) {
         None => None,
