@@ -8,10 +8,17 @@
 use crate::timestamp::Timestamp;
 use std::sync::Mutex;
 
+/// How far ahead of both the wall clock and the server's clock a stamp may be and still be
+/// taken into the clock: the server refuses writes stamped further ahead (one day by default,
+/// `/api/health`'s `max_clock_ahead_ms`), so a record that a broken clock stamped years ahead
+/// must not drag every later local stamp out of bounds with it.
+pub const MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
+
 /// The device's logical clock. Derived on open from the largest stamp stored; kept in memory.
 #[derive(Debug)]
 pub struct Clock {
-    seen: Mutex<Timestamp>,
+    /// The largest stamp taken in, and the latest server time seen.
+    seen: Mutex<(Timestamp, Timestamp)>,
     wall: fn() -> Timestamp,
 }
 
@@ -23,22 +30,34 @@ impl Clock {
 
     /// The same with another wall clock, for simulations of skewed devices.
     pub fn with_wall_clock(seen: Timestamp, wall: fn() -> Timestamp) -> Self {
+        let seen = seen.min(wall().add_millis(MAX_AHEAD_MS));
         Clock {
-            seen: Mutex::new(seen),
+            seen: Mutex::new((seen, Timestamp::MIN)),
             wall,
         }
     }
 
     fn seen(&self) -> Timestamp {
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Records a stamp that came from elsewhere (a pulled row, the server's time).
+    /// Records a stamp that came from elsewhere (a pulled row, a stale answer's row). One more
+    /// than [`MAX_AHEAD_MS`] ahead of both clocks is left out.
     pub fn observe(&self, t: Timestamp) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if t > *seen {
-            *seen = t;
+        let limit = (self.wall)().max(seen.1).add_millis(MAX_AHEAD_MS);
+        if t > seen.0 && t <= limit {
+            seen.0 = t;
         }
+    }
+
+    /// Records the server's clock (`server_time` of an answer).
+    pub fn observe_server_time(&self, t: Timestamp) {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.1 = seen.1.max(t);
+        }
+        self.observe(t);
     }
 
     /// The stamp for a write to a row whose previous stamp is `previous` (`None` for a new row).
@@ -79,6 +98,23 @@ mod tests {
         let c = Clock::with_wall_clock(Timestamp::MIN, hour_behind);
         let prev = Timestamp::now();
         assert_eq!(c.stamp(Some(prev)), prev.add_millis(1));
+    }
+
+    #[test]
+    fn a_stamp_from_a_broken_clock_does_not_run_the_clock_out_of_bounds() {
+        let c = Clock::new(Timestamp::now());
+        c.observe(Timestamp::parse_wire("9999-12-31T23:59:59.999Z").unwrap());
+        let later = Timestamp::now().add_millis(MAX_AHEAD_MS);
+        assert!(c.stamp(None) < later, "left out");
+        // Within the bound of the server's clock, though ahead of the wall clock: taken in.
+        let server = Timestamp::now().add_millis(2 * MAX_AHEAD_MS);
+        c.observe_server_time(server);
+        assert!(c.stamp(None) > server);
+        let reopened = Clock::new(Timestamp::parse_wire("9999-01-01T00:00:00.000Z").unwrap());
+        assert!(
+            reopened.stamp(None) <= later.add_millis(1),
+            "a stored one is capped on open"
+        );
     }
 
     #[test]

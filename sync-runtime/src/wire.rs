@@ -279,16 +279,38 @@ impl WireRow {
             Some(_) if allow_device_id => return Err(malformed("device_id", "expected a string")),
             Some(_) => None,
         };
+        // Every column present, and every id and timestamp well-formed, before a value of the
+        // wrong type is judged: those fail the request whatever else the row holds.
+        for (c, v) in table.columns.iter().zip(&columns) {
+            if c.name != crate::schema::UPDATED_AT
+                && c.on_wire()
+                && c.since <= schema_version
+                && v.is_none()
+            {
+                return Err(missing(&c.name));
+            }
+        }
         let mut values = Vec::with_capacity(table.columns.len());
+        let mut wrong_type = None;
         for (c, v) in table.columns.iter().zip(columns.iter_mut()) {
             if c.name == crate::schema::UPDATED_AT {
                 values.push(Value::DateTime(updated_at));
             } else if c.on_wire() && c.since <= schema_version {
                 let v = v.take().ok_or_else(|| missing(&c.name))?;
-                values.push(decode_value(c, &v)?);
+                match decode_value(c, &v) {
+                    Ok(v) => values.push(v),
+                    Err(e @ WireError::BadValue { .. }) => {
+                        wrong_type.get_or_insert(e);
+                        values.push(Value::Null);
+                    }
+                    Err(e) => return Err(e),
+                }
             } else {
                 values.push(Value::Null);
             }
+        }
+        if let Some(e) = wrong_type {
+            return Err(e);
         }
         Ok(WireRow {
             remote_id,

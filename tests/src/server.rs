@@ -156,8 +156,43 @@ impl TestServer {
             req = req.header(*k, *v);
         }
         let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        self.send(req).await
+    }
+
+    /// Sends a JSON request as if it came over a socket from `from`.
+    pub async fn call_from(
+        &self,
+        from: &str,
+        method: Method,
+        uri: &str,
+        body: Option<Json>,
+    ) -> (StatusCode, Json) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let addr: std::net::SocketAddr = from.parse().expect("an address like 10.0.0.1:5000");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        self.send(req).await
+    }
+
+    /// Sends a request; returns the status and the JSON body (`null` if empty).
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Json) {
+        let (status, _, json) = self.send_with_headers(req).await;
+        (status, json)
+    }
+
+    /// The same, with the answer's headers.
+    pub async fn send_with_headers(
+        &self,
+        req: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Json) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap();
@@ -167,7 +202,7 @@ impl TestServer {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
         };
-        (status, json)
+        (status, headers, json)
     }
 
     /// Registers `email` and returns (user_id, token).

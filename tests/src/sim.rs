@@ -366,6 +366,7 @@ fn operate(rng: &mut Rng, d: &mut SimDevice, trace: &mut Trace) {
                 s.delete::<SettingsProfile>(sp).map_err(e)?;
                 format!("delete settings profile {sp}")
             }
+            16 if rng.chance(50) => move_between_natural_keys(rng, s, &profiles).map_err(e)?,
             _ => {
                 // Edit a random live row of a random table in a column that is not a key.
                 let tables: Vec<&sync_runtime::Table> = entities::app().schema.synced().collect();
@@ -417,6 +418,37 @@ fn operate(rng: &mut Rng, d: &mut SimDevice, trace: &mut Trace) {
         d.index,
         result.unwrap_or_else(|e| format!("refused: {e}"))
     ));
+}
+
+/// Moves a live add-on setting (a table with two natural keys) between its keys: onto a
+/// settings profile, onto a profile, or onto both, so that one key may meet another record's
+/// while the other key is given up.
+fn move_between_natural_keys(
+    rng: &mut Rng,
+    s: &mut Store,
+    profiles: &[i64],
+) -> Result<String, sync_runtime::StoreError> {
+    let rows: Vec<ProfileAddon> = s.list()?;
+    let Some(mut row) = rng.pick(&rows).cloned() else {
+        return Ok("no add-on setting".into());
+    };
+    let settings = live_ids(s, "settings_profiles");
+    let (profile, sp) = (rng.pick(profiles).copied(), rng.pick(&settings).copied());
+    match rng.below(3) {
+        0 => (row.profile_id, row.settings_profile_id) = (None, sp),
+        1 => (row.profile_id, row.settings_profile_id) = (profile, None),
+        _ => (row.profile_id, row.settings_profile_id) = (profile, sp),
+    }
+    if row.profile_id.is_none() && row.settings_profile_id.is_none() {
+        return Ok("no key to move to".into());
+    }
+    s.update(&row)?;
+    Ok(format!(
+        "move add-on setting {} to profile {:?}, settings {:?}",
+        row.id.unwrap_or_default(),
+        row.profile_id,
+        row.settings_profile_id
+    ))
 }
 
 /// A sync with faults injected between its steps. Returns early when a fault strikes.
@@ -678,7 +710,12 @@ async fn client_sync(
 async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool, String> {
     let mut rng = Rng::new(seed);
     NOW.with(|n| *n.borrow_mut() = EPOCH);
-    let Some(mut srv) = LiveServer::start(backend, "simulation").await else {
+    // Simulated time runs in 2100: the server must take stamps that far ahead of its clock.
+    let config = sync_runtime::server::ServerConfig {
+        max_clock_ahead: std::time::Duration::from_secs(200 * 365 * 24 * 3600),
+        ..Default::default()
+    };
+    let Some(mut srv) = LiveServer::start_with(backend, "simulation", config).await else {
         return Ok(false);
     };
     let n = 3 + rng.below(4) as usize;
@@ -890,6 +927,7 @@ async fn read_server(
         from: Some(PullFrom::After(0)),
         limit: 10_000_000,
         exclude_device: None,
+        max_bytes: i64::MAX as usize,
     };
     let page = sync_runtime::with_tx!(&server.db, false, |tx| {
         let (last_seq, _) = sync::user_sequence(tx, &input.user_id).await?;

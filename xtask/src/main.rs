@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks.
 
 mod bench;
+mod fuzz_api;
 mod screenshots;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,17 @@ enum Command {
         /// Storage of the in-process server; postgres reads SYNC_TEST_POSTGRES_URL.
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: BackendArg,
+    },
+
+    /// Run schemathesis (from PyPI) against the server's OpenAPI document: every answer must
+    /// be documented, and none a 5xx. Skips when schemathesis is not installed.
+    FuzzApi {
+        /// Storage of the in-process server; postgres reads SYNC_TEST_POSTGRES_URL.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BackendArg,
+        /// Examples generated per operation.
+        #[arg(long, default_value_t = 100)]
+        max_examples: u32,
     },
 
     /// Measure sync throughput, latency, memory and server load; writes docs/bench.md.
@@ -140,6 +152,22 @@ fn main() -> ExitCode {
             first_seed,
             backend,
         } => simulate(seed, seeds, first_seed, backend),
+        Command::FuzzApi {
+            backend,
+            max_examples,
+        } => {
+            let backend = match backend {
+                BackendArg::Sqlite => tests::server::Backend::Sqlite,
+                BackendArg::Postgres => tests::server::Backend::Postgres,
+            };
+            match fuzz_api::run(backend, max_examples) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Migrations { check } => {
             let dir = entities_dir();
             let schema = entities::schema();

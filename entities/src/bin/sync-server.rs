@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
-use sync_runtime::server::{Server, ServerConfig, router, spawn_purger};
+use sync_runtime::server::{Server, ServerConfig, serve, spawn_purger};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,30 @@ struct Args {
     /// Connections to PostgreSQL from this process.
     #[arg(long, env = "SYNC_POSTGRES_CONNECTIONS", default_value_t = 16)]
     postgres_connections: usize,
+    /// Bytes of one text or JSON value in a pushed row; more rejects the row.
+    #[arg(long, env = "SYNC_MAX_VALUE_BYTES", default_value_t = ServerConfig::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// Bytes of the rows of one pull page (a page holds at least one record).
+    #[arg(long, env = "SYNC_MAX_PAGE_BYTES", default_value_t = ServerConfig::default().max_page_bytes)]
+    max_page_bytes: usize,
+    /// Seconds a pushed stamp may be ahead of the server's clock; more rejects the row.
+    #[arg(long, env = "SYNC_MAX_CLOCK_AHEAD_SECS", default_value_t = ServerConfig::default().max_clock_ahead.as_secs())]
+    max_clock_ahead_secs: u64,
+    /// Seconds to send a request's headers, or the next request on a kept-alive connection.
+    #[arg(long, env = "SYNC_HEADER_TIMEOUT_SECS", default_value_t = ServerConfig::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds to send a request's body.
+    #[arg(long, env = "SYNC_BODY_TIMEOUT_SECS", default_value_t = ServerConfig::default().body_timeout.as_secs())]
+    body_timeout_secs: u64,
+    /// Connections open at once; more wait to be accepted. Keep it below `ulimit -n`.
+    #[arg(long, env = "SYNC_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
+    /// Registrations from one address per hour.
+    #[arg(long, env = "SYNC_MAX_REGISTRATIONS", default_value_t = ServerConfig::default().max_registrations)]
+    max_registrations: u32,
+    /// Passwords hashed at once (about 19 MiB each); 0: one per core.
+    #[arg(long, env = "SYNC_HASHING_SLOTS", default_value_t = 0)]
+    hashing_slots: usize,
 }
 
 async fn shutdown_signal() {
@@ -82,6 +106,17 @@ async fn main() -> ExitCode {
         tombstone_horizon: (args.tombstone_days > 0)
             .then(|| Duration::from_secs(args.tombstone_days * 24 * 3600)),
         postgres_connections: args.postgres_connections,
+        max_value_bytes: args.max_value_bytes,
+        max_page_bytes: args.max_page_bytes,
+        max_clock_ahead: Duration::from_secs(args.max_clock_ahead_secs),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections: args.max_connections.max(1),
+        max_registrations: args.max_registrations,
+        hashing_slots: match args.hashing_slots {
+            0 => ServerConfig::default().hashing_slots,
+            n => n,
+        },
         ..ServerConfig::default()
     };
     let server = match Server::open(&args.database, entities::app(), config).await {
@@ -106,10 +141,7 @@ async fn main() -> ExitCode {
     // Printed plainly too, so a script that started the server on port 0 can read the port.
     println!("listening on http://{addr}");
     let purger = spawn_purger(server.clone(), Duration::from_secs(3600));
-    let app = router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = serve(listener, server, shutdown_signal()).await;
     purger.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -301,7 +301,7 @@ async fn push_phase(
                 }
                 let summary = store.apply_push_results(&rows, &answer["results"])?;
                 if let Some(t) = server_time(&answer) {
-                    store.clock().observe(t);
+                    store.clock().observe_server_time(t);
                 }
                 report.pushed += rows.len();
                 report.rejected += summary.rejected;
@@ -457,7 +457,7 @@ async fn pull_phase(
                     let server_time = page.server_time;
                     let summary = store.apply_pulled(page)?;
                     if let Some(t) = server_time {
-                        store.clock().observe(t);
+                        store.clock().observe_server_time(t);
                     }
                     report.pages += 1;
                     report.pulled += summary.rows;

@@ -1,5 +1,6 @@
 //! Accounts and tokens: argon2id password hashes, random bearer tokens stored only as SHA-256
-//! hashes (they are high-entropy; a slow hash is for passwords), and failed-login limits.
+//! hashes (they are high-entropy; a slow hash is for passwords), with a bound on how many
+//! passwords are hashed at once.
 
 use crate::schema::ColumnType;
 use crate::server::db::SyncTx;
@@ -9,29 +10,82 @@ use crate::value::Value;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sea_query::{Expr, ExprTrait, Query};
 use sha2::Digest;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Semaphore;
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+/// How many passwords are hashed at once, and how many more may wait. Each argon2 hash holds
+/// about 19 MiB while it runs: without a bound, a burst of registrations or logins takes the
+/// server's memory; beyond the queue a request is answered 503 with `Retry-After`.
+pub struct HashGate {
+    running: Semaphore,
+    /// Requests holding or waiting for a slot.
+    admitted: AtomicUsize,
+    max_admitted: usize,
+}
+
+/// Seconds a client is told to wait when every hashing slot and queue place is taken.
+const BUSY_RETRY_AFTER: u64 = 1;
+
+impl HashGate {
+    /// `concurrent` hashes at once (at least one), `queue` more waiting.
+    pub fn new(concurrent: usize, queue: usize) -> Self {
+        let concurrent = concurrent.max(1);
+        HashGate {
+            running: Semaphore::new(concurrent),
+            admitted: AtomicUsize::new(0),
+            max_admitted: concurrent + queue,
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free, or refuses at once when the queue
+    /// is full.
+    async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
+        // Given back however this ends (answered, refused, or the client went away).
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _leave = Leave(&self.admitted);
+        if admitted >= self.max_admitted {
+            return Err(ApiError::Busy {
+                retry_after: BUSY_RETRY_AFTER,
+            });
+        }
+        let _slot = self.running.acquire().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(ApiError::internal)
+    }
+}
+
 /// Hashes a password with argon2id (on a blocking thread: it is slow on purpose).
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+pub async fn hash_password(gate: &HashGate, password: String) -> Result<String, ApiError> {
+    gate.run(move || {
         let salt = new_salt()?;
         argon2::Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(ApiError::internal)
     })
-    .await
-    .map_err(ApiError::internal)?
+    .await?
 }
 
 /// Checks a password against a stored hash; `None` checks against a dummy so that an unknown
 /// email costs the same time as a wrong password.
-pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+pub async fn verify_password(
+    gate: &HashGate,
+    password: String,
+    hash: Option<String>,
+) -> Result<bool, ApiError> {
+    gate.run(move || {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let dummy = DUMMY.get_or_init(|| {
             new_salt()
@@ -56,7 +110,6 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
         ok && known
     })
     .await
-    .map_err(ApiError::internal)
 }
 
 fn new_salt() -> Result<SaltString, ApiError> {
@@ -78,11 +131,14 @@ pub fn token_hash(token: &str) -> String {
 
 /// Emails compare case-insensitively.
 pub fn normalise_email(email: &str) -> Result<String, ApiError> {
-    let e = email.trim().to_lowercase();
-    let valid = e.len() <= 254
+    // Exactly the rule the OpenAPI document states: no trimming, at most 254 characters.
+    let e = email.to_lowercase();
+    let valid = email.chars().count() <= 254
         && e.split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !e.chars().any(char::is_whitespace);
+        // Control characters (NUL among them) are refused alike on both backends: PostgreSQL
+        // cannot store a NUL in text at all.
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if valid {
         Ok(e)
     } else {
@@ -201,53 +257,4 @@ pub async fn revoke_token<T: SyncTx>(tx: &mut T, hash: &str) -> Result<(), ApiEr
         .and_where(Expr::col("revoked_at").is_null());
     tx.run(&up).await?;
     Ok(())
-}
-
-/// Failed logins per account and per address, over a sliding window. Kept in the process: with
-/// several server processes each one limits on its own.
-pub struct LoginLimiter {
-    max_failures: u32,
-    window: Duration,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
-        LoginLimiter {
-            max_failures,
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Refuses when any of `keys` has used up its failures; says when to try again.
-    pub fn check(&self, keys: &[String]) -> Result<(), ApiError> {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, (_, since)| now.duration_since(*since) < self.window);
-        for k in keys {
-            if let Some((_, since)) = map.get(k).filter(|(n, _)| *n >= self.max_failures) {
-                let left = self.window.saturating_sub(now.duration_since(*since));
-                return Err(ApiError::RateLimited {
-                    retry_after: std::cmp::max(left.as_secs(), 1),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    pub fn failed(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        for k in keys {
-            map.entry(k.clone()).or_insert((0, now)).0 += 1;
-        }
-    }
-
-    pub fn succeeded(&self, account_key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(account_key);
-    }
 }

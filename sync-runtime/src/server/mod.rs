@@ -5,7 +5,11 @@ pub mod auth;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod listen;
+pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
+pub mod row_rules;
 pub mod sync;
 
 use crate::App;
@@ -19,6 +23,7 @@ use sea_query::{
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use listen::serve;
 pub use routes::router;
 
 /// What an operator can tune. Every field has a default fit for one machine.
@@ -38,8 +43,27 @@ pub struct ServerConfig {
     /// Failed logins per account and per address before 429, and the window they count in.
     pub max_login_failures: u32,
     pub login_window: Duration,
+    /// Registrations per address before 429, and the window they count in.
+    pub max_registrations: u32,
+    pub registration_window: Duration,
+    /// Passwords hashed at once (each holds about 19 MiB), and requests that may wait for a
+    /// slot; beyond them, 503.
+    pub hashing_slots: usize,
+    pub hashing_queue: usize,
     /// Connections to PostgreSQL per server process.
     pub postgres_connections: usize,
+    /// How far ahead of the server's clock a pushed stamp may be; further is a rejected row.
+    pub max_clock_ahead: Duration,
+    /// Bytes of one text or JSON value in a pushed row; more is a rejected row.
+    pub max_value_bytes: usize,
+    /// Bytes of the rows of one pull page (at least one record is sent, whatever its size).
+    pub max_page_bytes: usize,
+    /// Time to send a request's headers, and to send the next one on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
+    /// Open connections; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -53,7 +77,17 @@ impl Default for ServerConfig {
             tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
             max_login_failures: 10,
             login_window: Duration::from_secs(15 * 60),
+            max_registrations: 100,
+            registration_window: Duration::from_secs(3600),
+            hashing_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hashing_queue: 32,
             postgres_connections: 16,
+            max_clock_ahead: Duration::from_secs(24 * 3600),
+            max_value_bytes: 1024 * 1024,
+            max_page_bytes: 8 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 8192,
         }
     }
 }
@@ -65,7 +99,9 @@ pub struct Server {
     pub config: ServerConfig,
     /// The server's own device id, stamped on the writes it derives.
     pub device_id: String,
-    pub limiter: auth::LoginLimiter,
+    pub limiter: rate_limit::LoginLimiter,
+    pub registrations: rate_limit::RegisterLimiter,
+    pub hashing: auth::HashGate,
 }
 
 /// Why the server could not start.
@@ -264,13 +300,18 @@ impl Server {
             ApiError::Internal(m) => StartError::Db(DbError::Migrate(m)),
             other => StartError::Db(DbError::Migrate(other.to_string())),
         })?;
-        let limiter = auth::LoginLimiter::new(config.max_login_failures, config.login_window);
+        let limiter = rate_limit::LoginLimiter::new(config.max_login_failures, config.login_window);
+        let registrations =
+            rate_limit::RegisterLimiter::new(config.max_registrations, config.registration_window);
+        let hashing = auth::HashGate::new(config.hashing_slots, config.hashing_queue);
         Ok(Arc::new(Server {
             db,
             app,
             config,
             device_id,
             limiter,
+            registrations,
+            hashing,
         }))
     }
 

@@ -3,9 +3,9 @@
 
 use crate::page::PushBody;
 use crate::server::cursor::Cursor;
-use crate::server::error::{ApiError, CursorExpiry};
+use crate::server::error::{self, ApiError, CursorExpiry};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth};
+use crate::server::{Server, auth, row_rules};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +36,13 @@ pub struct ErrorBody {
 
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// Compared case-insensitively; no whitespace or control characters.
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub email: String,
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -56,12 +62,19 @@ pub struct Health {
     pub server_device_id: String,
     pub max_push_rows: usize,
     pub max_body_bytes: usize,
+    /// Bytes of one text or JSON value in a pushed row; more rejects the row.
+    pub max_value_bytes: usize,
+    /// Bytes of the rows of one pull page (a page holds at least one record).
+    pub max_page_bytes: usize,
+    /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
+    pub max_clock_ahead_ms: u64,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct PushRequest {
     /// Made once per local database.
     pub device_id: String,
+    #[schema(minimum = 1)]
     pub schema_version: u32,
     /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
     #[schema(value_type = Object)]
@@ -135,6 +148,7 @@ impl Serialize for PageChanges {
         description = "The wire protocol of docs/PROTOCOL.md"
     ),
     paths(health, register, login, logout, push, pull, openapi_json),
+    modifiers(&BearerAuth),
     components(schemas(
         ErrorBody,
         Credentials,
@@ -148,6 +162,21 @@ impl Serialize for PageChanges {
 )]
 pub struct ApiDoc;
 
+/// Declares the `bearer` scheme that the sync endpoints require.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/api/health", get(health))
@@ -157,7 +186,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/sync/push", post(push))
         .route("/api/sync/pull", get(pull))
         .route("/api/openapi.json", get(openapi_json))
-        .fallback(|| async { ApiError::BadRequest("no such endpoint".into()) })
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("a handler panicked".into()).into_response()
@@ -169,17 +199,20 @@ pub fn router(server: Arc<Server>) -> Router {
 
 /// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(
+    s: &Server,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(headers, body, limit).await?;
+    let bytes = read_body(s, headers, body, limit).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
-/// A JSON body's bytes, within `limit`.
+/// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
+/// would otherwise hold its buffer for as long as it likes).
 async fn read_body(
+    s: &Server,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -194,8 +227,15 @@ async fn read_body(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));
     }
-    axum::body::to_bytes(body, limit)
+    let timeout = s.config.body_timeout;
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                timeout.as_secs()
+            ))
+        })?
         .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
 }
 
@@ -225,6 +265,9 @@ async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
         server_device_id: s.device_id.clone(),
         max_push_rows: s.config.max_push_rows,
         max_body_bytes: s.config.max_body_bytes,
+        max_value_bytes: s.config.max_value_bytes,
+        max_page_bytes: s.config.max_page_bytes,
+        max_clock_ahead_ms: s.config.max_clock_ahead.as_millis().min(u64::MAX as u128) as u64,
     })
 }
 
@@ -235,9 +278,9 @@ fn check_password(password: &str) -> Result<(), ApiError> {
             auth::MIN_PASSWORD_CHARS
         )));
     }
-    if password.len() > 1024 {
+    if password.chars().count() > 1024 {
         return Err(ApiError::BadRequest(
-            "the password is over 1024 bytes".into(),
+            "the password is over 1024 characters".into(),
         ));
     }
     Ok(())
@@ -257,58 +300,65 @@ async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
     })
 }
 
+/// The address a request came from (none when the router is driven in-process).
+fn peer_address(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 #[utoipa::path(post, path = "/api/auth/register", request_body = Credentials,
-    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn register(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
+    let addr = peer_address(&req);
     let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
+    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
     let email = auth::normalise_email(&c.email)?;
     check_password(&c.password)?;
-    let hash = auth::hash_password(c.password).await?;
+    // Counted before the hash: a burst of registrations cannot outrun the limit.
+    s.registrations.count(addr)?;
+    let hash = auth::hash_password(&s.hashing, c.password).await?;
     let user = crate::with_tx!(&s.db, true, |tx| auth::create_user(tx, &email, &hash).await)?;
     let session = new_session(&s, user).await?;
     Ok((StatusCode::CREATED, axum::Json(session)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/auth/login", request_body = Credentials,
-    responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = Session), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<Server>>,
     req: Request,
 ) -> Result<axum::Json<Session>, ApiError> {
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let addr = peer_address(&req);
     let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&parts.headers, body, 64 * 1024).await?;
-    let email = c.email.trim().to_lowercase();
-    let account_key = format!("account:{email}");
-    let mut keys = vec![account_key.clone()];
-    if let Some(ip) = addr {
-        keys.push(format!("address:{ip}"));
-    }
-    s.limiter.check(&keys)?;
+    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
+    let email = auth::normalise_email(&c.email)?;
+    // Counted before the password is checked, so concurrent guesses cannot outrun the limit;
+    // a right password gives the attempt back.
+    let attempt = s.limiter.begin(&email, addr)?;
     let e = email.clone();
     let found = crate::with_tx!(&s.db, false, |tx| auth::find_user(tx, &e).await)?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
     };
-    let ok = auth::verify_password(c.password, hash).await?;
+    let ok = auth::verify_password(&s.hashing, c.password, hash).await?;
     match (ok, user) {
         (true, Some(user)) => {
-            s.limiter.succeeded(&account_key);
+            attempt.succeeded();
             Ok(axum::Json(new_session(&s, user).await?))
         }
         _ => {
-            s.limiter.failed(&keys);
+            attempt.failed();
             Err(ApiError::Unauthorized("wrong email or password".into()))
         }
     }
 }
 
-#[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn logout(State(s): State<Arc<Server>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     let (_, hash) = authenticate(&s, &headers).await?;
     crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
@@ -349,6 +399,7 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
         )));
     }
     let mut changes = BTreeMap::new();
+    let now = Timestamp::now();
     for (name, table, rows) in tables {
         let table = table.ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -363,7 +414,10 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
             })?;
             let sent_id = raw.remote_id().unwrap_or_default().to_owned();
             match WireRow::from_raw(table, raw, version, false) {
-                Ok(r) => parsed.push(Ok(r)),
+                Ok(r) => match row_rules::refusal(table, &r, &s.config, now) {
+                    None => parsed.push(Ok(r)),
+                    Some(why) => parsed.push(Err((r.remote_id, why))),
+                },
                 Err(WireError::BadValue { column, message }) => {
                     let id = normalise_id("remote_id", &sent_id)
                         .map_err(|e| ApiError::BadRequest(format!("{name}[{i}]: {e}")))?;
@@ -371,6 +425,13 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
                 }
                 Err(e) => return Err(ApiError::BadRequest(format!("{name}[{i}]: {e}"))),
             }
+        }
+        if changes.contains_key(&name) {
+            // A JSON object with a repeated key: which array was meant is anyone's guess.
+            return Err(ApiError::BadRequest(format!(
+                "table `{}` appears twice in `changes`",
+                name.chars().take(64).collect::<String>()
+            )));
         }
         changes.insert(name, parsed);
     }
@@ -395,7 +456,7 @@ async fn push(
 ) -> Result<axum::Json<PushResponse>, ApiError> {
     let (parts, body) = req.into_parts();
     let (user, _) = authenticate(&s, &parts.headers).await?;
-    let body = read_body(&parts.headers, body, s.config.max_body_bytes).await?;
+    let body = read_body(&s, &parts.headers, body, s.config.max_body_bytes).await?;
     let (version, input) = parse_push(&s, &body, user)?;
     let (app, server_device) = (s.app, s.device_id.clone());
     let results = crate::with_tx!(&s.db, true, |tx| {
@@ -489,9 +550,9 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[utoipa::path(get, path = "/api/sync/pull",
     params(("since" = Option<String>, Query, description = "the cursor of the previous page; absent: a full pull"),
-        ("limit" = Option<u32>, Query, description = "rows per page (default 1000, clamped to the server's cap)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "rows per page (default 1000, clamped to the server's cap)"),
         ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
-        ("X-Sync-Schema-Version" = Option<u32>, Header, description = "the client's schema version")),
+        ("X-Sync-Schema-Version" = Option<u32>, Header, minimum = 1, description = "the client's schema version")),
     responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -515,11 +576,11 @@ async fn pull(
     let limit = match params.get("limit") {
         None => 1000,
         Some(l) => l
-            .parse::<u64>()
+            .parse::<i64>()
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| ApiError::BadRequest("`limit` must be a positive integer".into()))?
-            .min(s.config.max_pull_limit as u64) as usize,
+            .min(s.config.max_pull_limit as i64) as usize,
     };
     let from = match params.get("since").filter(|s| !s.is_empty()) {
         None => None,
@@ -551,6 +612,7 @@ async fn pull(
         from,
         limit,
         exclude_device,
+        max_bytes: s.config.max_page_bytes,
     };
     let page = crate::with_tx!(&s.db, false, |tx| {
         let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;
@@ -595,6 +657,6 @@ async fn pull(
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "this document")))]
-async fn openapi_json() -> axum::Json<Json> {
-    axum::Json(serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({})))
+async fn openapi_json(State(s): State<Arc<Server>>) -> axum::Json<Json> {
+    axum::Json(crate::server::openapi::document(&s))
 }

@@ -797,9 +797,13 @@ impl<T: SyncTx> Session<'_, T> {
             if let Some(mut own) = own {
                 self.repoint_children(table, &own.remote_id, survivor, own.updated_at)
                     .await?;
-                if own.deleted_at.is_none() {
+                // The merged-away record gives up the keys the survivor is about to take, or the
+                // UNIQUE index refuses the survivor's write (a table with two keys, the row
+                // moving from one to the other).
+                let freed = free_taken_keys(table, &mut own, &incoming.values);
+                if own.deleted_at.is_none() || freed {
                     let t = self.derived_stamp(&[own.updated_at, incoming.updated_at]);
-                    own.deleted_at = Some(t);
+                    own.deleted_at.get_or_insert(t);
                     own.set_stamp(table, t);
                     own.device_id = self.server_device.to_owned();
                     self.store(table, &mut own, u32::MAX).await?;
@@ -927,6 +931,31 @@ impl<T: SyncTx> Session<'_, T> {
     }
 }
 
+/// Frees the natural keys of `own`, a record about to become a merge's derived tombstone, that
+/// `taking` (the values its survivor may take) holds too: their nullable columns are set to
+/// NULL, and a key holding a NULL matches nothing. The rule, whatever the statements: the
+/// tombstone is written before the survivor, and holds no key the survivor will hold. (Every
+/// key of a table with two keys has a nullable column in this app; a key without one would keep
+/// its values.) Returns whether anything changed.
+fn free_taken_keys(table: &Table, own: &mut Stored, taking: &[Value]) -> bool {
+    let mut freed = false;
+    for key in &table.natural_keys {
+        let cols: Vec<usize> = key.iter().filter_map(|k| table.column_index(k)).collect();
+        let taken = cols
+            .iter()
+            .all(|&i| !own.values[i].is_null() && own.values[i] == taking[i]);
+        if taken {
+            for &i in &cols {
+                if table.columns[i].nullable {
+                    own.values[i] = Value::Null;
+                    freed = true;
+                }
+            }
+        }
+    }
+    freed
+}
+
 /// The upsert of a record of `table` for a client of `version`, with `params` as
 /// [`Session::store`] lists them: the record's columns, then the account that must own it.
 fn upsert(table: &Table, params: &[Value], version: u32) -> sea_query::InsertStatement {
@@ -968,6 +997,8 @@ pub struct PullInput {
     pub from: Option<PullFrom>,
     pub limit: usize,
     pub exclude_device: Option<String>,
+    /// Bytes a page's rows may hold (the first record is sent whatever its size).
+    pub max_bytes: usize,
 }
 
 pub struct PullPage {
@@ -1011,6 +1042,7 @@ pub async fn pull<T: SyncTx>(
         Some(PullFrom::Full { seq, began }) => (seq, Some(began)),
         Some(PullFrom::After(seq)) => (seq, None),
     };
+    let byte_cut = page_byte_cutoff(tx, schema, input, since, full_began).await?;
     // The first `limit + 1` changes after `since` of each table, read once: the page ends at
     // the `limit`-th sequence across all tables, and every change up to it is among these.
     let mut read: Vec<(&Table, Vec<Stored>)> = Vec::new();
@@ -1025,13 +1057,10 @@ pub async fn pull<T: SyncTx>(
             .order_by("seq", Order::Asc)
             .limit(input.limit as u64 + 1);
         if let Some(began) = full_began {
-            // Tombstones written before the full pull began concern nothing the caller keeps;
-            // later ones delete records an earlier page may have delivered live.
-            q.cond_where(
-                Cond::any()
-                    .add(Expr::col("deleted_at").is_null())
-                    .add(Expr::col("seq").gt(began)),
-            );
+            q.cond_where(full_pull_rows(began));
+        }
+        if let Some(cut) = byte_cut {
+            q.and_where(Expr::col("seq").lte(cut));
         }
         let rows = tx
             .fetch(&q, &types)
@@ -1043,9 +1072,11 @@ pub async fn pull<T: SyncTx>(
         read.push((table, rows));
     }
     seqs.sort_unstable();
-    let has_more = seqs.len() > input.limit;
-    let cutoff = if has_more {
+    let has_more = seqs.len() > input.limit || byte_cut.is_some();
+    let cutoff = if seqs.len() > input.limit {
         seqs[input.limit - 1]
+    } else if let Some(cut) = byte_cut {
+        cut
     } else {
         std::cmp::max(last_seq, since)
     };
@@ -1067,6 +1098,75 @@ pub async fn pull<T: SyncTx>(
         next,
         has_more,
     })
+}
+
+/// The rows a full pull that began at sequence `began` returns: tombstones written before it
+/// began concern nothing the caller keeps; later ones delete records an earlier page may have
+/// delivered live.
+fn full_pull_rows(began: i64) -> Cond {
+    Cond::any()
+        .add(Expr::col("deleted_at").is_null())
+        .add(Expr::col("seq").gt(began))
+}
+
+/// Bytes counted for a row beside its text and JSON values: its ids, stamps and other columns.
+const ROW_OVERHEAD_BYTES: i64 = 256;
+
+/// The last sequence of a page that stops before `input.max_bytes` (at least one record), or
+/// `None` when the page's rows fit. Sizes are read without the values, so a page of huge
+/// records is never read whole into memory.
+async fn page_byte_cutoff<T: SyncTx>(
+    tx: &mut T,
+    schema: &Schema,
+    input: &PullInput,
+    since: i64,
+    full_began: Option<i64>,
+) -> Result<Option<i64>, DbError> {
+    let mut sizes: Vec<(i64, i64)> = Vec::new();
+    for table in schema.synced() {
+        let size = table
+            .columns
+            .iter()
+            .filter(|c| {
+                c.on_wire()
+                    && (c.reference.is_some()
+                        || matches!(c.ty, ColumnType::Text | ColumnType::Json))
+            })
+            .map(|c| format!("COALESCE(octet_length(\"{}\"), 0)", c.name))
+            .chain(std::iter::once(ROW_OVERHEAD_BYTES.to_string()))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        // BIGINT on both backends (PostgreSQL's octet_length is a 4-byte integer).
+        let size = format!("CAST({size} AS BIGINT)");
+        let mut q = Query::select();
+        q.column("seq")
+            .expr(Expr::cust(size))
+            .from(table.name.clone())
+            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
+            .and_where(Expr::col("seq").gt(since))
+            .order_by("seq", Order::Asc)
+            .limit(input.limit as u64 + 1);
+        if let Some(began) = full_began {
+            q.cond_where(full_pull_rows(began));
+        }
+        for r in tx
+            .fetch(&q, &[ColumnType::Integer, ColumnType::Integer])
+            .await?
+        {
+            if let [Value::Integer(seq), Value::Integer(bytes)] = &r[..] {
+                sizes.push((*seq, *bytes));
+            }
+        }
+    }
+    sizes.sort_unstable();
+    let mut total = 0i64;
+    for (i, (_, bytes)) in sizes.iter().enumerate() {
+        total = total.saturating_add(*bytes);
+        if total > input.max_bytes as i64 && i > 0 {
+            return Ok(Some(sizes[i - 1].0));
+        }
+    }
+    Ok(None)
 }
 
 /// Purges tombstones deleted before `before`, raising each user's purge watermark to the

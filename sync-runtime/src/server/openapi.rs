@@ -1,0 +1,130 @@
+//! The OpenAPI document served at `/api/openapi.json`: the handlers' types (utoipa), completed
+//! with what only the running server knows, so that a request the document calls valid is one
+//! the server accepts: each synced table's row, the schema version served, the cursor's shape.
+
+use crate::schema::{ColumnType, Table};
+use crate::server::Server;
+use crate::server::routes::ApiDoc;
+use serde_json::{Map, Value as Json, json};
+use utoipa::OpenApi;
+
+/// Timestamps as the server reads them: 0 to 3 fractional digits, `Z` or `+00:00`.
+const TIMESTAMP_PATTERN: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,3})?(Z|\+00:00)$";
+
+/// Ids as the server reads them: a hyphenated UUID, any case.
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// A pushed row of `table` for a client of `version`: every column required, no other key
+/// (but `user_id`, which is ignored).
+///
+/// The envelope (`remote_id`, `updated_at`, `deleted_at`) is exact: anything else is a 400.
+/// A column's value of the wrong type is no envelope error but a `rejected` row (PROTOCOL.md),
+/// so the column schemas constrain only what the server refuses outright: a string in a
+/// timestamp column must be a timestamp, a string in a reference must be an id. (`pattern`
+/// applies to strings only.)
+fn row_schema(table: &Table, version: u32) -> Json {
+    let mut props = Map::new();
+    props.insert(
+        "remote_id".into(),
+        json!({"type": "string", "pattern": UUID_PATTERN}),
+    );
+    props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}),
+    );
+    props.insert(
+        "deleted_at".into(),
+        json!({"type": ["string", "null"], "format": "date-time", "pattern": TIMESTAMP_PATTERN}),
+    );
+    props.insert(
+        "user_id".into(),
+        json!({"description": "ignored: the server fills it with the account's id"}),
+    );
+    let mut required = vec![
+        "remote_id".to_owned(),
+        "updated_at".into(),
+        "deleted_at".into(),
+    ];
+    for c in table
+        .columns
+        .iter()
+        .filter(|c| c.on_wire() && c.since <= version && c.name != crate::schema::UPDATED_AT)
+    {
+        let null = if c.nullable { " or null" } else { "" };
+        let schema = match (&c.reference, c.ty) {
+            (Some(r), _) if r.by_key.is_none() => json!({"pattern": UUID_PATTERN,
+                "description": format!("the remote_id of a {} record{null}", r.table)}),
+            (Some(r), _) => {
+                json!({"description": format!("the {} of an {} record (a string){null}",
+                r.by_key.as_deref().unwrap_or_default(), r.table)})
+            }
+            (None, ColumnType::DateTime) => {
+                json!({"format": "date-time", "pattern": TIMESTAMP_PATTERN,
+                "description": format!("a timestamp{null}")})
+            }
+            (None, ty) => {
+                json!({"description": format!("{}{null}; another type rejects the row", match ty {
+                    ColumnType::Integer => "an integer",
+                    ColumnType::Real => "a number",
+                    ColumnType::Boolean => "a boolean",
+                    ColumnType::Text => "a string",
+                    _ => "any JSON value",
+                })})
+            }
+        };
+        props.insert(c.name.clone(), schema);
+        required.push(c.name.clone());
+    }
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+/// The document for `server`.
+pub fn document(server: &Server) -> Json {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let schema = &server.app.schema;
+    // The current version only: rows of an older one carry fewer columns, which one schema
+    // per table cannot say.
+    let version = schema.version();
+    let mut tables = Map::new();
+    for table in schema.synced() {
+        let name = format!("Row_{}", table.name);
+        doc["components"]["schemas"][&name] = row_schema(table, version);
+        tables.insert(
+            table.name.clone(),
+            json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}),
+        );
+    }
+    let push = &mut doc["components"]["schemas"]["PushRequest"]["properties"];
+    push["changes"] = json!({"type": "object", "properties": tables, "additionalProperties": false,
+        "description": "rows per synced table (PROTOCOL.md, \"Rows on the wire\")"});
+    push["schema_version"] =
+        json!({"type": "integer", "format": "int32", "minimum": version, "maximum": version});
+    push["device_id"] = json!({"type": "string", "pattern": UUID_PATTERN});
+    if let Some(params) = doc["paths"]["/api/sync/pull"]["get"]["parameters"].as_array_mut() {
+        for p in params {
+            match p["name"].as_str() {
+                Some("X-Sync-Schema-Version") => {
+                    p["schema"] = json!({"type": "integer", "format": "int32",
+                        "minimum": version, "maximum": version});
+                }
+                // Any positive 64-bit integer; the server clamps it to its cap.
+                Some("limit") => {
+                    p["schema"] = json!({"type": "integer", "format": "int64", "minimum": 1,
+                        "maximum": i64::MAX});
+                }
+                // Empty is the same as absent, for both.
+                Some("since") => {
+                    p["schema"] =
+                        json!({"type": "string", "pattern": r"^(c1\.[0-9]{1,9}\.[0-9]{1,18})?$"});
+                }
+                Some("device_id") => {
+                    let id = &UUID_PATTERN[1..UUID_PATTERN.len() - 1];
+                    p["schema"] = json!({"type": "string", "pattern": format!("^({id})?$")});
+                }
+                _ => {}
+            }
+        }
+    }
+    doc
+}

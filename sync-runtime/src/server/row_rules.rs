@@ -1,0 +1,81 @@
+//! What the server refuses in a pushed row that is well-formed JSON of the right types: each
+//! rule rejects that row alone (PROTOCOL.md, `rejected`), the same way on both backends.
+
+use crate::schema::Table;
+use crate::server::ServerConfig;
+use crate::timestamp::Timestamp;
+use crate::value::Value;
+use crate::wire::WireRow;
+
+/// Why `row` of `table` is refused, if it is: a NUL character in a text value, a text or JSON
+/// value over the size limit, or a stamp too far ahead of the server's clock `now`.
+pub fn refusal(
+    table: &Table,
+    row: &WireRow,
+    config: &ServerConfig,
+    now: Timestamp,
+) -> Option<String> {
+    let ahead = config.max_clock_ahead.as_millis().min(i64::MAX as u128) as i64;
+    let latest = now.add_millis(ahead);
+    for (name, stamp) in [
+        ("updated_at", Some(row.updated_at)),
+        ("deleted_at", row.deleted_at),
+    ] {
+        // A stamp from a clock far ahead would win every merge from then on: the record could
+        // never be edited or deleted again.
+        if stamp.is_some_and(|t| t > latest) {
+            return Some(format!(
+                "`{name}` is more than {} ahead of the server's clock ({}); check the device's clock",
+                human(config.max_clock_ahead),
+                now.to_wire()
+            ));
+        }
+    }
+    for (c, v) in table.columns.iter().zip(&row.values) {
+        let bytes = match v {
+            // PostgreSQL cannot store a NUL in text: refused on SQLite too, so both agree.
+            Value::Text(s) if s.contains('\0') => {
+                return Some(format!(
+                    "column `{}`: text must not hold a NUL character (\\u0000)",
+                    c.name
+                ));
+            }
+            Value::Text(s) => s.len(),
+            Value::Json(j) => json_len(j),
+            _ => 0,
+        };
+        if bytes > config.max_value_bytes {
+            return Some(format!(
+                "column `{}`: {bytes} bytes; a value may hold at most {}",
+                c.name, config.max_value_bytes
+            ));
+        }
+    }
+    None
+}
+
+/// The size of a JSON value as text, counted without building the text.
+fn json_len(j: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, j);
+    n.0
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 && s >= 86_400 => format!("{} day(s)", s / 86_400),
+        s if s % 3600 == 0 && s >= 3600 => format!("{} hour(s)", s / 3600),
+        s => format!("{s} s"),
+    }
+}

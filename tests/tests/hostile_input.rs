@@ -1,0 +1,403 @@
+//! Input that is well-formed enough to reach the push, but that no backend should store: a NUL
+//! in text, a value over the size limit, a stamp from a clock far ahead, a table named twice.
+//! Each is refused with the protocol's answer, the same on SQLite and PostgreSQL.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value as Json, json};
+use sync_runtime::Timestamp;
+use sync_runtime::schema::ColumnType;
+use tests::on_both_backends;
+use tests::server::{Backend, TestServer, at, id, row};
+
+fn first(results: &Json, table: &str) -> Json {
+    results[table][0].clone()
+}
+
+async fn a_nul_in_any_text_rejects_its_row_alone(s: TestServer) {
+    let (_, token) = s.register("nul@example.org").await;
+    let device = id();
+    let (settings, profile, list) = (id(), id(), id());
+    s.push(
+        &token,
+        &device,
+        json!({
+            "settings_profiles": [row("settings_profiles", &settings, &at(0), json!({"name": "S"}))],
+            "profiles": [row("profiles", &profile, &at(0), json!({"name": "P", "avatar": "p"}))],
+            "lists": [row("lists", &list, &at(0), json!({"profile_id": profile, "name": "L"}))],
+        }),
+    )
+    .await;
+    // Every text column of every table, and the add-on key.
+    let parents = json!({"profile_id": profile, "settings_profile_id": settings, "list_id": list,
+        "addon_id": "https://addon.example/manifest.json"});
+    for table in entities::app().schema.synced() {
+        for c in table
+            .columns
+            .iter()
+            .filter(|c| c.on_wire() && c.ty == ColumnType::Text && c.reference.is_none())
+            .chain(
+                table
+                    .columns
+                    .iter()
+                    .filter(|c| c.reference.as_ref().is_some_and(|r| r.by_key.is_some())),
+            )
+        {
+            let mut fields = json!({});
+            for col in &table.columns {
+                if let Some(v) = parents.get(&col.name)
+                    && col.reference.is_some()
+                {
+                    fields[&col.name] = v.clone();
+                }
+            }
+            let good = row(&table.name, &id(), &at(1), fields.clone());
+            fields[&c.name] = json!("before\u{0}after");
+            let bad = row(&table.name, &id(), &at(1), fields);
+            let (st, b) = s
+                .push_raw(&token, &device, json!({table.name.clone(): [bad, good]}))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{}.{}: {b}", table.name, c.name);
+            let r = &b["results"][&table.name];
+            assert_eq!(r[0]["status"], "rejected", "{}.{}: {b}", table.name, c.name);
+            assert!(
+                r[0]["message"].as_str().unwrap().contains("NUL"),
+                "{}.{}: {b}",
+                table.name,
+                c.name
+            );
+            assert_ne!(
+                r[1]["status"], "rejected",
+                "the other row is not held back: {b}"
+            );
+        }
+    }
+    // A NUL inside a JSON document is an escape in its text: stored and returned as sent.
+    let doc = id();
+    let r = s
+        .push(
+            &token,
+            &device,
+            json!({"settings_profiles": [row("settings_profiles", &doc, &at(2),
+                json!({"name": "J", "tmdb_catalog_config": {"k": "a\u{0}b"}}))]}),
+        )
+        .await;
+    assert_eq!(first(&r, "settings_profiles")["status"], "applied", "{r}");
+}
+on_both_backends!(nul_in_text, a_nul_in_any_text_rejects_its_row_alone);
+
+async fn a_nul_in_an_email_is_400(s: TestServer) {
+    for path in ["/api/auth/register", "/api/auth/login"] {
+        let (st, b) = s
+            .call(
+                Method::POST,
+                path,
+                None,
+                Some(json!({"email": "a\u{0}b@example.org", "password": "long enough"})),
+            )
+            .await;
+        assert_eq!(
+            (st, b["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request")),
+            "{path}: {b}"
+        );
+    }
+}
+on_both_backends!(nul_in_email, a_nul_in_an_email_is_400);
+
+async fn a_table_named_twice_in_changes_is_400(s: TestServer) {
+    let (_, token) = s.register("twice@example.org").await;
+    let (a, b) = (id(), id());
+    let body = format!(
+        r#"{{"device_id": "{}", "schema_version": 1, "changes": {{"settings_profiles": [{}], "settings_profiles": [{}]}}}}"#,
+        id(),
+        row("settings_profiles", &a, &at(0), json!({"name": "A"})),
+        row("settings_profiles", &b, &at(0), json!({"name": "B"})),
+    );
+    let (st, body) = s
+        .raw(
+            Method::POST,
+            "/api/sync/push",
+            Some(&token),
+            Some(body.into_bytes()),
+            "application/json",
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("twice"),
+        "{body}"
+    );
+    assert!(
+        s.pull_all(&token, None, 1000, None).await.0.is_empty(),
+        "nothing was stored"
+    );
+}
+on_both_backends!(table_twice, a_table_named_twice_in_changes_is_400);
+
+async fn a_stamp_far_ahead_of_the_server_clock_is_rejected_and_the_record_stays_editable(
+    s: TestServer,
+) {
+    let (_, token) = s.register("future@example.org").await;
+    let device = id();
+    let sp = id();
+    let now = Timestamp::now();
+    let push = |stamp: String, name: &str| json!({"settings_profiles": [row("settings_profiles", &sp, &stamp, json!({"name": name}))]});
+    let r = s.push(&token, &device, push(now.to_wire(), "today")).await;
+    assert_eq!(first(&r, "settings_profiles")["status"], "applied");
+    let r = s
+        .push(
+            &token,
+            &device,
+            push("9999-12-31T23:59:59.999Z".into(), "broken clock"),
+        )
+        .await;
+    let answer = first(&r, "settings_profiles");
+    assert_eq!(answer["status"], "rejected", "{r}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 day(s) ahead"),
+        "{r}"
+    );
+    // A tombstone stamped far ahead likewise.
+    let mut dead = row(
+        "settings_profiles",
+        &sp,
+        &now.add_millis(1).to_wire(),
+        json!({"name": "x"}),
+    );
+    dead["deleted_at"] = json!("9999-01-01T00:00:00.000Z");
+    let r = s
+        .push(&token, &device, json!({"settings_profiles": [dead]}))
+        .await;
+    assert_eq!(first(&r, "settings_profiles")["status"], "rejected", "{r}");
+    // A clock a few hours fast is within the bound; the record can still be edited after it.
+    let r = s
+        .push(
+            &token,
+            &device,
+            push(now.add_millis(3 * 3_600_000).to_wire(), "fast clock"),
+        )
+        .await;
+    assert_eq!(first(&r, "settings_profiles")["status"], "applied", "{r}");
+    let r = s
+        .push(
+            &token,
+            &device,
+            push(now.add_millis(3 * 3_600_000 + 1).to_wire(), "edited"),
+        )
+        .await;
+    assert_eq!(first(&r, "settings_profiles")["status"], "applied", "{r}");
+}
+on_both_backends!(
+    future_stamp,
+    a_stamp_far_ahead_of_the_server_clock_is_rejected_and_the_record_stays_editable
+);
+
+async fn values_over_the_size_limit_are_rejected(s: TestServer) {
+    let (_, token) = s.register("big@example.org").await;
+    let device = id();
+    let limit = s.server.config.max_value_bytes;
+    let big = "x".repeat(limit + 1);
+    let (a, b, c) = (id(), id(), id());
+    let r = s
+        .push(
+            &token,
+            &device,
+            json!({"settings_profiles": [
+                row("settings_profiles", &a, &at(0), json!({"name": big})),
+                row("settings_profiles", &b, &at(0), json!({"name": "J", "tmdb_catalog_config": {"pad": big}})),
+                row("settings_profiles", &c, &at(0), json!({"name": "x".repeat(limit)})),
+            ]}),
+        )
+        .await;
+    for i in 0..2 {
+        assert_eq!(r["settings_profiles"][i]["status"], "rejected", "{i}");
+        assert!(
+            r["settings_profiles"][i]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most"),
+            "{i}"
+        );
+    }
+    assert_eq!(
+        r["settings_profiles"][2]["status"], "applied",
+        "at the limit"
+    );
+    let (st, health) = s.call(Method::GET, "/api/health", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(health["max_value_bytes"], json!(limit));
+}
+on_both_backends!(value_size, values_over_the_size_limit_are_rejected);
+
+/// The answers to a run of awkward inputs, with what differs by nature (times, tokens, user
+/// ids) left out.
+async fn answers(s: &TestServer, ids: &[String]) -> Vec<Json> {
+    let mut out = Vec::new();
+    let (_, token) = s.register("same@example.org").await;
+    let device = &ids[0];
+    let strip = |mut b: Json| {
+        if let Some(m) = b.as_object_mut() {
+            for k in ["server_time", "token", "user_id", "expires_at", "cursor"] {
+                m.remove(k);
+            }
+        }
+        b
+    };
+    let texts = [
+        "plain",
+        "é 🎬 中文",
+        "a\u{0}b",
+        "\u{1}\u{1f}",
+        "'; DROP TABLE profiles; --",
+        "\\u0000",
+        "",
+        " ",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        let rid = &ids[i + 1];
+        let (st, b) = s
+            .push_raw(
+                &token,
+                device,
+                json!({"settings_profiles": [row("settings_profiles", rid, &at(i as i64), json!({"name": t,
+                    "tmdb_catalog_config": {"t": t, "n": [1.5, -0.0, 1e300, i64::MAX]}}))]}),
+            )
+            .await;
+        out.push(json!([st.as_u16(), strip(b)]));
+    }
+    for email in [
+        "x\u{0}@example.org",
+        "\u{7f}@example.org",
+        "ok@exa\u{200b}mple.org",
+    ] {
+        let (st, b) = s
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "long enough"})),
+            )
+            .await;
+        out.push(json!([st.as_u16(), strip(b)]));
+    }
+    for q in [
+        "limit=1",
+        "since=c1.1.0",
+        "limit=99999999999999999999",
+        "device_id=%00",
+    ] {
+        let (st, b) = s
+            .call(
+                Method::GET,
+                &format!("/api/sync/pull?{q}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        let mut b = strip(b);
+        // Rows carry their writer and stamps, which are the same inputs: kept.
+        if let Some(changes) = b.get_mut("changes") {
+            *changes = json!(changes.as_object().map(|m| {
+                m.values()
+                    .map(|v| v.as_array().map_or(0, Vec::len))
+                    .sum::<usize>()
+            }));
+        }
+        out.push(json!([st.as_u16(), q, b]));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_answer_the_same_awkward_inputs_alike() {
+    let ids: Vec<String> = (0..16).map(|_| id()).collect();
+    let Some(lite) = TestServer::start(Backend::Sqlite, "same_answers").await else {
+        return;
+    };
+    let on_sqlite = answers(&lite, &ids).await;
+    for a in &on_sqlite {
+        assert!(a[0].as_u64().unwrap() < 500, "{a}");
+    }
+    let Some(pg) = TestServer::start(Backend::Postgres, "same_answers").await else {
+        return;
+    };
+    let on_postgres = answers(&pg, &ids).await;
+    for (l, p) in on_sqlite.iter().zip(&on_postgres) {
+        assert_eq!(l, p, "SQLite and PostgreSQL answer differently");
+    }
+}
+
+/// Pages of at most `max_page_bytes` (900): small records share a page, a record bigger than a
+/// page travels alone, and every record comes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_pages_stop_at_the_byte_limit_but_hold_at_least_one_record() {
+    let config = sync_runtime::server::ServerConfig {
+        max_page_bytes: 900,
+        ..Default::default()
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) =
+            TestServer::start_with(backend, "page_bytes", entities::app(), config.clone()).await
+        else {
+            continue;
+        };
+        let (_, token) = s.register("page-bytes@example.org").await;
+        let device = id();
+        let mut sent = Vec::new();
+        for i in 0..12 {
+            let rid = id();
+            // Every fourth record is bigger than a page on its own.
+            let name = if i % 4 == 0 {
+                "x".repeat(2000)
+            } else {
+                format!("small {i}")
+            };
+            let r = s
+                .push(
+                    &token,
+                    &device,
+                    json!({"settings_profiles": [row("settings_profiles", &rid, &at(i), json!({"name": name}))]}),
+                )
+                .await;
+            assert_eq!(first(&r, "settings_profiles")["status"], "applied");
+            sent.push(rid);
+        }
+        let mut cursor: Option<String> = None;
+        let mut pulled = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let (st, page) = s
+                .pull_page(&token, cursor.as_deref(), Some(1000), None)
+                .await;
+            assert_eq!(st, StatusCode::OK, "{page}");
+            let rows = page["changes"]["settings_profiles"].as_array().unwrap();
+            assert!(!rows.is_empty(), "a page holds at least one record");
+            let big = rows.iter().any(|r| r["name"].as_str().unwrap().len() > 900);
+            assert!(
+                !big || rows.len() == 1,
+                "a record bigger than a page travels alone"
+            );
+            sizes.push(rows.len());
+            pulled.extend(
+                rows.iter()
+                    .map(|r| r["remote_id"].as_str().unwrap().to_owned()),
+            );
+            cursor = Some(page["cursor"].as_str().unwrap().to_owned());
+            if !page["has_more"].as_bool().unwrap() {
+                break;
+            }
+        }
+        assert_eq!(pulled, sent, "every record once, in order");
+        assert!(
+            sizes.iter().any(|n| *n > 1),
+            "small records share a page: {sizes:?}"
+        );
+        assert!(sizes.len() >= 6, "cut by bytes, not by rows: {sizes:?}");
+        let (_, health) = s.call(Method::GET, "/api/health", None, None).await;
+        assert_eq!(health["max_page_bytes"], 900);
+    }
+}
