@@ -41,6 +41,15 @@ struct Args {
     /// Connections to PostgreSQL from this process.
     #[arg(long, env = "SYNC_POSTGRES_CONNECTIONS", default_value_t = 16)]
     postgres_connections: usize,
+    /// The longest, in seconds, that a pull's `wait` may hold it.
+    #[arg(long, env = "SYNC_MAX_WAIT_SECONDS", default_value_t = ServerConfig::default().max_wait.as_secs())]
+    max_wait_seconds: u64,
+    /// Pulls held at once per account; more are answered at once.
+    #[arg(long, env = "SYNC_MAX_WAITERS_PER_ACCOUNT", default_value_t = ServerConfig::default().max_waiters_per_account)]
+    max_waiters_per_account: usize,
+    /// Pulls held at once by this process; more are answered at once.
+    #[arg(long, env = "SYNC_MAX_WAITERS", default_value_t = ServerConfig::default().max_waiters)]
+    max_waiters: usize,
 }
 
 async fn shutdown_signal() {
@@ -82,6 +91,9 @@ async fn main() -> ExitCode {
         tombstone_horizon: (args.tombstone_days > 0)
             .then(|| Duration::from_secs(args.tombstone_days * 24 * 3600)),
         postgres_connections: args.postgres_connections,
+        max_wait: Duration::from_secs(args.max_wait_seconds),
+        max_waiters_per_account: args.max_waiters_per_account,
+        max_waiters: args.max_waiters,
         ..ServerConfig::default()
     };
     let server = match Server::open(&args.database, entities::app(), config).await {
@@ -106,9 +118,13 @@ async fn main() -> ExitCode {
     // Printed plainly too, so a script that started the server on port 0 can read the port.
     println!("listening on http://{addr}");
     let purger = spawn_purger(server.clone(), Duration::from_secs(3600));
-    let app = router(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Held pulls answer now, instead of keeping the shutdown waiting for their timeout.
+            server.release_waiters();
+        })
         .await;
     purger.abort();
     match result {

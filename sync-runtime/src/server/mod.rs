@@ -5,6 +5,9 @@ pub mod auth;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod listen;
+pub mod live;
+pub mod long_poll;
 pub mod routes;
 pub mod sync;
 
@@ -40,6 +43,11 @@ pub struct ServerConfig {
     pub login_window: Duration,
     /// Connections to PostgreSQL per server process.
     pub postgres_connections: usize,
+    /// The longest a pull's `wait` may hold it.
+    pub max_wait: Duration,
+    /// Held pulls per account, and per server process; beyond either, a pull is answered at once.
+    pub max_waiters_per_account: usize,
+    pub max_waiters: usize,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +62,9 @@ impl Default for ServerConfig {
             max_login_failures: 10,
             login_window: Duration::from_secs(15 * 60),
             postgres_connections: 16,
+            max_wait: Duration::from_secs(30),
+            max_waiters_per_account: 32,
+            max_waiters: 20_000,
         }
     }
 }
@@ -66,6 +77,10 @@ pub struct Server {
     /// The server's own device id, stamped on the writes it derives.
     pub device_id: String,
     pub limiter: auth::LoginLimiter,
+    /// Pulls held until their account changes.
+    pub live: Arc<live::LiveHub>,
+    /// On PostgreSQL, the connection that hears other processes' changes.
+    _listener: Option<listen::Task>,
 }
 
 /// Why the server could not start.
@@ -232,6 +247,11 @@ impl Server {
         app: &'static App,
         config: ServerConfig,
     ) -> Result<Arc<Server>, StartError> {
+        let mut listener = None;
+        let live = Arc::new(live::LiveHub::new(
+            config.max_waiters_per_account,
+            config.max_waiters,
+        ));
         let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
             let path = std::path::PathBuf::from(path);
             let db = tokio::task::spawn_blocking(move || -> Result<SqliteDb, StartError> {
@@ -256,6 +276,7 @@ impl Server {
             let db = PgDb::connect(database_url, config.postgres_connections)?;
             apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
             apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations).await?;
+            listener = Some(listen::spawn_listener(database_url, live.clone())?);
             Db::Postgres(db)
         } else {
             return Err(StartError::Url(database_url.to_owned()));
@@ -271,7 +292,15 @@ impl Server {
             config,
             device_id,
             limiter,
+            live,
+            _listener: listener,
         }))
+    }
+
+    /// Answers every held pull now and holds no more: call when shutting down, so that the
+    /// requests in flight finish at once.
+    pub fn release_waiters(&self) {
+        self.live.close();
     }
 
     /// Purges tombstones older than the horizon; returns how many rows went.
