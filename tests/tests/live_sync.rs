@@ -268,6 +268,20 @@ async fn held_pulls_beyond_the_caps_are_answered_at_once(backend: Backend) {
     held_c.abort();
 }
 
+async fn a_client_that_goes_away_frees_its_place(backend: Backend) {
+    let Some((db, _cleanup)) = database(backend, "live_gone").await else {
+        return;
+    };
+    let p = Process::start(&db, ServerConfig::default()).await;
+    let mut b = Device::new("b");
+    b.connect(&p.url, "gone@example.org", true).await;
+    let held = hold(&b, &p.url, 30);
+    p.held(1).await;
+    // The device drops its request (a local write interrupts the held pull, the app quits).
+    held.abort();
+    p.held(0).await;
+}
+
 async fn shutting_down_answers_held_pulls(backend: Backend) {
     let Some((db, _cleanup)) = database(backend, "live_shutdown").await else {
         return;
@@ -298,6 +312,7 @@ by_backend!(other_account, a_held_pull_of_another_account_is_never_woken);
 by_backend!(at_once, pulls_that_need_no_waiting_are_answered_at_once);
 by_backend!(caps, held_pulls_beyond_the_caps_are_answered_at_once);
 by_backend!(shutdown, shutting_down_answers_held_pulls);
+by_backend!(client_gone, a_client_that_goes_away_frees_its_place);
 
 async fn a_bad_wait_is_a_400_and_changes_nothing(s: TestServer) {
     let (_, token) = s.register("bad-wait@example.org").await;
