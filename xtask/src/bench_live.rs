@@ -204,32 +204,24 @@ async fn propagation_between(
             let _ = tokio::time::timeout(Duration::from_millis(2), changes.recv()).await;
         }
         samples.push(started.elapsed().as_secs_f64());
-        // Let A's service go back to waiting, as between a person's edits.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A pause, as between a person's edits.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     service_a.stop();
     service_b.stop();
     Ok(latencies(samples))
 }
 
-/// `count` pulls held on `url`, spread over accounts of `per_account` each, by bare HTTP/1.1
-/// connections (a device's held pull is one such connection). They stay held while the
-/// returned connections live.
-pub async fn idle_pulls(
-    url: &str,
-    count: usize,
-    per_account: usize,
-) -> Result<Vec<tokio::net::TcpStream>, String> {
-    let addr = url.trim_start_matches("http://").to_owned();
+/// Registers `accounts` accounts on `url`; returns each one's token and the cursor of a
+/// fresh account (at its sequence, so a pull from it waits).
+pub async fn idle_accounts(url: &str, accounts: usize) -> Result<Vec<(String, String)>, String> {
     let remote = client::Remote::new(url).map_err(|e| e.to_string())?;
-    let mut held = Vec::with_capacity(count);
-    let accounts = count.div_ceil(per_account);
+    let mut out = Vec::with_capacity(accounts);
     for n in 0..accounts {
         let session = remote
             .register(&format!("idle{n}@bench.example"), "bench password")
             .await
             .map_err(|e| e.to_string())?;
-        // A fresh account's cursor: at its sequence, so the pull waits.
         let first = remote
             .pull(
                 &session.token,
@@ -241,10 +233,26 @@ pub async fn idle_pulls(
             .await
             .map_err(|e| e.to_string())?;
         let cursor = first["cursor"].as_str().ok_or("no cursor")?.to_owned();
+        out.push((session.token, cursor));
+    }
+    Ok(out)
+}
+
+/// `count` pulls held on `url`, `per_account` for each of `accounts`, by bare HTTP/1.1
+/// connections (a device's held pull is one such connection). They stay held while the
+/// returned connections live.
+pub async fn idle_pulls(
+    url: &str,
+    accounts: &[(String, String)],
+    count: usize,
+    per_account: usize,
+) -> Result<Vec<tokio::net::TcpStream>, String> {
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(count);
+    for (token, cursor) in accounts {
         let request = format!(
             "GET /api/sync/pull?since={cursor}&wait=3600 HTTP/1.1\r\nHost: {addr}\r\n\
-             Authorization: Bearer {}\r\nX-Sync-Schema-Version: 1\r\n\r\n",
-            session.token
+             Authorization: Bearer {token}\r\nX-Sync-Schema-Version: 1\r\n\r\n"
         );
         for _ in 0..per_account.min(count - held.len()) {
             let mut conn = tokio::net::TcpStream::connect(&addr)

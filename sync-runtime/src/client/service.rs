@@ -16,8 +16,8 @@ use tokio::time::Instant;
 pub struct ServiceOptions {
     /// Sync this often when nothing else triggers it.
     pub period: Duration,
-    /// Wait this long after a local write, so a burst of writes makes one sync (writes made
-    /// while a sync runs make one more sync after it).
+    /// The least time between the end of a sync and one a local write starts, so a burst of
+    /// writes makes one or two syncs (a write after a quiet spell syncs at once).
     pub debounce: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -235,6 +235,7 @@ impl SyncService {
         };
         let task = tokio::spawn(async move {
             let mut due = Instant::now();
+            let mut last_sync = Instant::now();
             loop {
                 let mut replies: Vec<Reply> = Vec::new();
                 let wait = runner.options.live_wait.filter(|_| runner.live);
@@ -248,7 +249,7 @@ impl SyncService {
                         None => return,
                     },
                     () = notify.notified() => {
-                        tokio::time::sleep(runner.options.debounce).await;
+                        tokio::time::sleep_until(last_sync + runner.options.debounce).await;
                         Wake::Sync
                     }
                     polled = live::poll(&mut runner.store, &mut runner.remote, wait.unwrap_or_default()),
@@ -268,7 +269,8 @@ impl SyncService {
                     replies.push(r);
                 }
                 let (result, next) = runner.sync().await;
-                due = Instant::now() + next;
+                last_sync = Instant::now();
+                due = last_sync + next;
                 let answer = result.map_err(|e| e.to_string());
                 for r in replies {
                     let _ = r.send(answer.clone());
