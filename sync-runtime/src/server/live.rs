@@ -66,7 +66,8 @@ impl LiveHub {
             return None;
         }
         let mut accounts = self.accounts();
-        if accounts.total >= self.max_total {
+        let held = accounts.by_user.get(user).map_or(0, |a| a.waiters);
+        if accounts.total >= self.max_total || held >= self.max_per_account {
             return None;
         }
         let account = accounts
@@ -76,9 +77,6 @@ impl LiveHub {
                 seq: watch::Sender::new(0),
                 waiters: 0,
             });
-        if account.waiters >= self.max_per_account {
-            return None;
-        }
         account.waiters += 1;
         let seq = account.seq.subscribe();
         accounts.total += 1;
@@ -194,8 +192,14 @@ mod tests {
         let _b1 = hub.waiter("b").unwrap();
         assert!(hub.waiter("c").is_none(), "per process");
         drop(a1);
-        assert!(hub.waiter("c").is_some());
+        let _c1 = hub.waiter("c").unwrap();
         assert_eq!(hub.waiting(), 3);
+        let none = LiveHub::new(0, 3);
+        assert!(none.waiter("a").is_none());
+        assert!(
+            none.accounts().by_user.is_empty(),
+            "a refused account leaves nothing behind"
+        );
     }
 
     #[tokio::test]
