@@ -503,3 +503,25 @@ by_backend!(
     fallback,
     a_service_falls_back_to_the_period_when_pulls_are_not_held
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_specifies_wait_and_its_answer() {
+    let s = TestServer::start(Backend::Sqlite, "live_openapi")
+        .await
+        .unwrap();
+    let (status, doc) = s.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pull = &doc["paths"]["/api/sync/pull"]["get"];
+    assert!(
+        pull["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "wait" && p["in"] == "query"),
+        "{pull}"
+    );
+    assert!(
+        pull["responses"]["200"]["headers"]["x-sync-wait"].is_object(),
+        "{pull}"
+    );
+}

@@ -495,7 +495,11 @@ fn percent_decode(s: &str) -> Option<String> {
         ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
         ("wait" = Option<u64>, Query, description = "seconds to hold the pull while the cursor is at the account's latest change (capped by the server); the answer's `X-Sync-Wait` header says how long the server agreed to hold it"),
         ("X-Sync-Schema-Version" = Option<u32>, Header, description = "the client's schema version")),
-    responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = PullResponse, headers(
+            ("x-sync-cursor" = String, description = "the answer's `cursor`"),
+            ("x-sync-has-more" = bool, description = "the answer's `has_more`"),
+            ("x-sync-wait" = u64, description = "when `wait` was sent: the seconds the server agreed to hold the pull (0: answered without holding)"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
