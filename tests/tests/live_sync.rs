@@ -152,6 +152,36 @@ async fn a_held_pull_is_answered_when_the_account_changes(backend: Backend) {
     );
 }
 
+async fn a_devices_own_push_does_not_end_its_held_pull(backend: Backend) {
+    let Some((db, _cleanup)) = database(backend, "live_own").await else {
+        return;
+    };
+    let p = Process::start(&db, ServerConfig::default()).await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&p.url, "own@example.org", true).await;
+    b.connect(&p.url, "own@example.org", false).await;
+    let held = hold(&b, &p.url, 10);
+    p.held(1).await;
+    // B's own write passes its cursor, but its pull leaves it out: nothing to answer yet.
+    b.store.insert(&mut profile("B's own", None)).unwrap();
+    b.sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "still held after the device's own push"
+    );
+    assert_eq!(p.server.live.waiting(), 1);
+    a.store.insert(&mut profile("A's", None)).unwrap();
+    a.sync().await.unwrap();
+    let held = timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert_eq!(profile_names(&held.page), ["A's"]);
+    // The cursor is past both writes, so B's next pull starts after them.
+    assert_eq!(
+        held.page["cursor"].as_str().unwrap(),
+        a.store.cursor().unwrap().unwrap()
+    );
+}
+
 async fn a_held_pull_of_another_account_is_never_woken(backend: Backend) {
     let Some((db, _cleanup)) = database(backend, "live_other").await else {
         return;
@@ -308,6 +338,7 @@ by_backend!(
     held_pull_wakes,
     a_held_pull_is_answered_when_the_account_changes
 );
+by_backend!(own_push, a_devices_own_push_does_not_end_its_held_pull);
 by_backend!(other_account, a_held_pull_of_another_account_is_never_woken);
 by_backend!(at_once, pulls_that_need_no_waiting_are_answered_at_once);
 by_backend!(caps, held_pulls_beyond_the_caps_are_answered_at_once);
