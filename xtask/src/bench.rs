@@ -17,6 +17,7 @@ pub enum Workload {
     WritePath,
     Load,
     Memory,
+    Live,
 }
 
 impl std::fmt::Display for Workload {
@@ -32,6 +33,9 @@ struct Sizes {
     runs: usize,
     latency_samples: usize,
     devices: usize,
+    /// Edits timed from device to device with services running; held pulls kept idle.
+    live_edits: usize,
+    idle_pulls: usize,
 }
 
 /// Median, min and max of samples (seconds).
@@ -180,6 +184,8 @@ pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
             runs: 3,
             latency_samples: 50,
             devices: 10,
+            live_edits: 30,
+            idle_pulls: 500,
         }
     } else {
         Sizes {
@@ -187,6 +193,8 @@ pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
             runs: 5,
             latency_samples: 300,
             devices: 50,
+            live_edits: 200,
+            idle_pulls: 10_000,
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -536,6 +544,10 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
         }
     }
 
+    if want(Workload::Live) {
+        live(z, &mut table).await?;
+    }
+
     let mut md = String::from("# Benchmarks\n\n");
     md.push_str(&format!(
         "Written by `cargo xtask bench{}` ({} runs each, release build, server in process over loopback HTTP, SQLite unless named). \
@@ -548,7 +560,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
         let f = |v: f64| {
             if measure.starts_with("seconds") {
                 fmt_s(v)
-            } else if measure == "latency" {
+            } else if measure.starts_with("latency") {
                 fmt_ms(v)
             } else {
                 format!("{v:.2}")
@@ -562,4 +574,108 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
         ));
     }
     Ok(md)
+}
+
+/// Live sync as a user sees it (`bench_live`), on `sync-server` processes.
+async fn live(z: &Sizes, table: &mut Vec<(String, String, Stat, String)>) -> Result<(), String> {
+    use crate::bench_live::{
+        Latencies, ServerProcess, all_waiting, idle_accounts, idle_pulls, propagation,
+    };
+    let edits = z.live_edits;
+    let row = |what: String, l: &Latencies, target: &str| {
+        (
+            what,
+            format!("latency; p99 {:.1} ms", l.p99 * 1000.0),
+            Stat {
+                median: l.p50,
+                min: l.min,
+                max: l.max,
+            },
+            target.to_owned(),
+        )
+    };
+    let target = "p50 under 30 ms, p99 under 200 ms";
+
+    eprintln!("live: {edits} edits from device A to device B, services running, on SQLite");
+    let db = temp("live-server");
+    let sqlite = format!("sqlite://{}", db.display());
+    {
+        let server = ServerProcess::start(&sqlite, &[])?;
+        let l = propagation(&server.url, &server.url, "live@bench.example", edits).await?;
+        table.push(row(
+            format!("live: an insert on A readable in B's SQLite, services running ({edits} edits), Sqlite"),
+            &l,
+            target,
+        ));
+    }
+    remove(&db);
+
+    match tests::server::fresh_database(Backend::Postgres, "bench_live").await {
+        None => eprintln!("live on PostgreSQL: skipped (set SYNC_TEST_POSTGRES_URL)"),
+        Some((url, _cleanup)) => {
+            eprintln!("live: {edits} edits, A and B on two server processes, on PostgreSQL");
+            let (one, two) = (
+                ServerProcess::start(&url, &[])?,
+                ServerProcess::start(&url, &[])?,
+            );
+            let l = propagation(&one.url, &two.url, "live@bench.example", edits).await?;
+            table.push(row(
+                format!("live: an insert on A readable in B's SQLite, A and B on two server processes ({edits} edits), Postgres"),
+                &l,
+                target,
+            ));
+        }
+    }
+
+    let idle = z.idle_pulls;
+    eprintln!("live: {idle} idle held pulls on one server process (SQLite)");
+    let db = temp("idle-server");
+    let database = format!("sqlite://{}", db.display());
+    let per_account = 25;
+    // The accounts sign up on another process: argon2's memory would stay in the measured one.
+    let accounts = {
+        let signup = ServerProcess::start(&database, &[])?;
+        idle_accounts(&signup.url, idle.div_ceil(per_account)).await?
+    };
+    {
+        let server = ServerProcess::start(&database, &["--max-wait-seconds", "3600"])?;
+        let before = server.rss_mib().ok_or("no resident memory")?;
+        let held = idle_pulls(&server.url, &accounts, idle, per_account).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !all_waiting(&held) {
+            return Err("an idle held pull was answered".into());
+        }
+        let rss = server.rss_mib().ok_or("no resident memory")?;
+        let l = propagation(
+            &server.url,
+            &server.url,
+            "live-idle@bench.example",
+            edits / 2,
+        )
+        .await?;
+        if !all_waiting(&held) {
+            return Err("another account's edits answered an idle held pull".into());
+        }
+        table.push((
+            format!(
+                "server process holding {idle} idle pulls ({} accounts)",
+                accounts.len()
+            ),
+            format!("MiB resident ({before:.1} MiB before they came)"),
+            Stat {
+                median: rss,
+                min: rss,
+                max: rss,
+            },
+            "under 256 MiB".into(),
+        ));
+        table.push(row(
+            format!("live: an insert on A readable in B's SQLite while {idle} pulls are held ({} edits)", edits / 2),
+            &l,
+            "p50 under 100 ms",
+        ));
+        drop(held);
+    }
+    remove(&db);
+    Ok(())
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod fuzz_api;
 mod screenshots;
+mod bench_live;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -211,10 +212,12 @@ fn bench(quick: bool, only: &[bench::Workload], here: bool) -> ExitCode {
                 "client,server",
                 "--bin",
                 "sync-client",
+                "--bin",
+                "sync-server",
             ])
             .status();
         if !built.is_ok_and(|s| s.success()) {
-            eprintln!("error: building sync-client in release failed");
+            eprintln!("error: building sync-client and sync-server in release failed");
             return ExitCode::FAILURE;
         }
         let mut args = vec![

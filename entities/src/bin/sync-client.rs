@@ -295,18 +295,51 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             let service = SyncService::start(store, options);
             let mut status = service.status();
-            println!("syncing every {interval} s; ctrl-c to stop");
+            let mut changes = service.changes();
+            // Rows written by other processes (`sync-client insert`, the app) reach this
+            // service through no write hook: watch the file for new dirty rows instead.
+            let watcher = open(&cli.db)?;
+            let wrote = service.write_hook();
+            let pending = |w: &Store| -> u64 {
+                w.dirty_counts()
+                    .map(|c| c.iter().map(|(_, n)| n).sum())
+                    .unwrap_or(0)
+            };
+            let mut last_pending = pending(&watcher);
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            println!(
+                "syncing every {interval} s, and live while the server allows; ctrl-c to stop"
+            );
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
+                    _ = tick.tick() => {
+                        let now = pending(&watcher);
+                        if now > last_pending {
+                            wrote();
+                        }
+                        last_pending = now;
+                    }
+                    changed = changes.recv() => {
+                        if let Ok(c) = changed {
+                            for (table, t) in &c.tables {
+                                if t.all {
+                                    println!("received: {table} (whole table)");
+                                } else {
+                                    println!("received: {table} rows {:?}", t.ids);
+                                }
+                            }
+                        }
+                    }
                     changed = status.changed() => {
                         if changed.is_err() { break; }
                         let s = status.borrow_and_update().clone();
                         if !s.syncing {
                             let waiting: u64 = s.pending.values().sum();
+                            let live = if s.live { "; live" } else { "" };
                             match &s.last_error {
                                 Some(e) => println!("sync failed: {e}"),
-                                None => println!("synced at {}; {waiting} row(s) to push", s.last_sync_at.as_deref().unwrap_or("-")),
+                                None => println!("synced at {}; {waiting} row(s) to push{live}", s.last_sync_at.as_deref().unwrap_or("-")),
                             }
                         }
                     }

@@ -65,6 +65,15 @@ struct Args {
     /// Passwords hashed at once (about 19 MiB each); 0: one per core.
     #[arg(long, env = "SYNC_HASHING_SLOTS", default_value_t = 0)]
     hashing_slots: usize,
+    /// The longest, in seconds, that a pull's `wait` may hold it.
+    #[arg(long, env = "SYNC_MAX_WAIT_SECONDS", default_value_t = ServerConfig::default().max_wait.as_secs())]
+    max_wait_seconds: u64,
+    /// Pulls held at once per account; more are answered at once.
+    #[arg(long, env = "SYNC_MAX_WAITERS_PER_ACCOUNT", default_value_t = ServerConfig::default().max_waiters_per_account)]
+    max_waiters_per_account: usize,
+    /// Pulls held at once by this process; more are answered at once.
+    #[arg(long, env = "SYNC_MAX_WAITERS", default_value_t = ServerConfig::default().max_waiters)]
+    max_waiters: usize,
 }
 
 async fn shutdown_signal() {
@@ -117,6 +126,9 @@ async fn main() -> ExitCode {
             0 => ServerConfig::default().hashing_slots,
             n => n,
         },
+        max_wait: Duration::from_secs(args.max_wait_seconds),
+        max_waiters_per_account: args.max_waiters_per_account,
+        max_waiters: args.max_waiters,
         ..ServerConfig::default()
     };
     let server = match Server::open(&args.database, entities::app(), config).await {
@@ -141,7 +153,12 @@ async fn main() -> ExitCode {
     // Printed plainly too, so a script that started the server on port 0 can read the port.
     println!("listening on http://{addr}");
     let purger = spawn_purger(server.clone(), Duration::from_secs(3600));
-    let result = serve(listener, server, shutdown_signal()).await;
+    let result = serve(listener, server.clone(), async move {
+        shutdown_signal().await;
+        // Held pulls answer now, instead of keeping the shutdown waiting for their timeout.
+        server.release_waiters();
+    })
+    .await;
     purger.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! The device's sync client: connect to an account, push dirty rows, pull changes, run in the
 //! background, and tell the app how it is going.
 
+pub mod changes;
+mod live;
 pub mod remote;
 pub mod service;
 
+pub use changes::{Changes, TableChanges};
 pub use remote::{NextPage, Remote, RemoteError, Session};
 pub use service::{ServiceOptions, SyncService};
 
@@ -58,6 +61,8 @@ pub struct SyncReport {
     pub pulled: usize,
     pub pages: usize,
     pub full_pull: bool,
+    /// The local rows the pull changed.
+    pub changed: Changes,
 }
 
 /// Everything the app shows about sync, readable at any time (also offline).
@@ -82,6 +87,9 @@ pub struct SyncStatus {
     pub parked: u64,
     /// What the service's last sync did, when it succeeded (set by [`SyncService`]).
     pub last_report: Option<SyncReport>,
+    /// A pull is held open on the server, so other devices' changes arrive as they happen
+    /// (set by [`SyncService`]; false when the device syncs only now and then).
+    pub live: bool,
 }
 
 /// The columns of `sync_state` a status shows.
@@ -128,6 +136,7 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         rejected,
         parked: store.parked_count()?,
         last_report: None,
+        live: false,
     })
 }
 
@@ -455,7 +464,9 @@ async fn pull_phase(
             match fetched {
                 Ok(page) => {
                     let server_time = page.server_time;
+                    let touched = changes::touched(&page, full);
                     let summary = store.apply_pulled(page)?;
+                    report.changed.record(store, touched)?;
                     if let Some(t) = server_time {
                         store.clock().observe_server_time(t);
                     }

@@ -256,6 +256,38 @@ impl Remote {
         Ok((resp, next))
     }
 
+    /// The head of one page after `since`, which the server may hold up to `wait` seconds
+    /// until the account changes (a long-poll), and how long the server agreed to hold it
+    /// (`None`: the server does not hold pulls).
+    pub async fn pull_waiting(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        since: &str,
+        wait: Duration,
+    ) -> Result<(reqwest::Response, Option<Duration>), RemoteError> {
+        let req = self
+            .pull_request(
+                token,
+                Some(device_id),
+                schema_version,
+                Some(since),
+                super::PULL_LIMIT,
+            )
+            .query(&[("wait", wait.as_secs())])
+            // Held for `wait`, then answered: allow that on top of the usual time.
+            .timeout(wait + Duration::from_secs(60));
+        let resp = self.send_for_head(req).await?;
+        let granted = resp
+            .headers()
+            .get("x-sync-wait")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Ok((resp, granted))
+    }
+
     /// Reads and decodes the body of an answer from [`Remote::pull_head`].
     pub async fn read_page(
         &self,

@@ -8,6 +8,9 @@ pub mod error;
 pub mod listen;
 pub mod openapi;
 pub mod rate_limit;
+pub mod live;
+pub mod long_poll;
+pub mod notify;
 pub mod routes;
 pub mod row_rules;
 pub mod sync;
@@ -64,6 +67,11 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Open connections; more wait to be accepted.
     pub max_connections: usize,
+    /// The longest a pull's `wait` may hold it.
+    pub max_wait: Duration,
+    /// Held pulls per account, and per server process; beyond either, a pull is answered at once.
+    pub max_waiters_per_account: usize,
+    pub max_waiters: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +96,9 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             max_connections: 8192,
+            max_wait: Duration::from_secs(30),
+            max_waiters_per_account: 32,
+            max_waiters: 20_000,
         }
     }
 }
@@ -102,6 +113,10 @@ pub struct Server {
     pub limiter: rate_limit::LoginLimiter,
     pub registrations: rate_limit::RegisterLimiter,
     pub hashing: auth::HashGate,
+    /// Pulls held until their account changes.
+    pub live: Arc<live::LiveHub>,
+    /// On PostgreSQL, the connection that hears other processes' changes.
+    _listener: Option<notify::Task>,
 }
 
 /// Why the server could not start.
@@ -268,6 +283,11 @@ impl Server {
         app: &'static App,
         config: ServerConfig,
     ) -> Result<Arc<Server>, StartError> {
+        let mut listener = None;
+        let live = Arc::new(live::LiveHub::new(
+            config.max_waiters_per_account,
+            config.max_waiters,
+        ));
         let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
             let path = std::path::PathBuf::from(path);
             let db = tokio::task::spawn_blocking(move || -> Result<SqliteDb, StartError> {
@@ -292,6 +312,7 @@ impl Server {
             let db = PgDb::connect(database_url, config.postgres_connections)?;
             apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
             apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations).await?;
+            listener = Some(notify::spawn_listener(database_url, live.clone())?);
             Db::Postgres(db)
         } else {
             return Err(StartError::Url(database_url.to_owned()));
@@ -312,7 +333,15 @@ impl Server {
             limiter,
             registrations,
             hashing,
+            live,
+            _listener: listener,
         }))
+    }
+
+    /// Answers every held pull now and holds no more: call when shutting down, so that the
+    /// requests in flight finish at once.
+    pub fn release_waiters(&self) {
+        self.live.close();
     }
 
     /// Purges tombstones older than the horizon; returns how many rows went.

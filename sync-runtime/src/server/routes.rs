@@ -5,7 +5,7 @@ use crate::page::PushBody;
 use crate::server::cursor::Cursor;
 use crate::server::error::{self, ApiError, CursorExpiry};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth, row_rules};
+use crate::server::{Server, auth, long_poll, notify, row_rules};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
@@ -19,6 +19,7 @@ use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::{OpenApi, ToSchema};
 
 /// The error body of every failure.
@@ -459,13 +460,18 @@ async fn push(
     let body = read_body(&s, &parts.headers, body, s.config.max_body_bytes).await?;
     let (version, input) = parse_push(&s, &body, user)?;
     let (app, server_device) = (s.app, s.device_id.clone());
-    let results = crate::with_tx!(&s.db, true, |tx| {
+    let (user, announced) = (input.user_id.clone(), input.user_id.clone());
+    let (results, seq) = crate::with_tx!(&s.db, true, |tx| {
         let ctx = PushContext {
             schema: &app.schema,
             server_device: &server_device,
         };
-        sync::push(tx, &ctx, input).await
+        let results = sync::push(tx, &ctx, input).await?;
+        // Announced on commit: the account's held pulls, in every server process, wake.
+        let seq = notify::announce(tx, &announced).await?;
+        Ok::<_, ApiError>((results, seq))
     })?;
+    s.live.wake(&user, seq);
     let mut out = BTreeMap::new();
     for (name, rows) in results {
         let table = s
@@ -552,14 +558,16 @@ fn percent_decode(s: &str) -> Option<String> {
     params(("since" = Option<String>, Query, description = "the cursor of the previous page; absent: a full pull"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "rows per page (default 1000, clamped to the server's cap)"),
         ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
+        ("wait" = Option<u64>, Query, description = "seconds to hold the pull while the cursor is at the account's latest change (capped by the server); the answer's `X-Sync-Wait` header says how long the server agreed to hold it"),
         ("X-Sync-Schema-Version" = Option<u32>, Header, minimum = 1, description = "the client's schema version")),
-    responses((status = 200, body = PullResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = PullResponse, headers(
+            ("x-sync-cursor" = String, description = "the answer's `cursor`"),
+            ("x-sync-has-more" = bool, description = "the answer's `has_more`"),
+            ("x-sync-wait" = u64, description = "when `wait` was sent: the seconds the server agreed to hold the pull (0: answered without holding)"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn pull(
-    State(s): State<Arc<Server>>,
-    req: Request,
-) -> Result<([(&'static str, String); 2], axum::Json<PullResponse>), ApiError> {
+async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
     let (user, _) = authenticate(&s, req.headers()).await?;
     let version = match req.headers().get("x-sync-schema-version") {
         None => s.app.schema.version(),
@@ -606,7 +614,6 @@ async fn pull(
             Some(normalise_id("device_id", d).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
-    let app = s.app;
     let input = PullInput {
         user_id: user,
         from,
@@ -614,21 +621,14 @@ async fn pull(
         exclude_device,
         max_bytes: s.config.max_page_bytes,
     };
-    let page = crate::with_tx!(&s.db, false, |tx| {
-        let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;
-        if let Some(from) = input.from {
-            from.check(last_seq, purged)
-                .map_err(|reason| ApiError::CursorExpired {
-                    reason,
-                    message: match reason {
-                        CursorExpiry::Ahead => "the cursor is beyond this account's changes (the server's data was restored from an earlier copy); pull again without `since`",
-                        _ => "the cursor is older than the tombstones kept; pull again without `since`",
-                    }
-                    .into(),
-                })?;
-        }
-        Ok::<_, ApiError>(sync::pull(tx, &app.schema, &input, last_seq).await?)
-    })?;
+    let wait = match params.get("wait") {
+        None => None,
+        Some(w) => Some(Duration::from_secs(w.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest("`wait` must be a whole number of seconds".into())
+        })?)),
+    };
+    let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
+    let page = answer.page;
     let changes = PageChanges {
         schema: &s.app.schema,
         version,
@@ -645,7 +645,7 @@ async fn pull(
         ("x-sync-cursor", cursor.clone()),
         ("x-sync-has-more", page.has_more.to_string()),
     ];
-    Ok((
+    let mut response = (
         headers,
         axum::Json(PullResponse {
             changes,
@@ -653,7 +653,35 @@ async fn pull(
             has_more: page.has_more,
             server_time: Timestamp::now().to_wire(),
         }),
-    ))
+    )
+        .into_response();
+    // Tells a client that asked to wait that this server holds pulls, and for how long.
+    if let Some(granted) = answer.granted {
+        response
+            .headers_mut()
+            .insert("x-sync-wait", granted.as_secs().into());
+    }
+    Ok(response)
+}
+
+/// One page of a pull, in one read transaction: the cursor checked, then the changes after it.
+async fn pull_page(s: &Server, input: PullInput) -> Result<sync::PullPage, ApiError> {
+    let app = s.app;
+    crate::with_tx!(&s.db, false, |tx| {
+        let (last_seq, purged) = sync::user_sequence(tx, &input.user_id).await?;
+        if let Some(from) = input.from {
+            from.check(last_seq, purged)
+                .map_err(|reason| ApiError::CursorExpired {
+                    reason,
+                    message: match reason {
+                        CursorExpiry::Ahead => "the cursor is beyond this account's changes (the server's data was restored from an earlier copy); pull again without `since`",
+                        _ => "the cursor is older than the tombstones kept; pull again without `since`",
+                    }
+                    .into(),
+                })?;
+        }
+        Ok::<_, ApiError>(sync::pull(tx, &app.schema, &input, last_seq).await?)
+    })
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "this document")))]

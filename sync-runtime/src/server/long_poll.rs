@@ -1,0 +1,95 @@
+//! The long-poll of a pull (`wait=S`): a pull whose cursor is already at its account's sequence
+//! is held until a change passes the cursor (or `S` seconds, capped by the server), then
+//! answered as a normal pull. While it waits it holds no database connection and no thread:
+//! only its place among the waiters (`server::live`), taken before the account's sequence is
+//! read, so a change committed in between still wakes it.
+
+use crate::server::Server;
+use crate::server::cursor::PullFrom;
+use crate::server::error::ApiError;
+use crate::server::live::Woken;
+use crate::server::sync::{self, PullInput, PullPage};
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A pull's answer, and how long the server agreed to hold it when it was asked to wait
+/// (`X-Sync-Wait`: 0 when it was answered without holding).
+pub struct Answer {
+    pub page: PullPage,
+    pub granted: Option<Duration>,
+}
+
+/// Answers `input` with `pull_page`, first holding it up to `wait` when it was asked to wait
+/// and its cursor is at its account's sequence. A full pull, or one with changes to fetch, is
+/// never held; nor is one beyond the waiter caps, or during shutdown.
+pub async fn pull_or_wait<F, Fut>(
+    server: &Server,
+    mut input: PullInput,
+    wait: Option<Duration>,
+    mut pull_page: F,
+) -> Result<Answer, ApiError>
+where
+    F: FnMut(PullInput) -> Fut,
+    Fut: Future<Output = Result<PullPage, ApiError>>,
+{
+    let Some(wait) = wait else {
+        return Ok(Answer {
+            page: pull_page(input).await?,
+            granted: None,
+        });
+    };
+    let wait = wait.min(server.config.max_wait);
+    let held = match input.from {
+        Some(PullFrom::After(at)) if !wait.is_zero() => {
+            server.live.waiter(&input.user_id).map(|w| (w, at))
+        }
+        _ => None,
+    };
+    let Some((mut waiter, mut at)) = held else {
+        return Ok(Answer {
+            page: pull_page(input).await?,
+            granted: Some(Duration::ZERO),
+        });
+    };
+    let until = Instant::now() + wait;
+    let user = input.user_id.clone();
+    let (last_seq, purged) = crate::with_tx!(&server.db, false, |tx| Ok::<_, ApiError>(
+        sync::user_sequence(tx, &user).await?
+    ))?;
+    // Anything else (changes to fetch, an expired cursor) is for the pull to answer now.
+    let mut woken = if last_seq == at && purged <= at {
+        waiter.changed_after(at, until).await
+    } else {
+        Woken::Changed
+    };
+    loop {
+        let page = pull_page(copy(&input)).await?;
+        let empty = !page.has_more && page.changes.values().all(Vec::is_empty);
+        match page.next {
+            // Only the device's own writes passed its cursor (the pull leaves them out):
+            // nothing to tell it yet, so hold on from the new cursor.
+            PullFrom::After(next) if empty && woken == Woken::Changed && next > at => {
+                at = next;
+                input.from = Some(PullFrom::After(next));
+                woken = waiter.changed_after(at, until).await;
+            }
+            _ => {
+                return Ok(Answer {
+                    page,
+                    granted: Some(wait),
+                });
+            }
+        }
+    }
+}
+
+fn copy(input: &PullInput) -> PullInput {
+    PullInput {
+        user_id: input.user_id.clone(),
+        from: input.from,
+        limit: input.limit,
+        exclude_device: input.exclude_device.clone(),
+        max_bytes: input.max_bytes,
+    }
+}
