@@ -5,6 +5,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 pub mod routes;
+pub mod statistics;
 pub mod sync;
 
 use crate::App;
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     pub login_window: Duration,
     /// Connections to PostgreSQL per server process.
     pub postgres_connections: usize,
+    /// Rows pushed into a table on PostgreSQL before this process first gathers its
+    /// statistics (then again at each doubling; see [`statistics::PushedSinceAnalyze`]).
+    pub analyze_after_rows: u64,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             max_login_failures: 10,
             login_window: Duration::from_secs(15 * 60),
             postgres_connections: 16,
+            analyze_after_rows: 10_000,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct Server {
     /// The server's own device id, stamped on the writes it derives.
     pub device_id: String,
     pub limiter: auth::LoginLimiter,
+    /// When to gather PostgreSQL's statistics of a table a large upload grew.
+    pub pushed_since_analyze: statistics::PushedSinceAnalyze,
 }
 
 /// Why the server could not start.
@@ -254,7 +261,15 @@ impl Server {
         {
             let db = PgDb::connect(database_url, config.postgres_connections)?;
             apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
-            apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations).await?;
+            if !apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations)
+                .await?
+                .is_empty()
+            {
+                // The tables' statistics from the start: lookups on a table without them may
+                // read whole ranges of rows until the first ANALYZE.
+                let tables: Vec<&str> = app.schema.synced().map(|t| t.name.as_str()).collect();
+                statistics::analyze(&db, &tables).await?;
+            }
             Db::Postgres(db)
         } else {
             return Err(StartError::Url(database_url.to_owned()));
@@ -264,12 +279,14 @@ impl Server {
             other => StartError::Db(DbError::Migrate(other.to_string())),
         })?;
         let limiter = auth::LoginLimiter::new(config.max_login_failures, config.login_window);
+        let pushed_since_analyze = statistics::PushedSinceAnalyze::new(config.analyze_after_rows);
         Ok(Arc::new(Server {
             db,
             app,
             config,
             device_id,
             limiter,
+            pushed_since_analyze,
         }))
     }
 

@@ -2,9 +2,10 @@
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
 use crate::page::PushBody;
+use crate::server::db::{Db, PgDb};
 use crate::server::error::ApiError;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth};
+use crate::server::{Server, auth, statistics};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
@@ -380,6 +381,29 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
     ))
 }
 
+/// Gathers, in the background, PostgreSQL's statistics of the tables this push grew past their
+/// next threshold ([`statistics::PushedSinceAnalyze`]).
+fn analyze_grown_tables(
+    pg: &PgDb,
+    s: &Server,
+    results: &BTreeMap<String, Vec<(String, RowStatus)>>,
+) {
+    for (table, rows) in results {
+        let stored = rows
+            .iter()
+            .filter(|(_, status)| !matches!(status, RowStatus::Rejected(_)))
+            .count();
+        if s.pushed_since_analyze.note(table, stored as u64) {
+            let (pg, table) = (pg.clone(), table.clone());
+            tokio::spawn(async move {
+                if let Err(e) = statistics::analyze(&pg, &[&table]).await {
+                    tracing::warn!(error = %e, table, "gathering statistics failed");
+                }
+            });
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
     responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -400,6 +424,9 @@ async fn push(
         };
         sync::push(tx, &ctx, input).await
     })?;
+    if let Db::Postgres(pg) = &s.db {
+        analyze_grown_tables(pg, &s, &results);
+    }
     let mut out = BTreeMap::new();
     for (name, rows) in results {
         let table = s
