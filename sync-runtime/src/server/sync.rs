@@ -224,8 +224,66 @@ struct ReadAhead {
     aliases: ByTable<Option<(String, String)>>,
     /// Resolved parents, by the id a child references.
     parents: ByTable<Parent>,
+    /// Natural-key holders of the batch's keys, by table; see [`KeyHolders`].
+    holders: HashMap<String, KeyHolders>,
     /// Statements run per row, built once per push by [`Session::statement`].
     statements: Vec<((&'static str, String, u32), String)>,
+}
+
+/// The records of one table holding the natural keys a batch names, read in a few statements
+/// and kept current as the push writes that table, so that each row's natural-key check is
+/// answered in memory. A key not here is looked up in the database.
+#[derive(Default)]
+struct KeyHolders {
+    /// (key number, key values) -> the records holding it.
+    keys: HashMap<(usize, String), Vec<String>>,
+    /// The keys each known record holds now (`None` for a key holding a NULL); a record the push
+    /// never saw is absent, and writing one drops the table's holders (they may be stale).
+    held: HashMap<String, Vec<Option<String>>>,
+}
+
+/// The values of natural key `n` of `table` in `values`, as a map key; `None` if one is NULL
+/// (such a key matches nothing).
+fn key_text(table: &Table, n: usize, values: &[Value]) -> Option<String> {
+    let mut out = String::new();
+    for k in &table.natural_keys[n] {
+        let v = &values[table.column_index(k)?];
+        if v.is_null() {
+            return None;
+        }
+        // Debug keeps the type apart: the text "1" is not the integer 1.
+        out.push_str(&format!("{v:?}\u{1f}"));
+    }
+    Some(out)
+}
+
+fn all_keys(table: &Table, values: &[Value]) -> Vec<Option<String>> {
+    (0..table.natural_keys.len())
+        .map(|n| key_text(table, n, values))
+        .collect()
+}
+
+impl KeyHolders {
+    /// Record `id` now holds the keys of `values`. False if the holders may be stale (a
+    /// record the push never saw moved): the caller drops them.
+    fn write(&mut self, table: &Table, id: &str, values: &[Value]) -> bool {
+        let Some(before) = self.held.get(id) else {
+            return false;
+        };
+        for (n, k) in before.iter().enumerate() {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+                ids.retain(|h| h != id);
+            }
+        }
+        let now = all_keys(table, values);
+        for (n, k) in now.iter().enumerate() {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+                ids.push(id.to_owned());
+            }
+        }
+        self.held.insert(id.to_owned(), now);
+        true
+    }
 }
 
 type ByTable<V> = HashMap<String, HashMap<String, V>>;
@@ -254,6 +312,11 @@ impl ReadAhead {
 
 /// Ids per read-ahead statement: well under SQLite's and PostgreSQL's parameter limits.
 const READ_AHEAD_CHUNK: usize = 500;
+
+/// Natural keys per read-ahead statement (one branch of a UNION ALL each; SQLite allows 500).
+/// The last statement of a batch repeats its last key up to this many, so that every statement
+/// has one text, prepared once.
+const KEY_READ_CHUNK: usize = 50;
 
 /// Applies a push in the caller's transaction: parents before children whatever the body
 /// order, each row by the merge rule. Returns the results per table in body order and the
@@ -307,6 +370,7 @@ pub async fn push<T: SyncTx>(
             .filter_map(|r| r.as_ref().ok().map(|r| r.remote_id.as_str()))
             .collect();
         s.read_ahead(table, &ids).await?;
+        s.read_natural_keys(table, &rows).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             match row {
@@ -427,6 +491,99 @@ impl<T: SyncTx> Session<'_, T> {
         Ok(())
     }
 
+    /// Reads which records hold the natural keys of the batch `rows` of `table` (as sent:
+    /// a key whose references the push reads through aliases is looked up when it is checked),
+    /// after [`Session::read_ahead`] read the batch's own records.
+    async fn read_natural_keys(&mut self, table: &Table, rows: &PushedRows) -> Result<(), DbError> {
+        if table.natural_keys.is_empty() {
+            return Ok(());
+        }
+        let mut holders = KeyHolders::default();
+        // The batch's own records, as stored (absent ones hold no key).
+        if let Some(records) = self.read.records.get(&table.name) {
+            for (id, stored) in records {
+                let keys = match stored {
+                    Some(s) if s.user_id == self.user => all_keys(table, &s.values),
+                    Some(_) => continue,
+                    None => vec![None; table.natural_keys.len()],
+                };
+                holders.held.insert(id.clone(), keys);
+            }
+        }
+        let key_columns: Vec<&String> = {
+            let mut cols: Vec<&String> = Vec::new();
+            for c in table.natural_keys.iter().flatten() {
+                if !cols.contains(&c) {
+                    cols.push(c);
+                }
+            }
+            cols
+        };
+        let mut types = vec![ColumnType::Text];
+        for c in &key_columns {
+            let col = table
+                .column(c)
+                .ok_or_else(|| DbError::Decode(format!("{}: no column {c}", table.name)))?;
+            types.push(server_ty(col));
+        }
+        for n in 0..table.natural_keys.len() {
+            let mut wanted: Vec<(String, Vec<Value>)> = Vec::new();
+            for row in rows.iter().filter_map(|r| r.as_ref().ok()) {
+                let Some(k) = key_text(table, n, &row.values) else {
+                    continue;
+                };
+                if holders.keys.contains_key(&(n, k.clone())) {
+                    continue;
+                }
+                holders.keys.insert((n, k.clone()), Vec::new());
+                let values = table.natural_keys[n]
+                    .iter()
+                    .map(|c| row.values[table.column_index(c).unwrap_or_default()].clone())
+                    .collect();
+                wanted.push((k, values));
+            }
+            for chunk in wanted.chunks(KEY_READ_CHUNK) {
+                let mut params = Vec::new();
+                for i in 0..KEY_READ_CHUNK {
+                    let (_, values) = &chunk[i.min(chunk.len() - 1)];
+                    params.push(Value::Text(self.user.to_owned()));
+                    params.extend(values.iter().cloned());
+                }
+                let sql =
+                    self.statement(("key holders", &table.name, n as u32), &params, || {
+                        key_holders_lookup(table, n, &key_columns, &params)
+                    })?;
+                for r in self.tx.query(&sql, &params, &types).await? {
+                    let mut it = r.into_iter();
+                    let Some(Value::Text(id)) = it.next() else {
+                        continue;
+                    };
+                    // The holder's values of every key column, in the table's column order.
+                    let mut values = vec![Value::Null; table.columns.len()];
+                    for (c, v) in key_columns.iter().zip(it) {
+                        if let Some(i) = table.column_index(c) {
+                            values[i] = v;
+                        }
+                    }
+                    let keys = all_keys(table, &values);
+                    for (m, k) in keys.iter().enumerate() {
+                        if let Some(ids) = k
+                            .as_ref()
+                            .and_then(|k| holders.keys.get_mut(&(m, k.clone())))
+                        {
+                            if !ids.contains(&id) {
+                                ids.push(id.clone());
+                            }
+                        }
+                    }
+                    holders.held.insert(id, keys);
+                }
+            }
+        }
+        self.read.holders.insert(table.name.clone(), holders);
+        Ok(())
+    }
+
     /// The record `id` of `table`, whoever owns it. A record read ahead is handed over (a
     /// second read of it goes to the database).
     async fn load(&mut self, table: &Table, id: &str) -> Result<Option<Stored>, DbError> {
@@ -509,6 +666,11 @@ impl<T: SyncTx> Session<'_, T> {
     ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
         self.read.forget(&table.name, &row.remote_id);
+        if let Some(holders) = self.read.holders.get_mut(&table.name) {
+            if !holders.write(table, &row.remote_id, &row.values) {
+                self.read.holders.remove(&table.name);
+            }
+        }
         // The statement's parameters: the columns' values, then the account of the conflict
         // clause.
         let mut params: Vec<Value> = vec![
@@ -588,6 +750,20 @@ impl<T: SyncTx> Session<'_, T> {
                 params.push(values[table.column_index(k).unwrap_or_default()].clone());
             }
             if params.iter().any(Value::is_null) {
+                continue;
+            }
+            let read = key_text(table, n, values).and_then(|k| {
+                self.read
+                    .holders
+                    .get(&table.name)
+                    .and_then(|h| h.keys.get(&(n, k)))
+            });
+            if let Some(ids) = read {
+                for id in ids {
+                    if id != except && !found.contains(id) {
+                        found.push(id.clone());
+                    }
+                }
                 continue;
             }
             let sql = self.statement(("natural key", &table.name, n as u32), &params, || {
@@ -927,6 +1103,29 @@ pub fn natural_key_lookup(table: &Table, n: usize, params: &[Value]) -> sea_quer
         .and_where(Expr::col("user_id").eq(sea(&params[0])));
     for (k, v) in table.natural_keys[n].iter().zip(&params[1..]) {
         q.and_where(Expr::col(k.clone()).eq(sea(v)));
+    }
+    q
+}
+
+/// The records holding any of [`KEY_READ_CHUNK`] values of natural key `n` of `table`, with
+/// the values of `key_columns` (every natural key's columns): one branch per key, each the
+/// [`natural_key_lookup`] of that key, so each is served by the key's own index as a lone
+/// lookup is (a join against a list of keys could be planned as a scan of the account).
+fn key_holders_lookup(
+    table: &Table,
+    n: usize,
+    key_columns: &[&String],
+    params: &[Value],
+) -> sea_query::SelectStatement {
+    let width = 1 + table.natural_keys[n].len();
+    let mut branches = params.chunks(width).map(|p| {
+        let mut q = natural_key_lookup(table, n, p);
+        q.columns(key_columns.iter().map(|c| c.to_string()));
+        q
+    });
+    let mut q = branches.next().unwrap_or_else(Query::select);
+    for b in branches {
+        q.union(sea_query::UnionType::All, b);
     }
     q
 }
