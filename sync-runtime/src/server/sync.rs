@@ -207,6 +207,11 @@ struct Session<'a, T> {
     version: u32,
     server_device: &'a str,
     seq: i64,
+    /// Records written but not sent yet: sent a table's batch at a time, in one multi-row
+    /// statement per table and client version, before the push reads anything again.
+    unsent: Vec<Unsent>,
+    /// Why a record the push wrote was refused (another account's), found when it was sent.
+    refused: Option<String>,
     /// What this push has read, so that a batch costs a few statements per row rather than
     /// six (a round trip each on PostgreSQL). An entry is dropped when the push writes its
     /// record, and a table's aliases and resolved parents when it writes that table's records
@@ -227,7 +232,7 @@ struct ReadAhead {
     /// Natural-key holders of the batch's keys, by table; see [`KeyHolders`].
     holders: HashMap<String, KeyHolders>,
     /// Statements run per row, built once per push by [`Session::statement`].
-    statements: Vec<((&'static str, String, u32), String)>,
+    statements: Vec<((&'static str, String, u64), String)>,
 }
 
 /// The records of one table holding the natural keys a batch names, read in a few statements
@@ -313,6 +318,21 @@ impl ReadAhead {
 /// Ids per read-ahead statement: well under SQLite's and PostgreSQL's parameter limits.
 const READ_AHEAD_CHUNK: usize = 500;
 
+/// The writes of one table for one client version, waiting to be sent.
+struct Unsent {
+    table: String,
+    version: u32,
+    /// Each record's parameters of [`upsert`], the account left out.
+    rows: Vec<Vec<Value>>,
+    ids: std::collections::HashSet<String>,
+}
+
+/// Parameters per multi-row upsert, under SQLite's (32,766) and PostgreSQL's (65,535) limits.
+const UPSERT_PARAMS: usize = 30_000;
+/// Rows per multi-row upsert at most. A batch is sent in chunks of powers of two, so that a
+/// table has a handful of statement texts, each prepared once per connection.
+const UPSERT_ROWS: usize = 512;
+
 /// Natural keys per read-ahead statement (one branch of a UNION ALL each; SQLite allows 500).
 /// The last statement of a batch repeats its last key up to this many, so that every statement
 /// has one text, prepared once.
@@ -357,6 +377,8 @@ pub async fn push<T: SyncTx>(
         version: input.client_version,
         server_device: ctx.server_device,
         seq,
+        unsent: Vec::new(),
+        refused: None,
         read: ReadAhead::default(),
     };
     let mut results = BTreeMap::new();
@@ -378,11 +400,18 @@ pub async fn push<T: SyncTx>(
                 Ok(row) => {
                     let sent = row.remote_id.clone();
                     let status = s.apply_push(table, row).await?;
+                    if let Some(why) = s.refused.take() {
+                        return Err(ApiError::Forbidden(why));
+                    }
                     out.push((sent, status));
                 }
             }
         }
         results.insert(table.name.clone(), out);
+    }
+    s.send().await?;
+    if let Some(why) = s.refused.take() {
+        return Err(ApiError::Forbidden(why));
     }
     let mut save = Query::update();
     save.table("sync_users")
@@ -417,7 +446,7 @@ impl<T: SyncTx> Session<'_, T> {
     /// exactly as many.
     fn statement<S: sea_query::QueryStatementBuilder>(
         &mut self,
-        key: (&'static str, &str, u32),
+        key: (&'static str, &str, u64),
         params: &[Value],
         build: impl FnOnce() -> S,
     ) -> Result<String, DbError> {
@@ -446,6 +475,7 @@ impl<T: SyncTx> Session<'_, T> {
 
     /// Reads the aliases and stored records of `ids` of `table` in a few statements.
     async fn read_ahead(&mut self, table: &Table, ids: &[&str]) -> Result<(), DbError> {
+        self.send().await?;
         for chunk in ids.chunks(READ_AHEAD_CHUNK) {
             let mut q = Query::select();
             q.columns(["alias_id", "user_id", "canonical_id"])
@@ -550,7 +580,7 @@ impl<T: SyncTx> Session<'_, T> {
                     params.extend(values.iter().cloned());
                 }
                 let sql =
-                    self.statement(("key holders", &table.name, n as u32), &params, || {
+                    self.statement(("key holders", &table.name, n as u64), &params, || {
                         key_holders_lookup(table, n, &key_columns, &params)
                     })?;
                 for r in self.tx.query(&sql, &params, &types).await? {
@@ -594,7 +624,10 @@ impl<T: SyncTx> Session<'_, T> {
             .and_then(|ids| ids.remove(id))
         {
             Some(known) => Ok(known),
-            None => load(self.tx, table, id).await,
+            None => {
+                self.send().await?;
+                load(self.tx, table, id).await
+            }
         }
     }
 
@@ -671,8 +704,8 @@ impl<T: SyncTx> Session<'_, T> {
                 self.read.holders.remove(&table.name);
             }
         }
-        // The statement's parameters: the columns' values, then the account of the conflict
-        // clause.
+        // The statement's parameters: the columns' values (the account of the conflict clause
+        // is added when sent).
         let mut params: Vec<Value> = vec![
             Value::Text(row.remote_id.clone()),
             Value::Text(row.user_id.clone()),
@@ -685,15 +718,73 @@ impl<T: SyncTx> Session<'_, T> {
                 params.push(v.clone());
             }
         }
-        params.push(Value::Text(self.user.to_owned()));
-        let sql = self.statement(("upsert", &table.name, version), &params, || {
-            upsert(table, &params, version)
-        })?;
-        if self.tx.execute(&sql, &params).await? != 1 {
-            return Err(ApiError::Forbidden(format!(
-                "{} {} belongs to another account",
-                table.name, row.remote_id
-            )));
+        // One statement may not write a record twice (PostgreSQL refuses it).
+        if self
+            .unsent
+            .iter()
+            .any(|u| u.table == table.name && u.ids.contains(&row.remote_id))
+        {
+            self.send().await?;
+        }
+        let unsent = match self
+            .unsent
+            .iter()
+            .position(|u| u.table == table.name && u.version == version)
+        {
+            Some(i) => &mut self.unsent[i],
+            None => {
+                self.unsent.push(Unsent {
+                    table: table.name.clone(),
+                    version,
+                    rows: Vec::new(),
+                    ids: Default::default(),
+                });
+                self.unsent.last_mut().expect("just pushed")
+            }
+        };
+        unsent.ids.insert(row.remote_id.clone());
+        unsent.rows.push(params);
+        Ok(())
+    }
+
+    /// Sends every write not sent yet. A record another account owns is left as it is and
+    /// noted in [`Session::refused`], which fails the push.
+    async fn send(&mut self) -> Result<(), DbError> {
+        for unsent in std::mem::take(&mut self.unsent) {
+            let table = self
+                .schema
+                .table(&unsent.table)
+                .ok_or_else(|| DbError::Decode(format!("unknown table {}", unsent.table)))?;
+            let width = unsent.rows.first().map_or(1, Vec::len);
+            let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
+            let mut rest = &unsent.rows[..];
+            while !rest.is_empty() {
+                // The largest power of two that fits.
+                let n = 1usize << (rest.len().min(most).ilog2());
+                let (chunk, after) = rest.split_at(n);
+                rest = after;
+                let mut params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                params.push(Value::Text(self.user.to_owned()));
+                let variant = (u64::from(unsent.version) << 32) | n as u64;
+                let sql = self.statement(("upsert", &table.name, variant), &params, || {
+                    upsert(table, chunk, &params[params.len() - 1], unsent.version)
+                })?;
+                let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
+                if written.len() != chunk.len() {
+                    let written: Vec<&str> = written
+                        .iter()
+                        .filter_map(|r| r.first().and_then(text))
+                        .collect();
+                    let refused = chunk
+                        .iter()
+                        .filter_map(|r| r.first().and_then(text))
+                        .find(|id| !written.contains(id))
+                        .unwrap_or_default();
+                    self.refused.get_or_insert_with(|| {
+                        format!("{} {refused} belongs to another account", table.name)
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -766,7 +857,8 @@ impl<T: SyncTx> Session<'_, T> {
                 }
                 continue;
             }
-            let sql = self.statement(("natural key", &table.name, n as u32), &params, || {
+            self.send().await?;
+            let sql = self.statement(("natural key", &table.name, n as u64), &params, || {
                 natural_key_lookup(table, n, &params)
             })?;
             for r in self.tx.query(&sql, &params, &[ColumnType::Text]).await? {
@@ -953,6 +1045,7 @@ impl<T: SyncTx> Session<'_, T> {
         survivor: &str,
     ) -> Result<Option<Stored>, ApiError> {
         Box::pin(async move {
+            self.send().await?;
             let Some(target) = load(self.tx, table, survivor).await? else {
                 return Err(ApiError::internal("a natural-key match vanished"));
             };
@@ -1021,6 +1114,7 @@ impl<T: SyncTx> Session<'_, T> {
                     .await?;
                 match matches.into_iter().next() {
                     Some(survivor) => {
+                        self.send().await?;
                         let own = load(self.tx, child, &c.remote_id).await?;
                         Box::pin(self.merge_into(child, c, own, &survivor)).await?;
                     }
@@ -1038,6 +1132,7 @@ impl<T: SyncTx> Session<'_, T> {
         parent: &str,
         live_only: bool,
     ) -> Result<Vec<Stored>, DbError> {
+        self.send().await?;
         let (names, types) = select_columns(child);
         let mut q = Query::select();
         q.columns(names)
@@ -1130,37 +1225,39 @@ fn key_holders_lookup(
     q
 }
 
-/// The upsert of a record of `table` for a client of `version`, with `params` as
-/// [`Session::store`] lists them: the record's columns, then the account that must own it.
-fn upsert(table: &Table, params: &[Value], version: u32) -> sea_query::InsertStatement {
+/// The upsert of `rows` records of `table` for a client of `version`, each row's parameters
+/// as [`Session::store`] lists them, then `user`, the account that must own them. It returns
+/// the ids it wrote: a record of another account is left as it is.
+fn upsert(
+    table: &Table,
+    rows: &[Vec<Value>],
+    user: &Value,
+    version: u32,
+) -> sea_query::InsertStatement {
     let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
     for c in &table.columns {
         if c.on_wire() && c.since <= version {
             cols.push(c.name.clone());
         }
     }
-    let (user, vals) = params
-        .split_last()
-        .expect("the account is the last parameter");
-    let vals: Vec<Expr> = vals.iter().map(|v| sea(v).into()).collect();
     let update: Vec<String> = cols
         .iter()
         .filter(|c| *c != "remote_id" && *c != "user_id")
         .cloned()
         .collect();
     let mut ins = Query::insert();
-    ins.into_table(table.name.clone())
-        .columns(cols)
-        .values_panic(vals)
-        .on_conflict(
-            OnConflict::column("remote_id")
-                .update_columns(update)
-                // Never over another user's record.
-                .action_and_where(
-                    Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)),
-                )
-                .to_owned(),
-        );
+    ins.into_table(table.name.clone()).columns(cols);
+    for row in rows {
+        ins.values_panic(row.iter().map(|v| Expr::from(sea(v))));
+    }
+    ins.on_conflict(
+        OnConflict::column("remote_id")
+            .update_columns(update)
+            // Never over another user's record.
+            .action_and_where(Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)))
+            .to_owned(),
+    )
+    .returning_col("remote_id");
     ins
 }
 
