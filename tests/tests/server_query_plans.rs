@@ -9,9 +9,9 @@ use serde_json::{Value as Json, json};
 use std::time::{Duration, Instant};
 use sync_runtime::Value;
 use sync_runtime::migrate;
-use sync_runtime::server::ServerConfig;
-use sync_runtime::server::db::Db;
+use sync_runtime::server::db::{Db, PgDb};
 use sync_runtime::server::sync::natural_key_lookup;
+use sync_runtime::server::{APP_SCOPE, Server, ServerConfig, apply_postgres};
 use tests::server::{Backend, TestServer, at, fresh_database, id, row};
 
 const ROWS: i64 = 10_000;
@@ -46,6 +46,35 @@ fn plan_indexes(plan: &Json, out: &mut Vec<String>) {
     }
 }
 
+/// The indexes PostgreSQL's plan of `explain` (an `EXPLAIN (FORMAT JSON) ...`) reads, and the plan.
+async fn explain(client: &tokio_postgres::Client, explain: &str) -> (Vec<String>, Json) {
+    // EXPLAIN answers `json`, which the simple protocol hands over as text.
+    let plan: Json = client
+        .simple_query(explain)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .map(|text| serde_json::from_str(&text).unwrap())
+        .unwrap();
+    let mut indexes = Vec::new();
+    plan_indexes(&plan, &mut indexes);
+    (indexes, plan)
+}
+
+/// One profile's history of `rows` watched episodes, written straight into the table.
+fn history_rows(rows: i64) -> String {
+    format!(
+        "INSERT INTO watch_history (remote_id, user_id, seq, device_id, profile_id, meta_id, \
+         meta_type, season, episode, is_watched, updated_at) \
+         SELECT 'r' || i, 'user-1', i, 'd', 'profile-1', 'tt' || lpad(i::text, 7, '0'), \
+         'movie', -1, -1, false, '2026-11-28T07:00:00.000Z' FROM generate_series(1, {rows}) i"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
     let name = "postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics";
@@ -60,15 +89,7 @@ async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statisti
         client.batch_execute(&m.sql).await.unwrap();
     }
     // One profile's history, written without ANALYZE.
-    client
-        .batch_execute(&format!(
-            "INSERT INTO watch_history (remote_id, user_id, seq, device_id, profile_id, meta_id, \
-             meta_type, season, episode, is_watched, updated_at) \
-             SELECT 'r' || i, 'user-1', i, 'd', 'profile-1', 'tt' || lpad(i::text, 7, '0'), \
-             'movie', -1, -1, false, '2026-11-28T07:00:00.000Z' FROM generate_series(1, {ROWS}) i"
-        ))
-        .await
-        .unwrap();
+    client.batch_execute(&history_rows(ROWS)).await.unwrap();
     let statistics: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() \
@@ -99,20 +120,7 @@ async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statisti
             .batch_execute(&format!("SET plan_cache_mode = {mode}"))
             .await
             .unwrap();
-        // EXPLAIN answers `json`, which the simple protocol hands over as text.
-        let plan: Json = client
-            .simple_query(&explained)
-            .await
-            .unwrap()
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .map(|text| serde_json::from_str(&text).unwrap())
-            .unwrap();
-        let mut indexes = Vec::new();
-        plan_indexes(&plan, &mut indexes);
+        let (indexes, plan) = explain(&client, &explained).await;
         assert_eq!(
             indexes,
             ["watch_history_natural_key_1"],
@@ -151,6 +159,36 @@ fn sqlite_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lookup_prepared_while_the_table_was_empty_still_uses_the_index() {
+    let name = "postgres_a_lookup_prepared_while_the_table_was_empty_still_uses_the_index";
+    let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
+        return;
+    };
+    // A connection as the server makes them.
+    let db = PgDb::connect(&url, 1).unwrap();
+    let client = db.client().await.unwrap();
+    for m in entities::app().server_postgres_migrations {
+        client.batch_execute(&m.sql).await.unwrap();
+    }
+    // Statistics that say "empty", and the generic plan of a statement prepared then: the
+    // planner believes every scan free.
+    let (with_parameters, _) = lookup().build(PostgresQueryBuilder);
+    let run = "EXECUTE lookup('user-1', 'profile-1', 'tt0000042', -1, -1)";
+    client
+        .batch_execute(&format!(
+            "ANALYZE watch_history; SET plan_cache_mode = force_generic_plan; \
+             PREPARE lookup AS {with_parameters}; {run}"
+        ))
+        .await
+        .unwrap();
+    // Few enough rows that no index grows a level (which would make PostgreSQL plan anew):
+    // the plan made while the table was empty is the one that runs.
+    client.batch_execute(&history_rows(50)).await.unwrap();
+    let (indexes, plan) = explain(&client, &format!("EXPLAIN (FORMAT JSON) {run}")).await;
+    assert_eq!(indexes, ["watch_history_natural_key_1"], "{plan}");
+}
+
 /// The rows PostgreSQL's statistics count in `table` (-1: never gathered).
 async fn counted_rows(client: &tokio_postgres::Client, table: &str) -> f32 {
     client
@@ -164,12 +202,41 @@ async fn counted_rows(client: &tokio_postgres::Client, table: &str) -> f32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_statistics_are_gathered_after_migrating_and_after_large_uploads() {
+async fn postgres_a_migration_gathers_the_statistics_of_tables_holding_rows() {
+    let name = "postgres_a_migration_gathers_the_statistics_of_tables_holding_rows";
+    let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
+        return;
+    };
+    // A database of the first release, holding rows.
+    let db = PgDb::connect(&url, 1).unwrap();
+    let first = &entities::app().server_postgres_migrations[..1];
+    apply_postgres(&db, APP_SCOPE, first).await.unwrap();
+    let client = db.client().await.unwrap();
+    client.batch_execute(&history_rows(30)).await.unwrap();
+    assert_eq!(counted_rows(&client, "watch_history").await, -1.0);
+
+    Server::open(&url, entities::app(), ServerConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        counted_rows(&client, "watch_history").await,
+        30.0,
+        "analyzed once migrated"
+    );
+    assert_eq!(
+        counted_rows(&client, "lists").await,
+        -1.0,
+        "an empty table is left without statistics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_are_gathered_after_large_uploads() {
     let config = ServerConfig {
         analyze_after_rows: 300,
         ..ServerConfig::default()
     };
-    let name = "postgres_statistics_are_gathered_after_migrating_and_after_large_uploads";
+    let name = "postgres_statistics_are_gathered_after_large_uploads";
     let Some(s) = TestServer::start_with(Backend::Postgres, name, entities::app(), config).await
     else {
         return;
@@ -178,12 +245,6 @@ async fn postgres_statistics_are_gathered_after_migrating_and_after_large_upload
         panic!("a PostgreSQL server");
     };
     let client = pg.client().await.unwrap();
-    assert_eq!(
-        counted_rows(&client, "watch_history").await,
-        0.0,
-        "analyzed once migrated"
-    );
-
     let (_, token) = s.register("stats@example.org").await;
     let (device, profile) = (id(), id());
     let history = |from: i64, to: i64| -> Json {
@@ -208,7 +269,7 @@ async fn postgres_statistics_are_gathered_after_migrating_and_after_large_upload
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         counted_rows(&client, "watch_history").await,
-        0.0,
+        -1.0,
         "not yet due"
     );
     s.push(&token, &device, json!({"watch_history": history(200, 300)}))

@@ -265,10 +265,10 @@ impl Server {
                 .await?
                 .is_empty()
             {
-                // The tables' statistics from the start: lookups on a table without them may
-                // read whole ranges of rows until the first ANALYZE.
+                // A migration may rewrite tables and indexes that hold rows: their statistics
+                // from the start.
                 let tables: Vec<&str> = app.schema.synced().map(|t| t.name.as_str()).collect();
-                statistics::analyze(&db, &tables).await?;
+                statistics::analyze_filled(&db, &tables).await?;
             }
             Db::Postgres(db)
         } else {

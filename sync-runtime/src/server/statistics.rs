@@ -57,6 +57,22 @@ pub async fn analyze(db: &PgDb, tables: &[&str]) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Gathers the statistics of those of `tables` that hold rows. An empty table is left
+/// without: statistics saying "empty" would outlive the table's first rows, while PostgreSQL
+/// assumes a table never analyzed holds some.
+pub async fn analyze_filled(db: &PgDb, tables: &[&str]) -> Result<(), DbError> {
+    let client = db.client().await?;
+    let mut filled = Vec::new();
+    for t in tables {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(t));
+        if client.query_one(&sql, &[]).await?.get::<_, bool>(0) {
+            filled.push(*t);
+        }
+    }
+    drop(client);
+    analyze(db, &filled).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,18 @@ pub async fn timed_requests(
         let t = Instant::now();
         account.send(body).await?;
         seconds.push(t.elapsed().as_secs_f64());
+        if seconds.len() % 10 == 0 {
+            let last: Vec<String> = seconds[seconds.len() - 10..]
+                .iter()
+                .map(|s| format!("{:.0}", s * 1000.0))
+                .collect();
+            eprintln!(
+                "  requests {}-{}: {} ms",
+                seconds.len() - 9,
+                seconds.len(),
+                last.join(" ")
+            );
+        }
     }
     Ok(seconds)
 }
