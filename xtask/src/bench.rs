@@ -852,7 +852,8 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         let rows: Vec<String> = z.growth_rows.iter().map(usize::to_string).collect();
         let devices: Vec<String> = z.growth_devices.iter().map(usize::to_string).collect();
         md.push_str(&format!(
-            "\n## Growth\n\nCost per row of the upload and the first sync by rows in the account ({}),              and of 1000-row uploads by devices of as many accounts pushing at once ({}), both backends. \
+            "\n## Growth\n\nCost per row of the upload and the first sync by rows in the account ({}), \
+             and of 1000-row uploads by devices of as many accounts pushing at once ({}), both backends. \
              Flat lines: the cost per row does not grow.\n\n![cost per row by rows and by devices]({CHART_FILE})\n",
             rows.join(", "),
             devices.join(", ")

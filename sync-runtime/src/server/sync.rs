@@ -600,10 +600,9 @@ impl<T: SyncTx> Session<'_, T> {
                         if let Some(ids) = k
                             .as_ref()
                             .and_then(|k| holders.keys.get_mut(&(m, k.clone())))
+                            && !ids.contains(&id)
                         {
-                            if !ids.contains(&id) {
-                                ids.push(id.clone());
-                            }
+                            ids.push(id.clone());
                         }
                     }
                     holders.held.insert(id, keys);
@@ -699,10 +698,10 @@ impl<T: SyncTx> Session<'_, T> {
     ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
         self.read.forget(&table.name, &row.remote_id);
-        if let Some(holders) = self.read.holders.get_mut(&table.name) {
-            if !holders.write(table, &row.remote_id, &row.values) {
-                self.read.holders.remove(&table.name);
-            }
+        if let Some(holders) = self.read.holders.get_mut(&table.name)
+            && !holders.write(table, &row.remote_id, &row.values)
+        {
+            self.read.holders.remove(&table.name);
         }
         // The statement's parameters: the columns' values (the account of the conflict clause
         // is added when sent).
