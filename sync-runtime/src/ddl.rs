@@ -264,46 +264,77 @@ pub fn server_create_table(t: &Table, dialect: Dialect) -> Vec<String> {
     out
 }
 
-/// The server's indexes: pull order per user, natural keys per user, and reference lookups
-/// for cascades.
+/// The layout of the server's indexes that [`server_indexes`] builds today. A schema snapshot
+/// records the layout its migrations built, so that changing the layout is a migration even
+/// when no entity changed.
+///
+/// 1. Pull order, natural keys, and one `(user_id, column)` index per reference.
+/// 2. No reference index whose columns a natural key's index starts with: it is never needed,
+///    and PostgreSQL without statistics chose it, the smaller one, for natural-key lookups.
+pub const SERVER_INDEX_LAYOUT: u32 = 2;
+
+/// The server's indexes, as `CREATE INDEX` statements of the current layout: pull order per
+/// user, natural keys per user, and reference lookups for cascades.
 pub fn server_indexes(t: &Table, dialect: Dialect) -> Vec<String> {
-    let mut out = vec![build_index(
-        &index(
-            &t.name,
-            format!("{}_user_seq", t.name),
-            &["user_id", "seq"],
-            true,
+    server_index_layout(t, dialect, SERVER_INDEX_LAYOUT)
+        .into_iter()
+        .map(|(_, sql)| sql)
+        .collect()
+}
+
+/// The server's indexes of `t` under index layout `layout`, as (name, `CREATE INDEX`).
+pub fn server_index_layout(t: &Table, dialect: Dialect, layout: u32) -> Vec<(String, String)> {
+    let user_seq = format!("{}_user_seq", t.name);
+    let mut out = vec![(
+        user_seq.clone(),
+        build_index(
+            &index(&t.name, user_seq, &["user_id", "seq"], true),
+            dialect,
         ),
-        dialect,
     )];
-    out.extend(server_natural_key_indexes(t, dialect));
+    for (n, key) in t.natural_keys.iter().enumerate() {
+        let mut cols = vec!["user_id"];
+        cols.extend(key.iter().map(String::as_str));
+        let name = natural_key_index(&t.name, n);
+        out.push((
+            name.clone(),
+            build_index(&index(&t.name, name, &cols, true), dialect),
+        ));
+    }
     for (c, _) in t.references() {
-        if c.on_wire() {
-            let i = index(
-                &t.name,
-                format!("{}_ref_{}", t.name, c.name),
-                &["user_id", &c.name],
-                false,
-            );
-            out.push(build_index(&i, dialect));
+        let served_by_a_natural_key = t.natural_keys.iter().any(|k| k.first() == Some(&c.name));
+        if !c.on_wire() || (layout >= 2 && served_by_a_natural_key) {
+            continue;
         }
+        let name = format!("{}_ref_{}", t.name, c.name);
+        let i = index(&t.name, name.clone(), &["user_id", &c.name], false);
+        out.push((name, build_index(&i, dialect)));
     }
     out
 }
 
-pub fn server_natural_key_indexes(t: &Table, dialect: Dialect) -> Vec<String> {
-    t.natural_keys
+/// `DROP INDEX` for the indexes of `old` under `old_layout` that `t` under the current layout
+/// does not have as they are, then `CREATE INDEX` for those it has anew.
+pub fn server_index_changes(
+    old: &Table,
+    old_layout: u32,
+    t: &Table,
+    dialect: Dialect,
+) -> Vec<String> {
+    let before = server_index_layout(old, dialect, old_layout);
+    let after = server_index_layout(t, dialect, SERVER_INDEX_LAYOUT);
+    let mut out: Vec<String> = before
         .iter()
-        .enumerate()
-        .map(|(n, key)| {
-            let mut cols = vec!["user_id"];
-            cols.extend(key.iter().map(String::as_str));
-            build_index(
-                &index(&t.name, natural_key_index(&t.name, n), &cols, true),
-                dialect,
-            )
-        })
-        .collect()
+        .filter(|i| !after.contains(i))
+        .map(|(name, _)| format!("DROP INDEX IF EXISTS {}", quote_ident(name)))
+        .collect();
+    out.extend(
+        after
+            .into_iter()
+            .filter(|i| !before.contains(i))
+            .map(|(_, sql)| sql),
+    );
+    out
 }
 
 /// `ALTER TABLE ... ADD COLUMN` for an app column on the device.

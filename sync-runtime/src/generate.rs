@@ -132,6 +132,10 @@ fn migration_name(previous: Option<&Schema>, current: &Schema) -> String {
         .filter(|t| prev.table(&t.name) != Some(*t))
         .map(|t| t.name.as_str())
         .collect();
+    if changed.is_empty() {
+        // Only the layout of the server's indexes changed.
+        return "server_indexes".into();
+    }
     let mut name = format!("update_{}", changed.join("_"));
     name.truncate(60);
     name

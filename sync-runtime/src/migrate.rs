@@ -127,8 +127,26 @@ pub fn plan(previous: Option<&Schema>, current: &Schema) -> Result<Option<Plan>,
                             pg.extend(ddl::server_create_table(t, Dialect::Postgres));
                         }
                     }
-                    Some(old) if old == t => {}
-                    Some(old) => alter_table(current, old, t, &mut device, &mut sqlite, &mut pg)?,
+                    Some(old) if old == t => {
+                        if t.synced && prev.server_index_layout != current.server_index_layout {
+                            let layout = prev.server_index_layout;
+                            sqlite.extend(ddl::server_index_changes(
+                                old,
+                                layout,
+                                t,
+                                Dialect::Sqlite,
+                            ));
+                            pg.extend(ddl::server_index_changes(old, layout, t, Dialect::Postgres));
+                        }
+                    }
+                    Some(old) => alter_table(
+                        current,
+                        (old, prev.server_index_layout),
+                        t,
+                        &mut device,
+                        &mut sqlite,
+                        &mut pg,
+                    )?,
                 }
             }
         }
@@ -261,7 +279,7 @@ fn if_not_exists(index_sql: String) -> String {
 
 fn alter_table(
     current: &Schema,
-    old: &Table,
+    (old, old_index_layout): (&Table, u32),
     t: &Table,
     device: &mut Sql,
     sqlite: &mut Sql,
@@ -340,10 +358,12 @@ fn alter_table(
         for c in &s_added {
             sqlite.push(ddl::server_add_column(t, c, Dialect::Sqlite));
         }
-        if keys_changed {
-            drop_natural_keys(old, sqlite);
-            sqlite.extend(ddl::server_natural_key_indexes(t, Dialect::Sqlite));
-        }
+        sqlite.extend(ddl::server_index_changes(
+            old,
+            old_index_layout,
+            t,
+            Dialect::Sqlite,
+        ));
     }
     for c in &s_added {
         pg.push(ddl::server_add_column(t, c, Dialect::Postgres));
@@ -358,10 +378,12 @@ fn alter_table(
     for (o, c) in &s_changed {
         pg.extend(alter_pg_column(&t.name, o, c));
     }
-    if keys_changed {
-        drop_natural_keys(old, pg);
-        pg.extend(ddl::server_natural_key_indexes(t, Dialect::Postgres));
-    }
+    pg.extend(ddl::server_index_changes(
+        old,
+        old_index_layout,
+        t,
+        Dialect::Postgres,
+    ));
     Ok(())
 }
 

@@ -158,6 +158,14 @@ pub struct SchemaError(pub String);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schema {
     pub tables: Vec<Table>,
+    /// The layout of the server's indexes ([`crate::ddl::SERVER_INDEX_LAYOUT`]) the migrations
+    /// of this snapshot built; snapshots older than the field built layout 1.
+    #[serde(default = "first_server_index_layout")]
+    pub server_index_layout: u32,
+}
+
+fn first_server_index_layout() -> u32 {
+    1
 }
 
 impl Schema {
@@ -193,7 +201,10 @@ impl Schema {
                 )));
             }
         }
-        Ok(Schema { tables: ordered })
+        Ok(Schema {
+            tables: ordered,
+            server_index_layout: crate::ddl::SERVER_INDEX_LAYOUT,
+        })
     }
 
     pub fn table(&self, name: &str) -> Option<&Table> {

@@ -31,9 +31,10 @@ fn app_v2() -> &'static App {
             .unwrap();
         let with = |first: &'static [Migration], sql: String| -> &'static [Migration] {
             let mut all = first.to_vec();
+            let version = first.len() as u32 + 1;
             all.push(Migration {
-                version: 2,
-                name: "0002_colour".into(),
+                version,
+                name: format!("{version:04}_colour").into(),
                 sql: sql.into(),
             });
             Box::leak(all.into_boxed_slice())

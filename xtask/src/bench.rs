@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: the sync's speed over real loopback HTTP, as ratios within one run.
 //! Numbers are printed and written to docs/bench.md, never asserted.
 
+mod chart;
+mod requests;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use sync_runtime::client::{self, Activity, Limits};
@@ -18,6 +21,12 @@ pub enum Workload {
     Load,
     Memory,
     Live,
+    /// One account's history in 1,000-row requests over plain HTTP, each request timed.
+    Requests,
+    /// Cost per row by rows in the account and by devices at once: the chart.
+    Growth,
+    /// Many devices pushing one row at a time.
+    SmallPushes,
 }
 
 impl std::fmt::Display for Workload {
@@ -36,9 +45,27 @@ struct Sizes {
     /// Edits timed from device to device with services running; held pulls kept idle.
     live_edits: usize,
     idle_pulls: usize,
+    /// Rows of the account of the timed 1,000-row requests.
+    request_rows: usize,
+    /// Points of the growth curve: rows in the account, and devices pushing at once.
+    growth_rows: Vec<usize>,
+    growth_devices: Vec<usize>,
+    /// Devices pushing one row at a time, and for how long.
+    small_devices: usize,
+    small_for: Duration,
 }
 
+/// What a run measured: the page of docs/bench.md and the growth chart (SVG).
+pub struct Report {
+    pub markdown: String,
+    pub chart: Option<String>,
+}
+
+/// The file the growth chart is written to, beside docs/bench.md.
+pub const CHART_FILE: &str = "bench-growth.svg";
+
 /// Median, min and max of samples (seconds).
+#[derive(Clone, Copy)]
 struct Stat {
     median: f64,
     min: f64,
@@ -166,6 +193,69 @@ fn bound(rows: usize) -> f64 {
     s
 }
 
+/// Uploads `rows` watched episodes from a new device into the new account `email`; seconds.
+async fn upload_once(url: &str, email: &str, rows: usize) -> Result<f64, String> {
+    let path = temp("upload");
+    let mut d = device_with_history(&path, rows);
+    connect(&mut d, url, email, true).await;
+    let t = Instant::now();
+    let r = client::push_pending(&mut d, Limits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let seconds = t.elapsed().as_secs_f64();
+    if r.pushed != rows + 1 {
+        return Err(format!("pushed {} rows of {}", r.pushed, rows + 1));
+    }
+    drop(d);
+    remove(&path);
+    Ok(seconds)
+}
+
+/// Pulls the account `email` (one profile and `rows` rows) into a fresh device; seconds.
+async fn first_sync_once(url: &str, email: &str, rows: usize) -> Result<f64, String> {
+    let path = temp("first");
+    let mut d = Store::open(&path, entities::app()).unwrap();
+    connect(&mut d, url, email, false).await;
+    let t = Instant::now();
+    let r = client::sync_once(&mut d, &mut quiet())
+        .await
+        .map_err(|e| e.to_string())?;
+    let seconds = t.elapsed().as_secs_f64();
+    if r.pulled != rows + 1 {
+        return Err(format!("pulled {} rows of {}", r.pulled, rows + 1));
+    }
+    drop(d);
+    remove(&path);
+    Ok(seconds)
+}
+
+/// `devices` devices of as many new accounts pushing `rows` rows each, all at once; seconds.
+async fn devices_at_once(url: &str, tag: &str, devices: usize, rows: usize) -> Result<f64, String> {
+    let mut stores = Vec::new();
+    for d in 0..devices {
+        let path = temp("load");
+        let mut s = device_with_history(&path, rows);
+        connect(&mut s, url, &format!("{tag}{d}@bench.example"), true).await;
+        stores.push((path, s));
+    }
+    let t = Instant::now();
+    let tasks: Vec<_> = stores
+        .into_iter()
+        .map(|(path, mut s)| {
+            tokio::spawn(async move {
+                let r = client::push_pending(&mut s, Limits::default()).await;
+                drop(s);
+                remove(&path);
+                r.map(|r| r.pushed).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 fn peak_rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -177,7 +267,7 @@ fn peak_rss_of(pid: u32) -> Option<u64> {
         .ok()
 }
 
-pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
+pub fn run(quick: bool, million: bool, only: &[Workload]) -> Result<Report, String> {
     let sizes = if quick {
         Sizes {
             rows: 10_000,
@@ -186,8 +276,17 @@ pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
             devices: 10,
             live_edits: 30,
             idle_pulls: 500,
+            request_rows: 10_000,
+            growth_rows: vec![1_000, 10_000],
+            growth_devices: vec![1, 10],
+            small_devices: 20,
+            small_for: Duration::from_secs(2),
         }
     } else {
+        let mut growth_rows = vec![10_000, 100_000];
+        if million {
+            growth_rows.push(1_000_000);
+        }
         Sizes {
             rows: 100_000,
             runs: 5,
@@ -195,6 +294,11 @@ pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
             devices: 50,
             live_edits: 200,
             idle_pulls: 10_000,
+            request_rows: 100_000,
+            growth_rows,
+            growth_devices: vec![1, 10, 50, 200],
+            small_devices: 200,
+            small_for: Duration::from_secs(5),
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -205,7 +309,7 @@ pub fn run(quick: bool, only: &[Workload]) -> Result<String, String> {
     rt.block_on(run_all(&sizes, quick, only))
 }
 
-async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, String> {
+async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, String> {
     let want = |w: Workload| only.is_empty() || only.contains(&w);
     let n = z.rows;
     let mut table: Vec<(String, String, Stat, String)> = Vec::new();
@@ -225,73 +329,78 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
     let srv = LiveServer::start(Backend::Sqlite, "bench")
         .await
         .ok_or("no server")?;
-    // The account holding the history, uploaded once.
-    let seed_path = temp("seed");
-    if want(Workload::FirstSync) || want(Workload::Memory) {
-        let mut seed = device_with_history(&seed_path, n);
-        connect(&mut seed, &srv.url, "history@bench.example", true).await;
-        client::push_pending(&mut seed, Limits::default())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    remove(&seed_path);
-
-    if want(Workload::FirstSync) {
-        eprintln!("first sync: {n} rows pulled into a fresh device");
-        let mut first = Vec::new();
-        for _ in 0..z.runs {
-            let path = temp("first");
-            let mut d = Store::open(&path, entities::app()).unwrap();
-            connect(&mut d, &srv.url, "history@bench.example", false).await;
-            let t = Instant::now();
-            let r = client::sync_once(&mut d, &mut quiet())
-                .await
-                .map_err(|e| e.to_string())?;
-            first.push(t.elapsed().as_secs_f64());
-            assert_eq!(r.pulled, n + 1, "every row pulled");
-            drop(d);
-            remove(&path);
-        }
-        let s = stat(first);
-        let ratio = s.median / b;
-        table.push((
-            format!("first sync: {n} rows pulled into a fresh device"),
-            format!("seconds; {ratio:.2}x the bound"),
-            s,
-            "within 2x".into(),
-        ));
+    // The account holding the history, uploaded once, for the device process's memory.
+    if want(Workload::Memory) {
+        upload_once(&srv.url, "history@bench.example", n).await?;
     }
 
-    if want(Workload::Upload) {
-        eprintln!("upload: {n} dirty rows pushed to an empty account");
-        let mut up = Vec::new();
-        for run in 0..z.runs {
-            let path = temp("upload");
-            let mut d = device_with_history(&path, n);
-            connect(
-                &mut d,
-                &srv.url,
-                &format!("upload{run}@bench.example"),
-                true,
-            )
-            .await;
-            let t = Instant::now();
-            let r = client::push_pending(&mut d, Limits::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            up.push(t.elapsed().as_secs_f64());
-            assert_eq!(r.pushed, n + 1);
-            drop(d);
-            remove(&path);
+    // The first sync and the upload on each backend, PostgreSQL beside the embedded SQLite.
+    let mut on_sqlite: Option<(f64, f64)> = None;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !want(Workload::FirstSync) && !want(Workload::Upload) {
+            break;
         }
-        let s = stat(up);
-        let ratio = s.median / b;
-        table.push((
-            format!("upload: {n} dirty rows pushed to an empty account"),
-            format!("seconds; {ratio:.2}x the bound"),
-            s,
-            "within 2.5x".into(),
-        ));
+        let Some(server) = LiveServer::start(backend, "bench_transfer").await else {
+            eprintln!("first sync and upload on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
+            continue;
+        };
+        let (mut first, mut up) = (Vec::new(), Vec::new());
+        if want(Workload::FirstSync) {
+            eprintln!("first sync from {backend:?}: {n} rows pulled into a fresh device");
+            upload_once(&server.url, "history@bench.example", n).await?;
+            for _ in 0..z.runs {
+                first.push(first_sync_once(&server.url, "history@bench.example", n).await?);
+            }
+        }
+        if want(Workload::Upload) {
+            eprintln!("upload to {backend:?}: {n} dirty rows pushed to an empty account");
+            for run in 0..z.runs {
+                up.push(upload_once(&server.url, &format!("upload{run}@bench.example"), n).await?);
+            }
+        }
+        let (first, up) = (
+            (!first.is_empty()).then(|| stat(first)),
+            (!up.is_empty()).then(|| stat(up)),
+        );
+        let median = |s: &Option<Stat>| s.as_ref().map_or(f64::NAN, |s| s.median);
+        let versus = |i: usize, s: &Option<Stat>, target: &str| match (backend, on_sqlite) {
+            (Backend::Postgres, Some(sq)) => (
+                format!(
+                    "; {:.2}x the same on SQLite",
+                    median(s) / if i == 0 { sq.0 } else { sq.1 }
+                ),
+                "within 1.5x of SQLite".to_owned(),
+            ),
+            _ => (String::new(), target.to_owned()),
+        };
+        let on = if backend == Backend::Sqlite {
+            String::new()
+        } else {
+            format!(", {backend:?}")
+        };
+        if let Some(s) = &first {
+            let (vs, target) = versus(0, &first, "within 2x");
+            let ratio = s.median / b;
+            table.push((
+                format!("first sync: {n} rows pulled into a fresh device{on}"),
+                format!("seconds; {ratio:.2}x the bound{vs}"),
+                *s,
+                target,
+            ));
+        }
+        if let Some(s) = &up {
+            let (vs, target) = versus(1, &up, "within 2.5x");
+            let ratio = s.median / b;
+            table.push((
+                format!("upload: {n} dirty rows pushed to an empty account{on}"),
+                format!("seconds; {ratio:.2}x the bound{vs}"),
+                *s,
+                target,
+            ));
+        }
+        if backend == Backend::Sqlite {
+            on_sqlite = Some((median(&first), median(&up)));
+        }
     }
 
     if want(Workload::Latency) || want(Workload::WritePath) {
@@ -547,6 +656,180 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
     if want(Workload::Live) {
         live(z, &mut table).await?;
     }
+    let mut over_http: Vec<(Backend, f64)> = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !want(Workload::Requests) {
+            break;
+        }
+        let Some(server) = LiveServer::start(backend, "bench_requests").await else {
+            eprintln!("requests on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
+            continue;
+        };
+        let rows = z.request_rows;
+        eprintln!("requests on {backend:?}: {rows} rows of one account in 1000-row requests");
+        let times =
+            requests::timed_requests(&server.url, "requests@bench.example", rows, 1000).await?;
+        let total: f64 = times.iter().sum();
+        // Medians of three requests at each end, so that one scheduling hiccup on the shared
+        // machine does not make the ratio.
+        let ends = times.len().min(3);
+        let first = stat(times[..ends].to_vec()).median;
+        let last = stat(times[times.len() - ends..].to_vec()).median;
+        let single = |v: f64| Stat {
+            median: v,
+            min: v,
+            max: v,
+        };
+        table.push((
+            format!(
+                "one account: {rows} rows pushed in 1000-row requests over plain HTTP, {backend:?}"
+            ),
+            format!("seconds; {:.0} rows/s", rows as f64 / total),
+            stat(vec![total]),
+            if backend == Backend::Postgres {
+                "within 1.5x of SQLite".into()
+            } else {
+                "yardstick of PostgreSQL".into()
+            },
+        ));
+        table.push((
+            format!("last 1000-row request vs the first, {rows} rows, {backend:?}"),
+            format!(
+                "ratio; {:.1} ms vs {:.1} ms (medians of the last and the first three)",
+                last * 1000.0,
+                first * 1000.0
+            ),
+            single(last / first),
+            "within 1.3x".into(),
+        ));
+        over_http.push((backend, total));
+    }
+    if let [(Backend::Sqlite, sqlite), (Backend::Postgres, pg)] = over_http[..] {
+        let r = pg / sqlite;
+        table.push((
+            format!(
+                "that upload over plain HTTP: PostgreSQL vs embedded SQLite ({} rows)",
+                z.request_rows
+            ),
+            "ratio".into(),
+            Stat {
+                median: r,
+                min: r,
+                max: r,
+            },
+            "within 1.5x".into(),
+        ));
+    }
+
+    let mut by_rows: Vec<chart::Series> = Vec::new();
+    let mut by_devices: Vec<chart::Series> = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !want(Workload::Growth) {
+            break;
+        }
+        let Some(server) = LiveServer::start(backend, "bench_growth").await else {
+            eprintln!("growth on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
+            continue;
+        };
+        let (mut upload, mut first) = (Vec::new(), Vec::new());
+        for &rows in &z.growth_rows {
+            eprintln!("growth on {backend:?}: upload and first sync of {rows} rows");
+            let email = format!("growth{rows}@bench.example");
+            let up = upload_once(&server.url, &email, rows).await?;
+            let down = first_sync_once(&server.url, &email, rows).await?;
+            upload.push((rows as f64, up * 1e6 / rows as f64));
+            first.push((rows as f64, down * 1e6 / rows as f64));
+        }
+        let mut devices = Vec::new();
+        for &d in &z.growth_devices {
+            eprintln!("growth on {backend:?}: {d} devices pushing 1000 rows each at once");
+            let seconds = devices_at_once(&server.url, &format!("growth-{d}-"), d, 1000).await?;
+            devices.push((d as f64, seconds * 1e6 / (d * 1001) as f64));
+        }
+        for (what, points) in [("upload", &upload), ("first sync", &first)] {
+            let (Some(small), Some(large)) = (points.first(), points.last()) else {
+                continue;
+            };
+            let r = large.1 / small.1;
+            let curve: Vec<String> = points.iter().map(|p| format!("{:.1}", p.1)).collect();
+            table.push((
+                format!(
+                    "{what}: cost per row at {} rows vs at {} rows, {backend:?}",
+                    large.0, small.0
+                ),
+                format!("ratio; µs per row: {}", curve.join(" / ")),
+                Stat {
+                    median: r,
+                    min: r,
+                    max: r,
+                },
+                "within 1.3x".into(),
+            ));
+        }
+        if let (Some(one), Some(most)) = (devices.first(), devices.last()) {
+            let r = most.1 / one.1;
+            let curve: Vec<String> = devices.iter().map(|p| format!("{:.1}", p.1)).collect();
+            table.push((
+                format!(
+                    "devices pushing 1000 rows each at once: cost per row with {} vs 1, {backend:?}",
+                    most.0
+                ),
+                format!("ratio; µs per row: {}", curve.join(" / ")),
+                Stat {
+                    median: r,
+                    min: r,
+                    max: r,
+                },
+                "measured".into(),
+            ));
+        }
+        by_rows.push(chart::Series {
+            label: format!("upload, {backend:?}"),
+            points: upload,
+        });
+        by_rows.push(chart::Series {
+            label: format!("first sync, {backend:?}"),
+            points: first,
+        });
+        by_devices.push(chart::Series {
+            label: format!("upload, {backend:?}"),
+            points: devices,
+        });
+    }
+
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !want(Workload::SmallPushes) {
+            break;
+        }
+        let Some(server) = LiveServer::start(backend, "bench_small_pushes").await else {
+            eprintln!("small pushes on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
+            continue;
+        };
+        eprintln!(
+            "small pushes on {backend:?}: {} devices pushing one row at a time",
+            z.small_devices
+        );
+        let rate = requests::one_row_pushes(
+            &server.url,
+            &format!("{backend:?}"),
+            z.small_devices,
+            z.small_for,
+        )
+        .await?;
+        table.push((
+            format!(
+                "{} devices of their own accounts, each pushing one row at a time, {backend:?}",
+                z.small_devices
+            ),
+            "pushes per second".into(),
+            Stat {
+                median: rate,
+                min: rate,
+                max: rate,
+            },
+            "measured".into(),
+        ));
+    }
 
     let mut md = String::from("# Benchmarks\n\n");
     md.push_str(&format!(
@@ -573,7 +856,29 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<String, St
             f(s.max)
         ));
     }
-    Ok(md)
+    let chart = (!by_rows.is_empty())
+        .then(|| chart::growth_svg(&by_rows, &by_devices))
+        .transpose()?;
+    if chart.is_some() {
+        let rows: Vec<String> = z.growth_rows.iter().map(usize::to_string).collect();
+        let devices: Vec<String> = z.growth_devices.iter().map(usize::to_string).collect();
+        md.push_str(&format!(
+            "\n## Growth\n\nCost per row of the upload and the first sync by rows in the account ({}), \
+             and of 1000-row uploads by devices of as many accounts pushing at once ({}), both backends. \
+             Flat lines: the cost per row does not grow.\n\n![cost per row by rows and by devices]({CHART_FILE})\n",
+            rows.join(", "),
+            devices.join(", ")
+        ));
+        if !quick && !z.growth_rows.contains(&1_000_000) {
+            md.push_str(
+                "\nThe 1,000,000-row point runs with `cargo xtask bench --million`; this run left it out.\n",
+            );
+        }
+    }
+    Ok(Report {
+        markdown: md,
+        chart,
+    })
 }
 
 /// Live sync as a user sees it (`bench_live`), on `sync-server` processes.

@@ -60,6 +60,9 @@ enum Command {
         /// Run only these workloads (the bound always runs); docs/bench.md is then left as it is.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<bench::Workload>,
+        /// Add the 1,000,000-row point to the growth curve (a long run).
+        #[arg(long)]
+        million: bool,
         /// Run in this process even if it is not a release build.
         #[arg(long, hide = true)]
         here: bool,
@@ -145,7 +148,12 @@ fn entities_dir() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench { quick, only, here } => bench(quick, &only, here),
+        Command::Bench {
+            quick,
+            million,
+            only,
+            here,
+        } => bench(quick, million, &only, here),
         Command::Screenshots => screenshots::run(),
         Command::Simulate {
             seed,
@@ -197,7 +205,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(quick: bool, only: &[bench::Workload], here: bool) -> ExitCode {
+fn bench(quick: bool, million: bool, only: &[bench::Workload], here: bool) -> ExitCode {
     // Speed means nothing in a debug build: re-run as a release build, with sync-client beside it.
     if cfg!(debug_assertions) && !here {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -233,6 +241,9 @@ fn bench(quick: bool, only: &[bench::Workload], here: bool) -> ExitCode {
         if quick {
             args.push("--quick");
         }
+        if million {
+            args.push("--million");
+        }
         let only: Vec<String> = only.iter().map(|w| w.to_string()).collect();
         let only = only.join(",");
         if !only.is_empty() {
@@ -243,19 +254,24 @@ fn bench(quick: bool, only: &[bench::Workload], here: bool) -> ExitCode {
             _ => ExitCode::FAILURE,
         };
     }
-    match bench::run(quick, only) {
-        Ok(md) => {
-            println!("{md}");
-            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    match bench::run(quick, million, only) {
+        Ok(report) => {
+            println!("{}", report.markdown);
+            let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
-                .join("docs")
-                .join("bench.md");
+                .join("docs");
             if !quick && only.is_empty() {
-                if let Err(e) = std::fs::write(&path, &md) {
-                    eprintln!("error: {}: {e}", path.display());
-                    return ExitCode::FAILURE;
+                let mut files = vec![(docs.join("bench.md"), report.markdown)];
+                if let Some(svg) = report.chart {
+                    files.push((docs.join(bench::CHART_FILE), svg));
                 }
-                println!("wrote {}", path.display());
+                for (path, text) in files {
+                    if let Err(e) = std::fs::write(&path, text) {
+                        eprintln!("error: {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    println!("wrote {}", path.display());
+                }
             }
             ExitCode::SUCCESS
         }

@@ -230,7 +230,17 @@ pub struct PgDb {
 
 impl PgDb {
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, DbError> {
-        let config: tokio_postgres::Config = url.parse().map_err(DbError::Postgres)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Postgres)?;
+        // Every statement of the server is meant for an index (each is scoped to one account,
+        // and the sequence, natural keys and references are indexed). A table scan wins only
+        // when the planner believes a table nearly empty: with statistics of when it was
+        // empty, or in a generic plan prepared then; that scan then reads a whole account per
+        // lookup. Scans stay possible where no index serves (purging).
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c enable_seqscan=off"),
+            None => "-c enable_seqscan=off".to_owned(),
+        };
+        config.options(options);
         let manager = deadpool_postgres::Manager::from_config(
             config,
             tokio_postgres::NoTls,

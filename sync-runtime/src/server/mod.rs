@@ -13,6 +13,7 @@ pub mod long_poll;
 pub mod notify;
 pub mod routes;
 pub mod row_rules;
+pub mod statistics;
 pub mod sync;
 
 use crate::App;
@@ -72,6 +73,9 @@ pub struct ServerConfig {
     /// Held pulls per account, and per server process; beyond either, a pull is answered at once.
     pub max_waiters_per_account: usize,
     pub max_waiters: usize,
+    /// Rows pushed into a table on PostgreSQL before this process first gathers its
+    /// statistics (then again at each doubling; see [`statistics::PushedSinceAnalyze`]).
+    pub analyze_after_rows: u64,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             max_wait: Duration::from_secs(30),
             max_waiters_per_account: 32,
             max_waiters: 20_000,
+            analyze_after_rows: 10_000,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Server {
     pub live: Arc<live::LiveHub>,
     /// On PostgreSQL, the connection that hears other processes' changes.
     _listener: Option<notify::Task>,
+    /// When to gather PostgreSQL's statistics of a table a large upload grew.
+    pub pushed_since_analyze: statistics::PushedSinceAnalyze,
 }
 
 /// Why the server could not start.
@@ -311,7 +318,15 @@ impl Server {
         {
             let db = PgDb::connect(database_url, config.postgres_connections)?;
             apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
-            apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations).await?;
+            if !apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations)
+                .await?
+                .is_empty()
+            {
+                // A migration may rewrite tables and indexes that hold rows: their statistics
+                // from the start.
+                let tables: Vec<&str> = app.schema.synced().map(|t| t.name.as_str()).collect();
+                statistics::analyze_filled(&db, &tables).await?;
+            }
             listener = Some(notify::spawn_listener(database_url, live.clone())?);
             Db::Postgres(db)
         } else {
@@ -325,6 +340,7 @@ impl Server {
         let registrations =
             rate_limit::RegisterLimiter::new(config.max_registrations, config.registration_window);
         let hashing = auth::HashGate::new(config.hashing_slots, config.hashing_queue);
+        let pushed_since_analyze = statistics::PushedSinceAnalyze::new(config.analyze_after_rows);
         Ok(Arc::new(Server {
             db,
             app,
@@ -335,6 +351,7 @@ impl Server {
             hashing,
             live,
             _listener: listener,
+            pushed_since_analyze,
         }))
     }
 

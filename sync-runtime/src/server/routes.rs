@@ -5,7 +5,8 @@ use crate::page::PushBody;
 use crate::server::cursor::Cursor;
 use crate::server::error::{self, ApiError, CursorExpiry};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth, long_poll, notify, row_rules};
+use crate::server::db::{Db, PgDb};
+use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
@@ -447,6 +448,29 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
     ))
 }
 
+/// Gathers, in the background, PostgreSQL's statistics of the tables this push grew past their
+/// next threshold ([`statistics::PushedSinceAnalyze`]).
+fn analyze_grown_tables(
+    pg: &PgDb,
+    s: &Server,
+    results: &BTreeMap<String, Vec<(String, RowStatus)>>,
+) {
+    for (table, rows) in results {
+        let stored = rows
+            .iter()
+            .filter(|(_, status)| !matches!(status, RowStatus::Rejected(_)))
+            .count();
+        if s.pushed_since_analyze.note(table, stored as u64) {
+            let (pg, table) = (pg.clone(), table.clone());
+            tokio::spawn(async move {
+                if let Err(e) = statistics::analyze(&pg, &[&table]).await {
+                    tracing::warn!(error = %e, table, "gathering statistics failed");
+                }
+            });
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
     responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -472,6 +496,9 @@ async fn push(
         Ok::<_, ApiError>((results, seq))
     })?;
     s.live.wake(&user, seq);
+    if let Db::Postgres(pg) = &s.db {
+        analyze_grown_tables(pg, &s, &results);
+    }
     let mut out = BTreeMap::new();
     for (name, rows) in results {
         let table = s

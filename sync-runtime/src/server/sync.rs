@@ -208,6 +208,11 @@ struct Session<'a, T> {
     version: u32,
     server_device: &'a str,
     seq: i64,
+    /// Records written but not sent yet: sent a table's batch at a time, in one multi-row
+    /// statement per table and client version, before the push reads anything again.
+    unsent: Vec<Unsent>,
+    /// Why a record the push wrote was refused (another account's), found when it was sent.
+    refused: Option<String>,
     /// What this push has read, so that a batch costs a few statements per row rather than
     /// six (a round trip each on PostgreSQL). An entry is dropped when the push writes its
     /// record, and a table's aliases and resolved parents when it writes that table's records
@@ -225,8 +230,66 @@ struct ReadAhead {
     aliases: ByTable<Option<(String, String)>>,
     /// Resolved parents, by the id a child references.
     parents: ByTable<Parent>,
+    /// Natural-key holders of the batch's keys, by table; see [`KeyHolders`].
+    holders: HashMap<String, KeyHolders>,
     /// Statements run per row, built once per push by [`Session::statement`].
-    statements: Vec<((&'static str, String, u32), String)>,
+    statements: Vec<((&'static str, String, u64), String)>,
+}
+
+/// The records of one table holding the natural keys a batch names, read in a few statements
+/// and kept current as the push writes that table, so that each row's natural-key check is
+/// answered in memory. A key not here is looked up in the database.
+#[derive(Default)]
+struct KeyHolders {
+    /// (key number, key values) -> the records holding it.
+    keys: HashMap<(usize, String), Vec<String>>,
+    /// The keys each known record holds now (`None` for a key holding a NULL); a record the push
+    /// never saw is absent, and writing one drops the table's holders (they may be stale).
+    held: HashMap<String, Vec<Option<String>>>,
+}
+
+/// The values of natural key `n` of `table` in `values`, as a map key; `None` if one is NULL
+/// (such a key matches nothing).
+fn key_text(table: &Table, n: usize, values: &[Value]) -> Option<String> {
+    let mut out = String::new();
+    for k in &table.natural_keys[n] {
+        let v = &values[table.column_index(k)?];
+        if v.is_null() {
+            return None;
+        }
+        // Debug keeps the type apart: the text "1" is not the integer 1.
+        out.push_str(&format!("{v:?}\u{1f}"));
+    }
+    Some(out)
+}
+
+fn all_keys(table: &Table, values: &[Value]) -> Vec<Option<String>> {
+    (0..table.natural_keys.len())
+        .map(|n| key_text(table, n, values))
+        .collect()
+}
+
+impl KeyHolders {
+    /// Record `id` now holds the keys of `values`. False if the holders may be stale (a
+    /// record the push never saw moved): the caller drops them.
+    fn write(&mut self, table: &Table, id: &str, values: &[Value]) -> bool {
+        let Some(before) = self.held.get(id) else {
+            return false;
+        };
+        for (n, k) in before.iter().enumerate() {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+                ids.retain(|h| h != id);
+            }
+        }
+        let now = all_keys(table, values);
+        for (n, k) in now.iter().enumerate() {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+                ids.push(id.to_owned());
+            }
+        }
+        self.held.insert(id.to_owned(), now);
+        true
+    }
 }
 
 type ByTable<V> = HashMap<String, HashMap<String, V>>;
@@ -255,6 +318,26 @@ impl ReadAhead {
 
 /// Ids per read-ahead statement: well under SQLite's and PostgreSQL's parameter limits.
 const READ_AHEAD_CHUNK: usize = 500;
+
+/// The writes of one table for one client version, waiting to be sent.
+struct Unsent {
+    table: String,
+    version: u32,
+    /// Each record's parameters of [`upsert`], the account left out.
+    rows: Vec<Vec<Value>>,
+    ids: std::collections::HashSet<String>,
+}
+
+/// Parameters per multi-row upsert, under SQLite's (32,766) and PostgreSQL's (65,535) limits.
+const UPSERT_PARAMS: usize = 30_000;
+/// Rows per multi-row upsert at most. A batch is sent in chunks of powers of two, so that a
+/// table has a handful of statement texts, each prepared once per connection.
+const UPSERT_ROWS: usize = 512;
+
+/// Natural keys per read-ahead statement (one branch of a UNION ALL each; SQLite allows 500).
+/// The last statement of a batch repeats its last key up to this many, so that every statement
+/// has one text, prepared once.
+const KEY_READ_CHUNK: usize = 50;
 
 /// Applies a push in the caller's transaction: parents before children whatever the body
 /// order, each row by the merge rule. Returns the results per table in body order and the
@@ -295,6 +378,8 @@ pub async fn push<T: SyncTx>(
         version: input.client_version,
         server_device: ctx.server_device,
         seq,
+        unsent: Vec::new(),
+        refused: None,
         read: ReadAhead::default(),
     };
     let mut results = BTreeMap::new();
@@ -308,6 +393,7 @@ pub async fn push<T: SyncTx>(
             .filter_map(|r| r.as_ref().ok().map(|r| r.remote_id.as_str()))
             .collect();
         s.read_ahead(table, &ids).await?;
+        s.read_natural_keys(table, &rows).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             match row {
@@ -315,11 +401,18 @@ pub async fn push<T: SyncTx>(
                 Ok(row) => {
                     let sent = row.remote_id.clone();
                     let status = s.apply_push(table, row).await?;
+                    if let Some(why) = s.refused.take() {
+                        return Err(ApiError::Forbidden(why));
+                    }
                     out.push((sent, status));
                 }
             }
         }
         results.insert(table.name.clone(), out);
+    }
+    s.send().await?;
+    if let Some(why) = s.refused.take() {
+        return Err(ApiError::Forbidden(why));
     }
     let mut save = Query::update();
     save.table("sync_users")
@@ -354,7 +447,7 @@ impl<T: SyncTx> Session<'_, T> {
     /// exactly as many.
     fn statement<S: sea_query::QueryStatementBuilder>(
         &mut self,
-        key: (&'static str, &str, u32),
+        key: (&'static str, &str, u64),
         params: &[Value],
         build: impl FnOnce() -> S,
     ) -> Result<String, DbError> {
@@ -383,6 +476,7 @@ impl<T: SyncTx> Session<'_, T> {
 
     /// Reads the aliases and stored records of `ids` of `table` in a few statements.
     async fn read_ahead(&mut self, table: &Table, ids: &[&str]) -> Result<(), DbError> {
+        self.send().await?;
         for chunk in ids.chunks(READ_AHEAD_CHUNK) {
             let mut q = Query::select();
             q.columns(["alias_id", "user_id", "canonical_id"])
@@ -428,6 +522,98 @@ impl<T: SyncTx> Session<'_, T> {
         Ok(())
     }
 
+    /// Reads which records hold the natural keys of the batch `rows` of `table` (as sent:
+    /// a key whose references the push reads through aliases is looked up when it is checked),
+    /// after [`Session::read_ahead`] read the batch's own records.
+    async fn read_natural_keys(&mut self, table: &Table, rows: &PushedRows) -> Result<(), DbError> {
+        if table.natural_keys.is_empty() {
+            return Ok(());
+        }
+        let mut holders = KeyHolders::default();
+        // The batch's own records, as stored (absent ones hold no key).
+        if let Some(records) = self.read.records.get(&table.name) {
+            for (id, stored) in records {
+                let keys = match stored {
+                    Some(s) if s.user_id == self.user => all_keys(table, &s.values),
+                    Some(_) => continue,
+                    None => vec![None; table.natural_keys.len()],
+                };
+                holders.held.insert(id.clone(), keys);
+            }
+        }
+        let key_columns: Vec<&String> = {
+            let mut cols: Vec<&String> = Vec::new();
+            for c in table.natural_keys.iter().flatten() {
+                if !cols.contains(&c) {
+                    cols.push(c);
+                }
+            }
+            cols
+        };
+        let mut types = vec![ColumnType::Text];
+        for c in &key_columns {
+            let col = table
+                .column(c)
+                .ok_or_else(|| DbError::Decode(format!("{}: no column {c}", table.name)))?;
+            types.push(server_ty(col));
+        }
+        for n in 0..table.natural_keys.len() {
+            let mut wanted: Vec<(String, Vec<Value>)> = Vec::new();
+            for row in rows.iter().filter_map(|r| r.as_ref().ok()) {
+                let Some(k) = key_text(table, n, &row.values) else {
+                    continue;
+                };
+                if holders.keys.contains_key(&(n, k.clone())) {
+                    continue;
+                }
+                holders.keys.insert((n, k.clone()), Vec::new());
+                let values = table.natural_keys[n]
+                    .iter()
+                    .map(|c| row.values[table.column_index(c).unwrap_or_default()].clone())
+                    .collect();
+                wanted.push((k, values));
+            }
+            for chunk in wanted.chunks(KEY_READ_CHUNK) {
+                let mut params = Vec::new();
+                for i in 0..KEY_READ_CHUNK {
+                    let (_, values) = &chunk[i.min(chunk.len() - 1)];
+                    params.push(Value::Text(self.user.to_owned()));
+                    params.extend(values.iter().cloned());
+                }
+                let sql =
+                    self.statement(("key holders", &table.name, n as u64), &params, || {
+                        key_holders_lookup(table, n, &key_columns, &params)
+                    })?;
+                for r in self.tx.query(&sql, &params, &types).await? {
+                    let mut it = r.into_iter();
+                    let Some(Value::Text(id)) = it.next() else {
+                        continue;
+                    };
+                    // The holder's values of every key column, in the table's column order.
+                    let mut values = vec![Value::Null; table.columns.len()];
+                    for (c, v) in key_columns.iter().zip(it) {
+                        if let Some(i) = table.column_index(c) {
+                            values[i] = v;
+                        }
+                    }
+                    let keys = all_keys(table, &values);
+                    for (m, k) in keys.iter().enumerate() {
+                        if let Some(ids) = k
+                            .as_ref()
+                            .and_then(|k| holders.keys.get_mut(&(m, k.clone())))
+                            && !ids.contains(&id)
+                        {
+                            ids.push(id.clone());
+                        }
+                    }
+                    holders.held.insert(id, keys);
+                }
+            }
+        }
+        self.read.holders.insert(table.name.clone(), holders);
+        Ok(())
+    }
+
     /// The record `id` of `table`, whoever owns it. A record read ahead is handed over (a
     /// second read of it goes to the database).
     async fn load(&mut self, table: &Table, id: &str) -> Result<Option<Stored>, DbError> {
@@ -438,7 +624,10 @@ impl<T: SyncTx> Session<'_, T> {
             .and_then(|ids| ids.remove(id))
         {
             Some(known) => Ok(known),
-            None => load(self.tx, table, id).await,
+            None => {
+                self.send().await?;
+                load(self.tx, table, id).await
+            }
         }
     }
 
@@ -510,8 +699,13 @@ impl<T: SyncTx> Session<'_, T> {
     ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
         self.read.forget(&table.name, &row.remote_id);
-        // The statement's parameters: the columns' values, then the account of the conflict
-        // clause.
+        if let Some(holders) = self.read.holders.get_mut(&table.name)
+            && !holders.write(table, &row.remote_id, &row.values)
+        {
+            self.read.holders.remove(&table.name);
+        }
+        // The statement's parameters: the columns' values (the account of the conflict clause
+        // is added when sent).
         let mut params: Vec<Value> = vec![
             Value::Text(row.remote_id.clone()),
             Value::Text(row.user_id.clone()),
@@ -524,15 +718,73 @@ impl<T: SyncTx> Session<'_, T> {
                 params.push(v.clone());
             }
         }
-        params.push(Value::Text(self.user.to_owned()));
-        let sql = self.statement(("upsert", &table.name, version), &params, || {
-            upsert(table, &params, version)
-        })?;
-        if self.tx.execute(&sql, &params).await? != 1 {
-            return Err(ApiError::Forbidden(format!(
-                "{} {} belongs to another account",
-                table.name, row.remote_id
-            )));
+        // One statement may not write a record twice (PostgreSQL refuses it).
+        if self
+            .unsent
+            .iter()
+            .any(|u| u.table == table.name && u.ids.contains(&row.remote_id))
+        {
+            self.send().await?;
+        }
+        let unsent = match self
+            .unsent
+            .iter()
+            .position(|u| u.table == table.name && u.version == version)
+        {
+            Some(i) => &mut self.unsent[i],
+            None => {
+                self.unsent.push(Unsent {
+                    table: table.name.clone(),
+                    version,
+                    rows: Vec::new(),
+                    ids: Default::default(),
+                });
+                self.unsent.last_mut().expect("just pushed")
+            }
+        };
+        unsent.ids.insert(row.remote_id.clone());
+        unsent.rows.push(params);
+        Ok(())
+    }
+
+    /// Sends every write not sent yet. A record another account owns is left as it is and
+    /// noted in [`Session::refused`], which fails the push.
+    async fn send(&mut self) -> Result<(), DbError> {
+        for unsent in std::mem::take(&mut self.unsent) {
+            let table = self
+                .schema
+                .table(&unsent.table)
+                .ok_or_else(|| DbError::Decode(format!("unknown table {}", unsent.table)))?;
+            let width = unsent.rows.first().map_or(1, Vec::len);
+            let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
+            let mut rest = &unsent.rows[..];
+            while !rest.is_empty() {
+                // The largest power of two that fits.
+                let n = 1usize << (rest.len().min(most).ilog2());
+                let (chunk, after) = rest.split_at(n);
+                rest = after;
+                let mut params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                params.push(Value::Text(self.user.to_owned()));
+                let variant = (u64::from(unsent.version) << 32) | n as u64;
+                let sql = self.statement(("upsert", &table.name, variant), &params, || {
+                    upsert(table, chunk, &params[params.len() - 1], unsent.version)
+                })?;
+                let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
+                if written.len() != chunk.len() {
+                    let written: Vec<&str> = written
+                        .iter()
+                        .filter_map(|r| r.first().and_then(text))
+                        .collect();
+                    let refused = chunk
+                        .iter()
+                        .filter_map(|r| r.first().and_then(text))
+                        .find(|id| !written.contains(id))
+                        .unwrap_or_default();
+                    self.refused.get_or_insert_with(|| {
+                        format!("{} {refused} belongs to another account", table.name)
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -584,32 +836,36 @@ impl<T: SyncTx> Session<'_, T> {
     ) -> Result<Vec<String>, DbError> {
         let mut found: Vec<String> = Vec::new();
         for (n, key) in table.natural_keys.iter().enumerate() {
-            let mut params = vec![
-                Value::Text(self.user.to_owned()),
-                Value::Text(except.to_owned()),
-            ];
+            let mut params = vec![Value::Text(self.user.to_owned())];
             for k in key {
                 params.push(values[table.column_index(k).unwrap_or_default()].clone());
             }
             if params.iter().any(Value::is_null) {
                 continue;
             }
-            let sql = self.statement(("natural key", &table.name, n as u32), &params, || {
-                let mut q = Query::select();
-                q.column("remote_id")
-                    .from(table.name.clone())
-                    .and_where(Expr::col("user_id").eq(sea(&params[0])))
-                    .and_where(Expr::col("remote_id").ne(sea(&params[1])));
-                for (k, v) in key.iter().zip(&params[2..]) {
-                    q.and_where(Expr::col(k.clone()).eq(sea(v)));
+            let read = key_text(table, n, values).and_then(|k| {
+                self.read
+                    .holders
+                    .get(&table.name)
+                    .and_then(|h| h.keys.get(&(n, k)))
+            });
+            if let Some(ids) = read {
+                for id in ids {
+                    if id != except && !found.contains(id) {
+                        found.push(id.clone());
+                    }
                 }
-                q
+                continue;
+            }
+            self.send().await?;
+            let sql = self.statement(("natural key", &table.name, n as u64), &params, || {
+                natural_key_lookup(table, n, &params)
             })?;
             for r in self.tx.query(&sql, &params, &[ColumnType::Text]).await? {
                 if let Some(id) = r
                     .first()
                     .and_then(text)
-                    .filter(|id| !found.iter().any(|f| f == id))
+                    .filter(|id| *id != except && !found.iter().any(|f| f == id))
                 {
                     found.push(id.to_owned());
                 }
@@ -789,6 +1045,7 @@ impl<T: SyncTx> Session<'_, T> {
         survivor: &str,
     ) -> Result<Option<Stored>, ApiError> {
         Box::pin(async move {
+            self.send().await?;
             let Some(target) = load(self.tx, table, survivor).await? else {
                 return Err(ApiError::internal("a natural-key match vanished"));
             };
@@ -861,6 +1118,7 @@ impl<T: SyncTx> Session<'_, T> {
                     .await?;
                 match matches.into_iter().next() {
                     Some(survivor) => {
+                        self.send().await?;
                         let own = load(self.tx, child, &c.remote_id).await?;
                         Box::pin(self.merge_into(child, c, own, &survivor)).await?;
                     }
@@ -878,6 +1136,7 @@ impl<T: SyncTx> Session<'_, T> {
         parent: &str,
         live_only: bool,
     ) -> Result<Vec<Stored>, DbError> {
+        self.send().await?;
         let (names, types) = select_columns(child);
         let mut q = Query::select();
         q.columns(names)
@@ -956,37 +1215,78 @@ fn free_taken_keys(table: &Table, own: &mut Stored, taking: &[Value]) -> bool {
     freed
 }
 
-/// The upsert of a record of `table` for a client of `version`, with `params` as
-/// [`Session::store`] lists them: the record's columns, then the account that must own it.
-fn upsert(table: &Table, params: &[Value], version: u32) -> sea_query::InsertStatement {
+/// The lookup of the records holding natural key `n` of `table`, with `params` the account
+/// then the key's values. It names exactly the columns of the key's unique index (the record
+/// being written is left out by the caller), so that no other index can serve it, whether or
+/// not the database has statistics of the table: with a shorter index on the key's first
+/// columns, PostgreSQL without statistics read every row of a profile per lookup.
+pub fn natural_key_lookup(table: &Table, n: usize, params: &[Value]) -> sea_query::SelectStatement {
+    let mut q = Query::select();
+    q.column("remote_id")
+        .from(table.name.clone())
+        .and_where(Expr::col("user_id").eq(sea(&params[0])));
+    for (k, v) in table.natural_keys[n].iter().zip(&params[1..]) {
+        q.and_where(Expr::col(k.clone()).eq(sea(v)));
+    }
+    q
+}
+
+/// The records holding any of [`KEY_READ_CHUNK`] values of natural key `n` of `table`, with
+/// the values of `key_columns` (every natural key's columns): one branch per key, each the
+/// [`natural_key_lookup`] of that key, so each is served by the key's own index as a lone
+/// lookup is (a join against a list of keys could be planned as a scan of the account).
+fn key_holders_lookup(
+    table: &Table,
+    n: usize,
+    key_columns: &[&String],
+    params: &[Value],
+) -> sea_query::SelectStatement {
+    let width = 1 + table.natural_keys[n].len();
+    let mut branches = params.chunks(width).map(|p| {
+        let mut q = natural_key_lookup(table, n, p);
+        q.columns(key_columns.iter().map(|c| c.to_string()));
+        q
+    });
+    let mut q = branches.next().unwrap_or_else(Query::select);
+    for b in branches {
+        q.union(sea_query::UnionType::All, b);
+    }
+    q
+}
+
+/// The upsert of `rows` records of `table` for a client of `version`, each row's parameters
+/// as [`Session::store`] lists them, then `user`, the account that must own them. It returns
+/// the ids it wrote: a record of another account is left as it is.
+fn upsert(
+    table: &Table,
+    rows: &[Vec<Value>],
+    user: &Value,
+    version: u32,
+) -> sea_query::InsertStatement {
     let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
     for c in &table.columns {
         if c.on_wire() && c.since <= version {
             cols.push(c.name.clone());
         }
     }
-    let (user, vals) = params
-        .split_last()
-        .expect("the account is the last parameter");
-    let vals: Vec<Expr> = vals.iter().map(|v| sea(v).into()).collect();
     let update: Vec<String> = cols
         .iter()
         .filter(|c| *c != "remote_id" && *c != "user_id")
         .cloned()
         .collect();
     let mut ins = Query::insert();
-    ins.into_table(table.name.clone())
-        .columns(cols)
-        .values_panic(vals)
-        .on_conflict(
-            OnConflict::column("remote_id")
-                .update_columns(update)
-                // Never over another user's record.
-                .action_and_where(
-                    Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)),
-                )
-                .to_owned(),
-        );
+    ins.into_table(table.name.clone()).columns(cols);
+    for row in rows {
+        ins.values_panic(row.iter().map(|v| Expr::from(sea(v))));
+    }
+    ins.on_conflict(
+        OnConflict::column("remote_id")
+            .update_columns(update)
+            // Never over another user's record.
+            .action_and_where(Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)))
+            .to_owned(),
+    )
+    .returning_col("remote_id");
     ins
 }
 

@@ -1,0 +1,2 @@
+-- Written by `cargo xtask migrations` from the entities. Do not edit by hand.
+-- Nothing changes for this target.
