@@ -1,9 +1,9 @@
 //! `cargo xtask`: the project's own tasks.
 
 mod bench;
+mod bench_live;
 mod fuzz_api;
 mod screenshots;
-mod bench_live;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -3,9 +3,9 @@
 
 use crate::page::PushBody;
 use crate::server::cursor::Cursor;
+use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError, CursorExpiry};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::db::{Db, PgDb};
 use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
 use crate::wire::{WireError, WireRow, normalise_id};
