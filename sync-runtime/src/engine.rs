@@ -750,6 +750,14 @@ impl Store {
                 [&t.name],
             )?;
         }
+        // A held-back version of a record the full pull did not return is of a record the
+        // server no longer holds live: its tombstone, from before the pull began, will never
+        // come (simulation seed 881, purges).
+        self.conn.execute(
+            "DELETE FROM sync_parked WHERE NOT EXISTS (SELECT 1 FROM sync_seen s \
+             WHERE s.table_name = sync_parked.table_name AND s.remote_id = sync_parked.remote_id)",
+            [],
+        )?;
         // Rejections are forgotten: the server's whole state is here now, and a row refused for
         // a reference the server had purged was changed by the sweep (its SET NULL reference
         // nulled) without a new stamp, so it is tried once more (simulation seed 85, purges).
