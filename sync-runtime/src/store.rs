@@ -86,7 +86,7 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
 
 /// Makes a row a tombstone: one stamp, above the row's previous one, is both its `updated_at`
 /// and its `deleted_at`.
-const TOMBSTONE: &str =
+pub(crate) const TOMBSTONE: &str =
     "(updated_at, deleted_at) = (SELECT s, s FROM (SELECT sync_stamp(updated_at) AS s))";
 
 /// Why a store operation failed. A failed write changes nothing.
@@ -870,7 +870,7 @@ impl Store {
         Ok(())
     }
 
-    fn cascade(&self, parent: &Table, id: i64) -> Result<(), StoreError> {
+    pub(crate) fn cascade(&self, parent: &Table, id: i64) -> Result<(), StoreError> {
         for (child, col, r) in self.app.schema.children_of(&parent.name) {
             if !child.synced {
                 continue;

@@ -640,3 +640,62 @@ fn a_full_pull_drops_held_back_versions_of_records_it_did_not_return() {
         .unwrap();
     assert_eq!(s.parked_count().unwrap(), 0);
 }
+
+/// Simulation seed 882, with purges: settings edited here while another device deleted their
+/// settings profile; the profile's tombstone reached this device, and the server purged it.
+/// The server could no longer see the edit as an orphan (a derived tombstone) and rejected it
+/// for an unknown reference, for good. The device applies the orphan rule itself.
+#[test]
+fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
+    let mut s = store();
+    let sp = s
+        .insert(&mut SettingsProfile {
+            id: None,
+            user_id: String::new(),
+            name: "Default".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+            tmdb_catalog_config: None,
+        })
+        .unwrap();
+    let a = s
+        .insert(&mut AppearanceSettings {
+            id: None,
+            settings_profile_id: Some(sp),
+            show_imdb_ratings: Some(true),
+            show_age_ratings: Some(true),
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    clean_all(&s);
+    // The settings profile's tombstone was pulled; the settings were edited here.
+    s.connection()
+        .execute(
+            "UPDATE settings_profiles SET deleted_at = updated_at WHERE id = ?1",
+            [sp],
+        )
+        .unwrap();
+    s.connection()
+        .execute(
+            "UPDATE appearance_settings SET dirty = TRUE, show_age_ratings = FALSE WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+    let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    let rid = batch.rows[0].remote_id.clone();
+    s.apply_push_results(
+        &batch.rows,
+        &json!({"appearance_settings": [{"remote_id": rid, "status": "rejected",
+            "message": "column `settings_profile_id` references a settings_profiles record this account does not have"}]}),
+    )
+    .unwrap();
+    assert!(s.rejected_rows().unwrap().is_empty(), "not left rejected");
+    assert!(
+        s.list::<AppearanceSettings>().unwrap().is_empty(),
+        "a tombstone now"
+    );
+    let next = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    assert_eq!(next.rows.len(), 1, "the tombstone goes up next");
+    assert!(next.changes.get().contains("\"deleted_at\":\"2"));
+}
