@@ -4,6 +4,7 @@ use entities::*;
 use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError};
 use sync_runtime::{Store, Timestamp};
 use tests::device::{Device, LiveServer};
+use tests::fixtures::{history, live_count, profile};
 use tests::server::Backend;
 
 async fn server(test: &str) -> LiveServer {
@@ -32,17 +33,6 @@ fn remote_id(store: &Store, table: &str, id: i64) -> String {
     store.remote_id(table, id).unwrap().expect("a remote id")
 }
 
-fn live_count(store: &Store, table: &str) -> i64 {
-    store
-        .connection()
-        .query_row(
-            &format!("SELECT count(*) FROM {table} WHERE deleted_at IS NULL"),
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-}
-
 struct Ids {
     settings: i64,
     profile: i64,
@@ -53,21 +43,6 @@ struct Ids {
     list: i64,
     item: i64,
     history: i64,
-}
-
-fn profile(name: &str, settings: Option<i64>) -> Profile {
-    Profile {
-        id: None,
-        user_id: String::new(),
-        name: name.into(),
-        avatar: "A".into(),
-        avatar_type: Some("initials".into()),
-        avatar_style: None,
-        is_default: Some(true),
-        settings_profile_id: settings,
-        created_at: Some(now()),
-        updated_at: now(),
-    }
 }
 
 fn list(profile: i64, name: &str) -> List {
@@ -91,26 +66,6 @@ fn item(list: i64, meta: &str) -> ListItem {
         poster: None,
         imdb_rating: Some(8.1),
         created_at: Some(now()),
-        updated_at: now(),
-    }
-}
-
-fn history(profile: i64, meta: &str, season: i64, episode: i64) -> WatchHistory {
-    WatchHistory {
-        id: None,
-        profile_id: profile,
-        meta_id: meta.into(),
-        meta_type: "series".into(),
-        season,
-        episode,
-        episode_id: None,
-        title: Some("Show".into()),
-        poster: None,
-        duration: Some(3_600_000),
-        position: Some(60_000),
-        is_watched: Some(false),
-        watched_at: Some(now()),
-        last_stream: Some(serde_json::json!({"url": "magnet:?xt=1", "quality": "1080p"})),
         updated_at: now(),
     }
 }
