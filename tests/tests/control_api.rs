@@ -477,7 +477,15 @@ async fn sync_now_brings_a_second_devices_change_and_the_events_show_it() {
     let server = LiveServer::start(Backend::Sqlite, "control_sync_now")
         .await
         .unwrap();
-    let app = LocalApp::start("sync-now").await;
+    // No held pull: the second device's change must come by "Sync now", not before it.
+    let app = LocalApp::start_with(
+        "sync-now",
+        ServiceOptions {
+            live_wait: None,
+            ..ServiceOptions::default()
+        },
+    )
+    .await;
     let (s, status) = app
         .post(
             "/api/sync/connect",

@@ -141,11 +141,12 @@ impl Runner {
             &mut progress,
         )
         .await;
+        // The status shows what the last sync moved only while it succeeded.
+        self.last_report = result.as_ref().ok().cloned();
         let next = match &result {
             Ok(report) => {
                 self.failures = 0;
                 self.live = true;
-                self.last_report = Some(report.clone());
                 self.publish_changes(report.changed.clone());
                 self.options.period
             }
