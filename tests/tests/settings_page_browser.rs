@@ -242,7 +242,15 @@ async fn settings_page_connects_syncs_live_and_disconnects_in_chromium() {
     // The device reaches the server through a proxy that can slow the sync down, so the page
     // can be seen (and pictured) mid-upload.
     let proxy = SlowProxy::start(&server.url).await;
-    let app = LocalApp::start("browser").await;
+    // No held pull: the phone's change must come by "Sync now", so the test sees the click work.
+    let app = LocalApp::start_with(
+        "browser",
+        sync_runtime::client::ServiceOptions {
+            live_wait: None,
+            ..Default::default()
+        },
+    )
+    .await;
     fill_device(&app, 2400);
 
     let driver = Driver::start(&driver_path).await;
