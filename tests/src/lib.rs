@@ -249,6 +249,7 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
 }
 
 pub mod device;
+pub mod faulty;
 pub mod fixtures;
 pub mod local_app;
 pub mod server;

@@ -1,18 +1,23 @@
 //! A seeded multi-device simulation with faults, and its oracle.
 //!
 //! Everything random comes from the seed: the operations, the devices' clocks (simulated, skewed
-//! by up to an hour either way and jumping backwards), and the faults. Devices run the same
-//! engine steps as `client::sync_with`, with faults injected between them, and also sync
-//! through `client::sync_with` itself with small pages; the server purges tombstones past a
+//! by up to an hour either way and jumping backwards), and the faults. Devices sync through the
+//! client users run, `client::sync_using` and the `SyncService`, over a transport that loses
+//! requests and answers, cuts bodies short and refuses large pushes ([`crate::faulty`]), and
+//! are killed between two steps of a sync; the server restarts, and purges tombstones past a
 //! horizon, so cursors expire and full re-pulls span many pages.
 
 use crate::device::{Device, LiveServer};
+use crate::faulty::{Ack, FaultyTransport};
 use crate::server::Backend;
 use entities::*;
+use futures_util::FutureExt;
 use serde_json::{Value as Json, json};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use sync_runtime::client::{self, Activity, Limits, Remote};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+use sync_runtime::client::{self, Activity, Limits, ServiceOptions, SyncService};
 use sync_runtime::schema::{ColumnRole, ColumnType};
 use sync_runtime::{Store, Timestamp, Value};
 
@@ -86,13 +91,6 @@ impl SimDevice {
             Store::open_with_wall_clock(&self.device.path, entities::app(), WALLS[self.index])
                 .unwrap();
     }
-}
-
-/// A write the server acknowledged (`applied` or `merged`), for the oracle.
-struct Ack {
-    table: String,
-    remote_id: String,
-    stamp: String,
 }
 
 /// One step of a run, for the trace printed on a failure.
@@ -451,7 +449,14 @@ fn move_between_natural_keys(
     ))
 }
 
-/// A sync with faults injected between its steps. Returns early when a fault strikes.
+/// The payload of a simulated kill: it unwinds the sync at the step it strikes.
+struct Killed;
+
+/// A sync through the client users run (`client::sync_using`: pipelined push and pull, 413
+/// halving, the 410 restart, the byte-level decoders) over a transport that loses requests and
+/// answers, cuts page bodies short and refuses large pushes; now and then the device is killed
+/// between two steps of the sync (after a batch's results or a page are stored) and reopened.
+/// With faults armed, batches and pages are small, so a full pull spans many pages.
 async fn faulty_sync(
     rng: &mut Rng,
     d: &mut SimDevice,
@@ -460,140 +465,117 @@ async fn faulty_sync(
     trace: &mut Trace,
     faults: bool,
 ) -> Result<(), String> {
-    let (url, token) = match d.device.store.session().unwrap() {
-        (Some(u), Some(t)) => (u, t),
-        _ => return Ok(()),
+    let Some(url) = d.device.store.session().unwrap().0 else {
+        return Ok(());
     };
-    let remote = Remote::new(&url).unwrap();
-    let device = d.device.store.device_id().to_owned();
-    let push_cap = if rng.chance(50) { 5 } else { 1000 };
-    let limit = if faults {
-        1 + rng.below(push_cap) as usize
-    } else {
-        1000
-    };
-    let mut done = Default::default();
-    for _ in 0..if faults { 20 } else { 100_000 } {
-        let Some(batch) = d.device.store.prepare_push(limit, &done).unwrap() else {
-            break;
+    let transport = FaultyTransport::new(&url, d.index);
+    let mut limits = Limits::default();
+    let mut kill_at = None;
+    if faults {
+        let push_cap = if rng.chance(50) { 5 } else { 1000 };
+        let page_cap = if rng.chance(50) { 3 } else { 1000 };
+        limits = Limits {
+            push_batch: 1 + rng.below(push_cap) as usize,
+            pull_limit: 1 + rng.below(page_cap) as usize,
         };
-        if faults && rng.chance(5) {
-            trace.push(format!("device {}: killed after reading a push", d.index));
-            d.open();
-            return Ok(());
-        }
-        if faults && rng.chance(5) {
-            trace.push(format!("device {}: push request lost", d.index));
-            return Ok(());
-        }
-        let Ok(answer) = remote.push(&token, &device, 1, &batch.changes).await else {
-            trace.push(format!("device {}: push failed", d.index));
-            return Ok(());
+        let max_push_rows = if rng.chance(20) {
+            1 + rng.below(4) as usize
+        } else {
+            usize::MAX
         };
-        if faults && rng.chance(5) {
-            trace.push(format!(
-                "device {}: push answer lost after the commit",
-                d.index
-            ));
-            return Ok(());
+        transport.arm(rng, max_push_rows);
+        if rng.chance(25) {
+            kill_at = Some(1 + rng.below(8));
         }
-        let changes = batch.changes_map();
-        for r in &batch.rows {
-            let st = answer["results"][&r.table]
-                .as_array()
-                .and_then(|l| l.iter().find(|x| x["remote_id"] == r.remote_id.as_str()));
-            if let Some(st) = st {
-                let status = st["status"].as_str().unwrap_or_default();
-                trace.push(format!(
-                    "device {}:   pushed {} {} ({}) -> {status} {}{}",
-                    d.index,
-                    r.table,
-                    r.remote_id,
-                    r.updated_at,
-                    st["canonical_id"].as_str().unwrap_or(""),
-                    if st["row"].is_object() {
-                        " with the server's row"
-                    } else {
-                        ""
-                    }
-                ));
-                if status == "applied" || status == "merged" {
-                    let stamp = changes[&r.table]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|j| j["remote_id"] == r.remote_id.as_str())
-                        .unwrap()["updated_at"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned();
-                    let rid = if status == "merged" {
-                        st["canonical_id"].as_str().unwrap().to_owned()
-                    } else {
-                        r.remote_id.clone()
-                    };
-                    acks.push(Ack {
-                        table: r.table.clone(),
-                        remote_id: rid,
-                        stamp,
-                    });
-                }
-            }
-        }
-        d.device
-            .store
-            .apply_push_results(&batch.rows, &answer["results"])
-            .unwrap();
-        done.extend(
-            batch
-                .rows
-                .iter()
-                .map(|r| (r.table.clone(), r.id, r.updated_at.clone())),
-        );
     }
-    let page_cap = if rng.chance(50) { 3 } else { 1000 };
-    let page_size = if faults {
-        1 + rng.below(page_cap) as usize
-    } else {
-        1000
-    };
     let before = held_clean(&d.device.store);
-    for _ in 0..if faults { 200 } else { 100_000 } {
-        let since = d.device.store.cursor().unwrap();
-        let full = since.is_none() || d.device.store.in_full_pull().unwrap();
-        let page = match remote
-            .pull(&token, &device, 1, since.as_deref(), page_size)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) if e.status() == Some(410) => {
-                d.device.store.restart_full_pull().unwrap();
-                continue;
+    let mut steps = 0;
+    let mut progress = |a: Activity| {
+        if a != Activity::Idle {
+            steps += 1;
+            if Some(steps) == kill_at {
+                // Not a panic: the hook would print it; the sync stops here as at a kill.
+                std::panic::resume_unwind(Box::new(Killed));
             }
-            Err(_) => return Ok(()),
-        };
-        if faults && rng.chance(5) {
-            trace.push(format!("device {}: pull answer lost", d.index));
-            return Ok(());
         }
-        d.device.store.apply_pull_page(&page).unwrap();
-        if faults && rng.chance(5) {
-            trace.push(format!("device {}: killed between pull pages", d.index));
+    };
+    let mut kept = Some(transport.clone());
+    let outcome = AssertUnwindSafe(client::sync_using(
+        &mut d.device.store,
+        &mut kept,
+        limits,
+        &mut progress,
+    ))
+    .catch_unwind()
+    .await;
+    let (lines, acked) = transport.take();
+    trace.extend(lines);
+    acks.extend(acked);
+    let how = format!(
+        "(push {}, pages of {}{})",
+        limits.push_batch,
+        limits.pull_limit,
+        if faults { ", faults armed" } else { "" }
+    );
+    match outcome {
+        Err(_) => {
+            trace.push(format!(
+                "device {}: killed after {} steps of a sync {how}",
+                d.index,
+                kill_at.unwrap_or_default()
+            ));
             d.open();
-            return Ok(());
         }
-        if !page["has_more"].as_bool().unwrap_or(false) {
-            if full {
+        Ok(Ok(report)) => {
+            trace.push(format!("device {}: synced {how}: {report:?}", d.index));
+            if report.full_pull {
                 trace.push(format!("device {}: finished a full pull", d.index));
                 check_full_pull(srv, d, &before).await?;
             }
-            break;
         }
+        Ok(Err(e)) => trace.push(format!("device {}: sync failed {how}: {e}", d.index)),
     }
-    trace.push(format!(
-        "device {}: synced with faults armed (push {limit}, pages of {page_size})",
-        d.index
-    ));
+    Ok(())
+}
+
+/// One sync run by the device's `SyncService` (on its own connection to the database, as apps
+/// run it), over the faulty transport.
+async fn service_sync(
+    rng: &mut Rng,
+    d: &mut SimDevice,
+    srv: &LiveServer,
+    acks: &mut Vec<Ack>,
+    trace: &mut Trace,
+) -> Result<(), String> {
+    let Some(url) = d.device.store.session().unwrap().0 else {
+        return Ok(());
+    };
+    let transport = FaultyTransport::new(&url, d.index);
+    transport.arm(rng, usize::MAX);
+    let before = held_clean(&d.device.store);
+    let options = ServiceOptions {
+        period: Duration::from_secs(24 * 3600),
+        live_wait: None,
+        ..Default::default()
+    };
+    let store = d.device.store.reopen().map_err(|e| e.to_string())?;
+    let service = SyncService::start_over(store, options, Some(transport.clone()));
+    // Asked before the service's task first runs: its start-up sync is this one, whichever
+    // wake-up it sees first (a seed replays the same syncs).
+    let result = service.sync_now().await;
+    service.stop();
+    let (lines, acked) = transport.take();
+    trace.extend(lines);
+    acks.extend(acked);
+    match result {
+        Ok(report) => {
+            trace.push(format!("device {}: service sync: {report:?}", d.index));
+            if report.full_pull {
+                check_full_pull(srv, d, &before).await?;
+            }
+        }
+        Err(e) => trace.push(format!("device {}: service sync failed: {e}", d.index)),
+    }
     Ok(())
 }
 
@@ -808,8 +790,11 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
             60..=75 if devices[i].online => {
                 faulty_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace, true).await?
             }
-            76..=79 if devices[i].online => {
+            76..=77 if devices[i].online => {
                 client_sync(&mut rng, &mut devices[i], &srv, trace).await?
+            }
+            78..=79 if devices[i].online => {
+                service_sync(&mut rng, &mut devices[i], &srv, &mut acks, trace).await?
             }
             80..=84 => {
                 devices[i].online = !devices[i].online;
@@ -850,24 +835,19 @@ async fn simulate(seed: u64, backend: Backend, trace: &mut Trace) -> Result<bool
         client_sync(&mut rng, d, &srv, trace).await?;
     }
     trace.push("all online: two syncs each".into());
-    // The first clean round is traced row by row (SIM_CLIENT_ONLY=1 uses the client for both).
-    let client_only = std::env::var_os("SIM_CLIENT_ONLY").is_some();
-    if !client_only {
-        for d in devices.iter_mut() {
-            faulty_sync(&mut rng, d, &srv, &mut acks, trace, false).await?;
-        }
+    // The first clean round is traced row by row.
+    for d in devices.iter_mut() {
+        faulty_sync(&mut rng, d, &srv, &mut acks, trace, false).await?;
     }
-    for round in 0..if client_only { 2 } else { 1 } {
-        for d in devices.iter_mut() {
-            d.device.limits = Limits::default();
-            client::sync_with(
-                &mut d.device.store,
-                Limits::default(),
-                &mut |_: Activity| {},
-            )
-            .await
-            .map_err(|e| format!("final sync {round} of device {}: {e}", d.index))?;
-        }
+    for d in devices.iter_mut() {
+        d.device.limits = Limits::default();
+        client::sync_with(
+            &mut d.device.store,
+            Limits::default(),
+            &mut |_: Activity| {},
+        )
+        .await
+        .map_err(|e| format!("final sync of device {}: {e}", d.index))?;
     }
     check(&srv, &devices, &acks, &purged).await
 }

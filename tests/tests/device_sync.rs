@@ -1,7 +1,7 @@
 //! The device runtime end to end: two or more devices and a real server over loopback HTTP.
 
 use entities::*;
-use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError};
+use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError, Transport};
 use sync_runtime::{Store, Timestamp};
 use tests::device::{Device, LiveServer};
 use tests::fixtures::{history, live_count, profile};
@@ -782,7 +782,7 @@ async fn a_refused_token_stops_syncing_and_asks_to_sign_in_again_keeping_dirty_r
     let (url, token) = a.store.session().unwrap();
     Remote::new(&url.unwrap())
         .unwrap()
-        .logout(&token.unwrap())
+        .sign_out(&token.unwrap())
         .await
         .unwrap();
     let p = a

@@ -7,7 +7,7 @@ use entities::Profile;
 use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::Duration;
-use sync_runtime::client::{Remote, ServiceOptions, SyncService};
+use sync_runtime::client::{PullRequest, Remote, ServiceOptions, SyncService, Transport};
 use sync_runtime::server::{Server, ServerConfig, router};
 use tests::device::Device;
 use tests::fixtures::profile;
@@ -107,7 +107,16 @@ fn hold(device: &Device, url: &str, wait: u64) -> tokio::task::JoinHandle<Held> 
     tokio::spawn(async move {
         let started = Instant::now();
         let (resp, granted) = remote
-            .pull_waiting(&token, &me, 1, &since, Duration::from_secs(wait))
+            .pull_waiting(
+                PullRequest {
+                    token: &token,
+                    device_id: Some(&me),
+                    schema_version: 1,
+                    since: Some(&since),
+                    limit: 1000,
+                },
+                Duration::from_secs(wait),
+            )
             .await
             .unwrap();
         let bytes = resp.bytes().await.unwrap();
@@ -244,7 +253,13 @@ async fn pulls_that_need_no_waiting_are_answered_at_once(backend: Backend) {
     let (_, token) = b.store.session().unwrap();
     let remote = Remote::new(&p.url).unwrap();
     let (resp, next) = remote
-        .pull_head(&token.clone().unwrap(), None, 1, None, 1000)
+        .pull_head(PullRequest {
+            token: &token.clone().unwrap(),
+            device_id: None,
+            schema_version: 1,
+            since: None,
+            limit: 1000,
+        })
         .await
         .unwrap();
     assert!(

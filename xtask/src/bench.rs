@@ -6,7 +6,7 @@ mod requests;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use sync_runtime::client::{self, Activity, Limits};
+use sync_runtime::client::{self, Activity, Limits, Transport};
 use sync_runtime::{Store, Timestamp};
 use tests::device::LiveServer;
 use tests::server::Backend;
@@ -168,9 +168,12 @@ fn quiet() -> impl FnMut(Activity) + Send {
 async fn connect(store: &mut Store, url: &str, email: &str, register: bool) {
     let remote = client::Remote::new(url).unwrap();
     let session = if register {
-        remote.register(email, "bench password").await.unwrap()
+        remote.sign_in(email, "bench password", true).await.unwrap()
     } else {
-        remote.login(email, "bench password").await.unwrap()
+        remote
+            .sign_in(email, "bench password", false)
+            .await
+            .unwrap()
     };
     store
         .save_session(url, &session.user_id, &session.token)
@@ -433,7 +436,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
             updated_at: Timestamp::now(),
         };
         // Each device keeps its remote (and its kept-alive connection), as an app's service does.
-        let (mut ra, mut rb) = (None, None);
+        let (mut ra, mut rb): (Option<client::Remote>, Option<client::Remote>) = (None, None);
         list.profile_id = a.insert(&mut prof).unwrap();
         a.insert(&mut list).unwrap();
         client::sync_using(&mut a, &mut ra, Limits::default(), &mut quiet())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sync_runtime::Store;
-use sync_runtime::client::{self, ServiceOptions, SyncService};
+use sync_runtime::client::{self, ServiceOptions, SyncService, Transport};
 use tokio::io::AsyncWriteExt;
 
 /// Latencies in seconds: p50, p99, min, max.
@@ -219,7 +219,7 @@ pub async fn idle_accounts(url: &str, accounts: usize) -> Result<Vec<(String, St
     let mut out = Vec::with_capacity(accounts);
     for n in 0..accounts {
         let session = remote
-            .register(&format!("idle{n}@bench.example"), "bench password")
+            .sign_in(&format!("idle{n}@bench.example"), "bench password", true)
             .await
             .map_err(|e| e.to_string())?;
         let first = remote

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use sync_runtime::client::Transport;
 use sync_runtime::server::{Server, ServerConfig, serve};
 use tests::server::{Backend, fresh_database};
 
@@ -55,7 +56,7 @@ pub fn run(backend: Backend, max_examples: u32) -> Result<bool, String> {
         }));
         let remote = sync_runtime::client::Remote::new(&url).map_err(|e| e.to_string())?;
         let session = remote
-            .register("fuzz@example.org", "a long secret")
+            .sign_in("fuzz@example.org", "a long secret", true)
             .await
             .map_err(|e| e.to_string())?;
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/schemathesis.toml");
@@ -75,7 +76,7 @@ pub fn run(backend: Backend, max_examples: u32) -> Result<bool, String> {
         ];
         // Logout revokes the token it is sent with: it runs last, on a token of its own.
         let logout_token = remote
-            .login("fuzz@example.org", "a long secret")
+            .sign_in("fuzz@example.org", "a long secret", false)
             .await
             .map_err(|e| e.to_string())?
             .token;

@@ -2,7 +2,8 @@
 //! changes, its page applied as soon as it arrives.
 
 use super::changes::{self, Changes};
-use super::{Remote, RemoteError, SyncError, refused};
+use super::transport::{self, PullRequest, Transport};
+use super::{RemoteError, SyncError, refused};
 use crate::store::Store;
 use std::time::Duration;
 
@@ -20,9 +21,9 @@ pub(crate) enum Polled {
 }
 
 /// Holds one pull open on the stored session's server for up to `wait`, and applies its page.
-pub(crate) async fn poll(
+pub(crate) async fn poll<T: Transport>(
     store: &mut Store,
-    remote: &mut Option<Remote>,
+    remote: &mut Option<T>,
     wait: Duration,
 ) -> Result<Polled, SyncError> {
     let (url, token) = match store.session()? {
@@ -31,7 +32,7 @@ pub(crate) async fn poll(
     };
     let remote = match remote {
         Some(r) if r.url() == url.trim_end_matches('/') => r,
-        _ => remote.insert(Remote::new(&url)?),
+        _ => remote.insert(T::open(&url)?),
     };
     let since = match store.cursor()? {
         Some(c) if !store.in_full_pull()? => c,
@@ -39,11 +40,17 @@ pub(crate) async fn poll(
     };
     let schema = &store.app().schema;
     let device = store.device_id().to_owned();
-    let (resp, granted) = remote
-        .pull_waiting(&token, &device, schema.version(), &since, wait)
+    let request = PullRequest {
+        token: &token,
+        device_id: Some(&device),
+        schema_version: schema.version(),
+        since: Some(&since),
+        limit: super::PULL_LIMIT,
+    };
+    let (resp, granted) = remote.pull_waiting(request, wait).await.map_err(refused)?;
+    let page = transport::read_page(remote, schema, resp)
         .await
         .map_err(refused)?;
-    let page = remote.read_page(schema, resp).await.map_err(refused)?;
     // Another sync of this database (another process) moved the cursor meanwhile: this page
     // may be older than what is stored, and the next one will say what is new.
     if store.cursor()?.as_deref() != Some(since.as_str()) {

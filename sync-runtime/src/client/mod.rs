@@ -5,10 +5,12 @@ pub mod changes;
 mod live;
 pub mod remote;
 pub mod service;
+pub mod transport;
 
 pub use changes::{Changes, TableChanges};
 pub use remote::{NextPage, Remote, RemoteError, Session};
 pub use service::{ServiceOptions, SyncService};
+pub use transport::{PullRequest, Transport};
 
 use crate::engine::RejectedRow;
 use crate::page::PulledPage;
@@ -176,15 +178,15 @@ pub async fn sync_with(
     limits: Limits,
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
-    sync_using(store, &mut None, limits, progress).await
+    sync_using::<Remote>(store, &mut None, limits, progress).await
 }
 
-/// [`sync_with`] over a kept [`Remote`], so repeated syncs reuse its kept-alive connections
-/// (an app syncing often keeps one; [`SyncService`] does). `remote` is (re)made when it is
-/// `None` or points elsewhere than the stored session.
-pub async fn sync_using(
+/// [`sync_with`] over a kept transport ([`Remote`] over HTTP), so repeated syncs reuse its
+/// kept-alive connections (an app syncing often keeps one; [`SyncService`] does). `remote` is
+/// (re)opened when it is `None` or points elsewhere than the stored session.
+pub async fn sync_using<T: Transport>(
     store: &mut Store,
-    remote: &mut Option<Remote>,
+    remote: &mut Option<T>,
     limits: Limits,
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
@@ -194,7 +196,7 @@ pub async fn sync_using(
     };
     let remote = match remote {
         Some(r) if r.url() == url.trim_end_matches('/') => r,
-        _ => remote.insert(Remote::new(&url)?),
+        _ => remote.insert(T::open(&url)?),
     };
     store.set_syncing(true)?;
     let result = run(store, remote, &token, limits, progress).await;
@@ -214,9 +216,9 @@ fn refused(e: RemoteError) -> SyncError {
     }
 }
 
-async fn run(
+async fn run<T: Transport>(
     store: &mut Store,
-    remote: &Remote,
+    remote: &T,
     token: &str,
     limits: Limits,
     progress: &mut (dyn FnMut(Activity) + Send),
@@ -256,7 +258,7 @@ impl<T> Drop for Background<T> {
 
 impl Background<Result<serde_json::Value, RemoteError>> {
     /// The answer of a request sent in the background.
-    async fn answer(mut self, remote: &Remote) -> Result<serde_json::Value, RemoteError> {
+    async fn answer(mut self, remote: &impl Transport) -> Result<serde_json::Value, RemoteError> {
         (&mut self.0).await.unwrap_or_else(|e| {
             Err(RemoteError::Unreachable {
                 url: remote.url().to_owned(),
@@ -276,9 +278,9 @@ fn keys(rows: &[crate::engine::PushedRow]) -> impl Iterator<Item = RowKey> + '_ 
 /// Pushes every dirty row in batches, one request at a time (the server must see parents
 /// before children), with the device's own work overlapped: the next batch is read while one
 /// is in flight, and a batch's results are stored while the next one is.
-async fn push_phase(
+async fn push_phase<T: Transport>(
     store: &mut Store,
-    remote: &Remote,
+    remote: &T,
     token: &str,
     limits: Limits,
     report: &mut SyncReport,
@@ -351,14 +353,14 @@ struct PagePipeline {
 
 /// An answer's head, or (from a server that does not send the cursor in the head) the page
 /// decoded to learn it.
-enum Head {
-    Raw(reqwest::Response),
+enum Head<B> {
+    Raw(B),
     Decoded(PulledPage),
 }
 
 impl PagePipeline {
-    fn start(
-        remote: &Remote,
+    fn start<T: Transport>(
+        remote: &T,
         token: &str,
         device: Option<&str>,
         schema: &'static crate::schema::Schema,
@@ -366,7 +368,7 @@ impl PagePipeline {
         limit: usize,
     ) -> PagePipeline {
         use tokio::sync::mpsc;
-        let (heads_tx, mut heads_rx) = mpsc::channel::<Result<Head, RemoteError>>(1);
+        let (heads_tx, mut heads_rx) = mpsc::channel::<Result<Head<T::Body>, RemoteError>>(1);
         let (pages_tx, pages) = mpsc::channel(1);
         let version = schema.version();
         let (fetch_remote, token, device) =
@@ -376,12 +378,18 @@ impl PagePipeline {
             let mut since = since;
             loop {
                 let head = remote
-                    .pull_head(&token, device.as_deref(), version, since.as_deref(), limit)
+                    .pull_head(PullRequest {
+                        token: &token,
+                        device_id: device.as_deref(),
+                        schema_version: version,
+                        since: since.as_deref(),
+                        limit,
+                    })
                     .await;
                 let (item, next) = match head {
                     Err(e) => (Err(e), None),
                     Ok((resp, Some(next))) => (Ok(Head::Raw(resp)), Some(next)),
-                    Ok((resp, None)) => match remote.read_page(schema, resp).await {
+                    Ok((resp, None)) => match transport::read_page(&remote, schema, resp).await {
                         Ok(page) => {
                             let next = if page.has_more {
                                 NextPage::After(page.cursor.clone())
@@ -406,7 +414,7 @@ impl PagePipeline {
         let decoder = Background(tokio::spawn(async move {
             while let Some(head) = heads_rx.recv().await {
                 let page = match head {
-                    Ok(Head::Raw(resp)) => decode_remote.read_page(schema, resp).await,
+                    Ok(Head::Raw(resp)) => transport::read_page(&decode_remote, schema, resp).await,
                     Ok(Head::Decoded(page)) => Ok(page),
                     Err(e) => Err(e),
                 };
@@ -432,9 +440,9 @@ enum Pulled {
     Requeued,
 }
 
-async fn pull_phase(
+async fn pull_phase<T: Transport>(
     store: &mut Store,
-    remote: &Remote,
+    remote: &T,
     token: &str,
     limits: Limits,
     report: &mut SyncReport,
@@ -526,11 +534,7 @@ pub async fn connect(
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
     let remote = Remote::new(url)?;
-    let session = if register {
-        remote.register(email, password).await?
-    } else {
-        remote.login(email, password).await?
-    };
+    let session = remote.sign_in(email, password, register).await?;
     let previous = store.synced_account()?;
     if previous.as_deref() != Some(session.user_id.as_str()) {
         if previous.is_some() {
@@ -564,7 +568,7 @@ pub async fn connect(
 pub async fn disconnect(store: &mut Store) -> Result<(), SyncError> {
     if let (Some(url), Some(token)) = store.session()? {
         // Best effort: offline, the token simply expires on the server.
-        let _ = async { Remote::new(&url)?.logout(&token).await }.await;
+        let _ = async { Remote::new(&url)?.sign_out(&token).await }.await;
     }
     store.forget_token()?;
     Ok(())

@@ -1,5 +1,6 @@
 //! The server, as the device speaks to it over HTTP.
 
+use super::transport::{PullRequest, Transport};
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 
@@ -84,10 +85,6 @@ impl Remote {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.base
-    }
-
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Json, RemoteError> {
         let bytes = self.body(self.send_for_head(req).await?).await?;
         if bytes.is_empty() {
@@ -154,31 +151,78 @@ impl Remote {
             .await
     }
 
-    pub async fn register(&self, email: &str, password: &str) -> Result<Session, RemoteError> {
+    fn pull_request(&self, r: PullRequest<'_>) -> reqwest::RequestBuilder {
+        let mut query: Vec<(&str, String)> = vec![("limit", r.limit.to_string())];
+        if let Some(d) = r.device_id {
+            query.push(("device_id", d.to_owned()));
+        }
+        if let Some(s) = r.since {
+            query.push(("since", s.to_owned()));
+        }
+        self.http
+            .get(format!("{}/api/sync/pull", self.base))
+            .bearer_auth(r.token)
+            .header("X-Sync-Schema-Version", r.schema_version.to_string())
+            .query(&query)
+    }
+
+    /// One page of changes after `since`.
+    pub async fn pull(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Json, RemoteError> {
+        let req = self.pull_request(PullRequest {
+            token,
+            device_id: Some(device_id),
+            schema_version,
+            since,
+            limit,
+        });
+        let page = self.send(req).await?;
+        if page["cursor"].is_string() && page["changes"].is_object() {
+            Ok(page)
+        } else {
+            Err(RemoteError::Protocol(
+                "a pull page without cursor or changes".into(),
+            ))
+        }
+    }
+}
+
+impl Transport for Remote {
+    type Body = reqwest::Response;
+
+    fn open(url: &str) -> Result<Remote, RemoteError> {
+        Remote::new(url)
+    }
+
+    fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        register: bool,
+    ) -> Result<Session, RemoteError> {
+        let path = if register { "register" } else { "login" };
         let body = json!({"email": email, "password": password});
         Self::session(
             self.send(
                 self.http
-                    .post(format!("{}/api/auth/register", self.base))
+                    .post(format!("{}/api/auth/{path}", self.base))
                     .json(&body),
             )
             .await?,
         )
     }
 
-    pub async fn login(&self, email: &str, password: &str) -> Result<Session, RemoteError> {
-        let body = json!({"email": email, "password": password});
-        Self::session(
-            self.send(
-                self.http
-                    .post(format!("{}/api/auth/login", self.base))
-                    .json(&body),
-            )
-            .await?,
-        )
-    }
-
-    pub async fn logout(&self, token: &str) -> Result<(), RemoteError> {
+    async fn sign_out(&self, token: &str) -> Result<(), RemoteError> {
         self.send(
             self.http
                 .post(format!("{}/api/auth/logout", self.base))
@@ -188,8 +232,7 @@ impl Remote {
         .map(|_| ())
     }
 
-    /// Pushes `changes`; returns the per-table results.
-    pub async fn push(
+    async fn push(
         &self,
         token: &str,
         device_id: &str,
@@ -225,20 +268,11 @@ impl Remote {
         }
     }
 
-    /// The head of one page's answer after `since`, and from its headers the next page's
-    /// cursor (`None` when there is no next page, or the server does not send it). With
-    /// `device_id`, the server leaves out of an incremental pull what that device wrote last.
-    pub async fn pull_head(
+    async fn pull_head(
         &self,
-        token: &str,
-        device_id: Option<&str>,
-        schema_version: u32,
-        since: Option<&str>,
-        limit: usize,
+        request: PullRequest<'_>,
     ) -> Result<(reqwest::Response, Option<NextPage>), RemoteError> {
-        let resp = self
-            .send_for_head(self.pull_request(token, device_id, schema_version, since, limit))
-            .await?;
+        let resp = self.send_for_head(self.pull_request(request)).await?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -256,25 +290,13 @@ impl Remote {
         Ok((resp, next))
     }
 
-    /// The head of one page after `since`, which the server may hold up to `wait` seconds
-    /// until the account changes (a long-poll), and how long the server agreed to hold it
-    /// (`None`: the server does not hold pulls).
-    pub async fn pull_waiting(
+    async fn pull_waiting(
         &self,
-        token: &str,
-        device_id: &str,
-        schema_version: u32,
-        since: &str,
+        request: PullRequest<'_>,
         wait: Duration,
     ) -> Result<(reqwest::Response, Option<Duration>), RemoteError> {
         let req = self
-            .pull_request(
-                token,
-                Some(device_id),
-                schema_version,
-                Some(since),
-                super::PULL_LIMIT,
-            )
+            .pull_request(request)
             .query(&[("wait", wait.as_secs())])
             // Held for `wait`, then answered: allow that on top of the usual time.
             .timeout(wait + Duration::from_secs(60));
@@ -288,55 +310,7 @@ impl Remote {
         Ok((resp, granted))
     }
 
-    /// Reads and decodes the body of an answer from [`Remote::pull_head`].
-    pub async fn read_page(
-        &self,
-        schema: &'static crate::schema::Schema,
-        resp: reqwest::Response,
-    ) -> Result<crate::page::PulledPage, RemoteError> {
-        let bytes = self.body(resp).await?;
-        crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
-    }
-
-    fn pull_request(
-        &self,
-        token: &str,
-        device_id: Option<&str>,
-        schema_version: u32,
-        since: Option<&str>,
-        limit: usize,
-    ) -> reqwest::RequestBuilder {
-        let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-        if let Some(d) = device_id {
-            query.push(("device_id", d.to_owned()));
-        }
-        if let Some(s) = since {
-            query.push(("since", s.to_owned()));
-        }
-        self.http
-            .get(format!("{}/api/sync/pull", self.base))
-            .bearer_auth(token)
-            .header("X-Sync-Schema-Version", schema_version.to_string())
-            .query(&query)
-    }
-
-    /// One page of changes after `since`.
-    pub async fn pull(
-        &self,
-        token: &str,
-        device_id: &str,
-        schema_version: u32,
-        since: Option<&str>,
-        limit: usize,
-    ) -> Result<Json, RemoteError> {
-        let req = self.pull_request(token, Some(device_id), schema_version, since, limit);
-        let page = self.send(req).await?;
-        if page["cursor"].is_string() && page["changes"].is_object() {
-            Ok(page)
-        } else {
-            Err(RemoteError::Protocol(
-                "a pull page without cursor or changes".into(),
-            ))
-        }
+    async fn read_body(&self, body: reqwest::Response) -> Result<bytes::Bytes, RemoteError> {
+        self.body(body).await
     }
 }

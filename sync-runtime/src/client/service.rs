@@ -5,6 +5,7 @@
 //! changed, for the app to watch.
 
 use super::live::{self, Polled};
+use super::transport::Transport;
 use super::{Activity, Changes, Limits, SyncError, SyncReport, SyncStatus, status, sync_using};
 use crate::store::Store;
 use std::sync::Arc;
@@ -79,12 +80,12 @@ enum Next {
 }
 
 /// The service's loop, over its own connection to the database.
-struct Runner {
+struct Runner<T> {
     store: Store,
     options: ServiceOptions,
     status: watch::Sender<SyncStatus>,
     changes: broadcast::Sender<Changes>,
-    remote: Option<super::Remote>,
+    remote: Option<T>,
     failures: u32,
     /// Held pulls the server refused in a row (it holds too many): the next one waits longer.
     refusals: u32,
@@ -95,7 +96,7 @@ struct Runner {
     last_report: Option<SyncReport>,
 }
 
-impl Runner {
+impl<T: Transport> Runner<T> {
     fn backoff(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         self.backoff_after(self.failures)
@@ -206,8 +207,19 @@ impl Runner {
 }
 
 impl SyncService {
-    /// Starts the service on `store` (give it its own connection: [`Store::reopen`]).
+    /// Starts the service on `store` (give it its own connection: [`Store::reopen`]), reaching
+    /// the stored session's server over HTTP.
     pub fn start(store: Store, options: ServiceOptions) -> SyncService {
+        Self::start_over::<super::Remote>(store, options, None)
+    }
+
+    /// [`SyncService::start`] over `transport` (opened for the stored session's server when
+    /// `None` or pointing elsewhere).
+    pub fn start_over<T: Transport>(
+        store: Store,
+        options: ServiceOptions,
+        transport: Option<T>,
+    ) -> SyncService {
         let initial = status(&store, Activity::Idle).unwrap_or_else(|_| SyncStatus {
             connected: false,
             remote_url: None,
@@ -235,7 +247,7 @@ impl SyncService {
             options,
             status: tx,
             changes: changes.clone(),
-            remote: None,
+            remote: transport,
             failures: 0,
             refusals: 0,
             live: false,

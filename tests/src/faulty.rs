@@ -1,0 +1,256 @@
+//! A transport that fails the way networks and servers do, on the decisions of seeded
+//! generators: requests lost before or after the server handled them, page bodies cut short,
+//! pushes refused as too large. The simulation's faults, reaching the client users run.
+//!
+//! Each kind of request draws from its own generator, seeded afresh for each sync: the pull
+//! pipeline asks for pages ahead of the ones the device stores, and how far ahead it got must
+//! not change the faults of later syncs (a seed replays the same run).
+
+use crate::sim::Rng;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value as Json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use sync_runtime::client::{NextPage, PullRequest, Remote, RemoteError, Session, Transport};
+
+/// A write the server acknowledged to the device: it must survive.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub table: String,
+    pub remote_id: String,
+    pub stamp: String,
+}
+
+/// What one sync's faults are.
+struct Armed {
+    pushes: Rng,
+    heads: Rng,
+    bodies: Rng,
+    /// Pushes of more rows are answered 413, as by a server with a smaller body limit.
+    max_push_rows: usize,
+}
+
+#[derive(Default)]
+struct Record {
+    armed: Option<Armed>,
+    trace: Vec<String>,
+    acks: Vec<Ack>,
+}
+
+/// [`Remote`] with faults injected.
+#[derive(Clone)]
+pub struct FaultyTransport {
+    inner: Remote,
+    /// Whose requests these are, for the trace.
+    device: usize,
+    record: Arc<Mutex<Record>>,
+}
+
+/// Chance in percent of each fault, per request.
+const FAULT_PERCENT: u64 = 5;
+
+impl FaultyTransport {
+    pub fn new(url: &str, device: usize) -> FaultyTransport {
+        FaultyTransport {
+            inner: Remote::new(url).expect("a client for the simulated server"),
+            device,
+            record: Arc::default(),
+        }
+    }
+
+    /// Arms faults for the next sync, seeded from `rng`.
+    pub fn arm(&self, rng: &mut Rng, max_push_rows: usize) {
+        self.lock().armed = Some(Armed {
+            pushes: Rng::new(rng.next_u64()),
+            heads: Rng::new(rng.next_u64()),
+            bodies: Rng::new(rng.next_u64()),
+            max_push_rows,
+        });
+    }
+
+    /// What happened since the last call: trace lines, and the writes the server acknowledged.
+    pub fn take(&self) -> (Vec<String>, Vec<Ack>) {
+        let mut r = self.lock();
+        (std::mem::take(&mut r.trace), std::mem::take(&mut r.acks))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note(&self, line: String) {
+        self.lock()
+            .trace
+            .push(format!("device {}: {line}", self.device));
+    }
+
+    /// Whether `pick`'s generator strikes now (never when disarmed).
+    fn strikes(&self, pick: fn(&mut Armed) -> &mut Rng) -> bool {
+        self.lock()
+            .armed
+            .as_mut()
+            .is_some_and(|a| pick(a).chance(FAULT_PERCENT))
+    }
+
+    fn lost(&self, what: &str) -> RemoteError {
+        self.note(format!("{what} lost"));
+        RemoteError::Unreachable {
+            url: self.inner.url().to_owned(),
+            message: format!("the simulation lost the {what}"),
+        }
+    }
+
+    /// Notes each pushed row's result, and the writes the server acknowledged.
+    fn record_push(&self, changes: &RawValue, answer: &Json) {
+        let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
+        let mut record = self.lock();
+        for (table, rows) in &sent {
+            for row in rows.as_array().into_iter().flatten() {
+                let (rid, stamp) = (row["remote_id"].as_str(), row["updated_at"].as_str());
+                let (Some(rid), Some(stamp)) = (rid, stamp) else {
+                    continue;
+                };
+                let Some(result) = answer["results"][table]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|x| x["remote_id"] == rid))
+                else {
+                    continue;
+                };
+                let status = result["status"].as_str().unwrap_or_default();
+                record.trace.push(format!(
+                    "device {}:   pushed {table} {rid} ({stamp}) -> {status} {}{}",
+                    self.device,
+                    result["canonical_id"].as_str().unwrap_or(""),
+                    if result["row"].is_object() {
+                        " with the server's row"
+                    } else {
+                        ""
+                    }
+                ));
+                let acked = match status {
+                    "applied" => Some(rid),
+                    "merged" => result["canonical_id"].as_str(),
+                    _ => None,
+                };
+                if let Some(acked) = acked {
+                    record.acks.push(Ack {
+                        table: table.clone(),
+                        remote_id: acked.to_owned(),
+                        stamp: stamp.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn rows_in(changes: &RawValue) -> usize {
+    let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
+    sent.values()
+        .map(|rows| rows.as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+impl Transport for FaultyTransport {
+    type Body = <Remote as Transport>::Body;
+
+    /// A transport with no faults armed.
+    fn open(url: &str) -> Result<FaultyTransport, RemoteError> {
+        Ok(FaultyTransport::new(url, usize::MAX))
+    }
+
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        register: bool,
+    ) -> Result<Session, RemoteError> {
+        self.inner.sign_in(email, password, register).await
+    }
+
+    async fn sign_out(&self, token: &str) -> Result<(), RemoteError> {
+        self.inner.sign_out(token).await
+    }
+
+    async fn push(
+        &self,
+        token: &str,
+        device_id: &str,
+        schema_version: u32,
+        changes: &RawValue,
+    ) -> Result<Json, RemoteError> {
+        let limit = self.lock().armed.as_ref().map(|a| a.max_push_rows);
+        if let Some(limit) = limit.filter(|l| rows_in(changes) > *l) {
+            self.note(format!(
+                "push of more than {limit} rows refused as too large"
+            ));
+            return Err(RemoteError::Api {
+                status: 413,
+                code: "payload_too_large".into(),
+                message: format!("more than {limit} rows"),
+                reason: None,
+            });
+        }
+        if self.strikes(|a| &mut a.pushes) {
+            return Err(self.lost("push request"));
+        }
+        let answer = self
+            .inner
+            .push(token, device_id, schema_version, changes)
+            .await;
+        if self.strikes(|a| &mut a.pushes) {
+            return Err(self.lost("push answer, after the server committed,"));
+        }
+        if let Ok(answer) = &answer {
+            self.record_push(changes, answer);
+        }
+        answer
+    }
+
+    async fn pull_head(
+        &self,
+        request: PullRequest<'_>,
+    ) -> Result<(Self::Body, Option<NextPage>), RemoteError> {
+        if self.strikes(|a| &mut a.heads) {
+            return Err(self.lost("pull request"));
+        }
+        let head = self.inner.pull_head(request).await;
+        if self.strikes(|a| &mut a.heads) {
+            return Err(self.lost("pull answer"));
+        }
+        head
+    }
+
+    async fn pull_waiting(
+        &self,
+        request: PullRequest<'_>,
+        wait: Duration,
+    ) -> Result<(Self::Body, Option<Duration>), RemoteError> {
+        if self.strikes(|a| &mut a.heads) {
+            return Err(self.lost("held pull"));
+        }
+        self.inner.pull_waiting(request, wait).await
+    }
+
+    async fn read_body(&self, body: Self::Body) -> Result<bytes::Bytes, RemoteError> {
+        let bytes = self.inner.read_body(body).await?;
+        let cut = {
+            let mut r = self.lock();
+            r.armed.as_mut().and_then(|a| {
+                (a.bodies.chance(FAULT_PERCENT) && !bytes.is_empty())
+                    .then(|| a.bodies.below(bytes.len() as u64) as usize)
+            })
+        };
+        match cut {
+            Some(at) => {
+                self.note(format!("page body cut at byte {at} of {}", bytes.len()));
+                Ok(bytes.slice(..at))
+            }
+            None => Ok(bytes),
+        }
+    }
+}
