@@ -13,7 +13,7 @@ use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
 use crate::wire::WireRow;
 use rusqlite::{OptionalExtension, params_from_iter};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::collections::HashMap;
 
 /// One row read for a push, to be matched with its result.
@@ -32,13 +32,6 @@ pub struct PushBatch {
     /// The push's `changes` object, as sent.
     pub changes: Box<serde_json::value::RawValue>,
     pub rows: Vec<PushedRow>,
-}
-
-impl PushBatch {
-    /// The `changes` object as JSON values (for inspecting a batch).
-    pub fn changes_map(&self) -> Map<String, Json> {
-        serde_json::from_str(self.changes.get()).unwrap_or_default()
-    }
 }
 
 /// What a push's results did locally.
@@ -716,14 +709,9 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one pulled page (`changes`, `cursor`, `has_more`) in one transaction together
-    /// with its cursor, so an interrupted pull resumes where it stopped.
-    pub fn apply_pull_page(&mut self, page: &Json) -> Result<PageSummary, StoreError> {
-        let page = PulledPage::from_json(&self.app.schema, page).map_err(StoreError::BadPage)?;
-        self.apply_pulled(page)
-    }
-
-    /// [`Store::apply_pull_page`] for a page decoded already (off the thread that stores it).
+    /// Applies one pulled page (decoded by [`PulledPage::decode`], off the thread that stores
+    /// it) in one transaction together with its cursor, so an interrupted pull resumes where it
+    /// stopped.
     pub fn apply_pulled(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
         self.with_account(|s| s.apply_page(page))
     }

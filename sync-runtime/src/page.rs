@@ -20,35 +20,6 @@ pub struct PulledPage {
 }
 
 impl PulledPage {
-    /// A page from its JSON value (as [`PulledPage::decode`] reads it from bytes).
-    pub fn from_json(schema: &'static Schema, page: &Json) -> Result<PulledPage, String> {
-        let cursor = page["cursor"]
-            .as_str()
-            .ok_or("a pull page without a cursor")?
-            .to_owned();
-        let version = schema.version();
-        let mut changes = Vec::new();
-        for table in schema.synced() {
-            let Some(rows) = page["changes"][table.name.as_str()].as_array() else {
-                continue;
-            };
-            let rows = rows
-                .iter()
-                .map(|r| WireRow::from_json(table, r, version, true))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("the server sent a bad {} row: {e}", table.name))?;
-            changes.push((table, rows));
-        }
-        Ok(PulledPage {
-            cursor,
-            has_more: page["has_more"].as_bool().unwrap_or(false),
-            server_time: page["server_time"]
-                .as_str()
-                .and_then(|s| Timestamp::parse_wire(s).ok()),
-            changes,
-        })
-    }
-
     /// A page from the bytes of a pull's answer.
     pub fn decode(schema: &'static Schema, bytes: &[u8]) -> Result<PulledPage, String> {
         let mut de = serde_json::Deserializer::from_slice(bytes);

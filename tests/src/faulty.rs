@@ -7,10 +7,14 @@
 //! not change the faults of later syncs (a seed replays the same run).
 
 use crate::sim::Rng;
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use sync_runtime::Store;
+use sync_runtime::client::{self, Activity, Limits, SyncError, SyncReport};
 use sync_runtime::client::{NextPage, PullRequest, Remote, RemoteError, Session, Transport};
 
 /// A write the server acknowledged to the device: it must survive.
@@ -30,9 +34,15 @@ struct Armed {
     max_push_rows: usize,
 }
 
+/// Something to do before each push reaches the server.
+type BeforePush = Box<dyn Fn() + Send>;
+
 #[derive(Default)]
 struct Record {
     armed: Option<Armed>,
+    /// Push answers still to lose after the server committed (set by a test).
+    lose_push_answers: usize,
+    before_push: Option<BeforePush>,
     trace: Vec<String>,
     acks: Vec<Ack>,
 }
@@ -66,6 +76,16 @@ impl FaultyTransport {
             bodies: Rng::new(rng.next_u64()),
             max_push_rows,
         });
+    }
+
+    /// Loses the answers of the next `n` pushes, after the server committed them.
+    pub fn lose_push_answers(&self, n: usize) {
+        self.lock().lose_push_answers = n;
+    }
+
+    /// Runs `f` as each push is sent, before the server sees it (a test's write racing a push).
+    pub fn before_each_push(&self, f: impl Fn() + Send + 'static) {
+        self.lock().before_push = Some(Box::new(f));
     }
 
     /// What happened since the last call: trace lines, and the writes the server acknowledged.
@@ -198,11 +218,20 @@ impl Transport for FaultyTransport {
         if self.strikes(|a| &mut a.pushes) {
             return Err(self.lost("push request"));
         }
+        if let Some(f) = &self.lock().before_push {
+            f();
+        }
         let answer = self
             .inner
             .push(token, device_id, schema_version, changes)
             .await;
-        if self.strikes(|a| &mut a.pushes) {
+        let scripted = {
+            let mut r = self.lock();
+            let lose = r.lose_push_answers > 0;
+            r.lose_push_answers = r.lose_push_answers.saturating_sub(1);
+            lose
+        };
+        if scripted || self.strikes(|a| &mut a.pushes) {
             return Err(self.lost("push answer, after the server committed,"));
         }
         if let Ok(answer) = &answer {
@@ -253,4 +282,33 @@ impl Transport for FaultyTransport {
             None => Ok(bytes),
         }
     }
+}
+
+/// The payload of a simulated kill: it unwinds the sync at the step it strikes.
+struct Killed;
+
+/// Runs one sync of `store` through the client over `transport`, and kills the device after
+/// `kill_at` of the sync's steps (a batch's results or a page stored): the sync stops there as
+/// at a process kill, and `None` is returned (reopen the store as a restarted process would).
+pub async fn sync_or_kill<T: Transport>(
+    store: &mut Store,
+    transport: T,
+    limits: Limits,
+    kill_at: Option<u64>,
+) -> Option<Result<SyncReport, SyncError>> {
+    let mut steps = 0;
+    let mut progress = |a: Activity| {
+        if a != Activity::Idle {
+            steps += 1;
+            if Some(steps) == kill_at {
+                // Not a panic: the panic hook would print it.
+                std::panic::resume_unwind(Box::new(Killed));
+            }
+        }
+    };
+    let mut kept = Some(transport);
+    AssertUnwindSafe(client::sync_using(store, &mut kept, limits, &mut progress))
+        .catch_unwind()
+        .await
+        .ok()
 }

@@ -1,6 +1,8 @@
 //! Entity values and local counts that device tests share.
 
 use entities::{Profile, WatchHistory};
+use sync_runtime::engine::PageSummary;
+use sync_runtime::page::PulledPage;
 use sync_runtime::{Store, Timestamp};
 
 /// A profile named `name`, optionally under a settings profile.
@@ -50,4 +52,12 @@ pub fn live_count(store: &Store, table: &str) -> i64 {
             |r| r.get(0),
         )
         .unwrap()
+}
+
+/// Stores one pulled page as the client does: the page's JSON, read by the protocol's decoder,
+/// applied in one transaction with its cursor.
+pub fn apply_page(store: &mut Store, page: &serde_json::Value) -> PageSummary {
+    let bytes = serde_json::to_vec(page).unwrap();
+    let page = PulledPage::decode(&store.app().schema, &bytes).unwrap();
+    store.apply_pulled(page).unwrap()
 }

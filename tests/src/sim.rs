@@ -8,14 +8,12 @@
 //! horizon, so cursors expire and full re-pulls span many pages.
 
 use crate::device::{Device, LiveServer};
-use crate::faulty::{Ack, FaultyTransport};
+use crate::faulty::{Ack, FaultyTransport, sync_or_kill};
 use crate::server::Backend;
 use entities::*;
-use futures_util::FutureExt;
 use serde_json::{Value as Json, json};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use sync_runtime::client::{self, Activity, Limits, ServiceOptions, SyncService};
 use sync_runtime::schema::{ColumnRole, ColumnType};
@@ -449,9 +447,6 @@ fn move_between_natural_keys(
     ))
 }
 
-/// The payload of a simulated kill: it unwinds the sync at the step it strikes.
-struct Killed;
-
 /// A sync through the client users run (`client::sync_using`: pipelined push and pull, 413
 /// halving, the 410 restart, the byte-level decoders) over a transport that loses requests and
 /// answers, cuts page bodies short and refuses large pushes; now and then the device is killed
@@ -489,25 +484,7 @@ async fn faulty_sync(
         }
     }
     let before = held_clean(&d.device.store);
-    let mut steps = 0;
-    let mut progress = |a: Activity| {
-        if a != Activity::Idle {
-            steps += 1;
-            if Some(steps) == kill_at {
-                // Not a panic: the hook would print it; the sync stops here as at a kill.
-                std::panic::resume_unwind(Box::new(Killed));
-            }
-        }
-    };
-    let mut kept = Some(transport.clone());
-    let outcome = AssertUnwindSafe(client::sync_using(
-        &mut d.device.store,
-        &mut kept,
-        limits,
-        &mut progress,
-    ))
-    .catch_unwind()
-    .await;
+    let outcome = sync_or_kill(&mut d.device.store, transport.clone(), limits, kill_at).await;
     let (lines, acked) = transport.take();
     trace.extend(lines);
     acks.extend(acked);
@@ -518,7 +495,7 @@ async fn faulty_sync(
         if faults { ", faults armed" } else { "" }
     );
     match outcome {
-        Err(_) => {
+        None => {
             trace.push(format!(
                 "device {}: killed after {} steps of a sync {how}",
                 d.index,
@@ -526,14 +503,14 @@ async fn faulty_sync(
             ));
             d.open();
         }
-        Ok(Ok(report)) => {
+        Some(Ok(report)) => {
             trace.push(format!("device {}: synced {how}: {report:?}", d.index));
             if report.full_pull {
                 trace.push(format!("device {}: finished a full pull", d.index));
                 check_full_pull(srv, d, &before).await?;
             }
         }
-        Ok(Err(e)) => trace.push(format!("device {}: sync failed {how}: {e}", d.index)),
+        Some(Err(e)) => trace.push(format!("device {}: sync failed {how}: {e}", d.index)),
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use entities::*;
 use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError, Transport};
 use sync_runtime::{Store, Timestamp};
 use tests::device::{Device, LiveServer};
+use tests::faulty::{FaultyTransport, sync_or_kill};
 use tests::fixtures::{history, live_count, profile};
 use tests::server::Backend;
 
@@ -430,30 +431,30 @@ async fn the_same_episode_and_movie_added_offline_on_two_devices_is_one_record()
     assert_eq!(ra, rb, "both devices know the record by one id");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the client reads its next batch before the push task runs, so the edit made as
+// the push is sent waits for the next sync, and only the stamp check keeps it dirty.
+#[tokio::test]
 async fn a_row_edited_while_its_push_is_in_flight_stays_dirty() {
     let srv = server("dirty_race").await;
     let (mut a, mut b) = (Device::new("a"), Device::new("b"));
     a.connect(&srv.url, "race@example.org", true).await;
     let p = a.store.insert(&mut profile("P", None)).unwrap();
     let l = a.store.insert(&mut list(p, "First")).unwrap();
-    let batch = a
-        .store
-        .prepare_push(100, &Default::default())
-        .unwrap()
-        .unwrap();
     // The edit lands between reading the row and the push's answer.
-    let mut edited: List = a.store.get(l).unwrap().unwrap();
-    edited.name = "Edited in flight".into();
-    a.store.update(&edited).unwrap();
-    let (url, token) = a.store.session().unwrap();
-    let remote = Remote::new(&url.unwrap()).unwrap();
-    let answer = remote
-        .push(&token.unwrap(), a.store.device_id(), 1, &batch.changes)
+    let url = a.store.session().unwrap().0.unwrap();
+    let transport = FaultyTransport::new(&url, 0);
+    let (path, edit) = (a.path.clone(), std::sync::Mutex::new(true));
+    transport.before_each_push(move || {
+        if std::mem::take(&mut *edit.lock().unwrap()) {
+            let mut other = Store::open(&path, entities::app()).unwrap();
+            let mut edited: List = other.get(l).unwrap().unwrap();
+            edited.name = "Edited in flight".into();
+            other.update(&edited).unwrap();
+        }
+    });
+    sync_or_kill(&mut a.store, transport, Default::default(), None)
         .await
-        .unwrap();
-    a.store
-        .apply_push_results(&batch.rows, &answer["results"])
+        .unwrap()
         .unwrap();
     assert!(!a.store.is_dirty("profiles", p).unwrap());
     assert!(
@@ -477,17 +478,11 @@ async fn a_push_whose_answer_is_lost_and_a_pull_cut_midway_resume_without_loss_o
             .unwrap();
     }
     // The server commits the push, but the process dies before it reads the answer.
-    let batch = a
-        .store
-        .prepare_push(1000, &Default::default())
-        .unwrap()
-        .unwrap();
-    let (url, token) = a.store.session().unwrap();
-    let remote = Remote::new(&url.unwrap()).unwrap();
-    remote
-        .push(&token.unwrap(), a.store.device_id(), 1, &batch.changes)
-        .await
-        .unwrap();
+    let url = a.store.session().unwrap().0.unwrap();
+    let transport = FaultyTransport::new(&url, 0);
+    transport.lose_push_answers(1);
+    let lost = sync_or_kill(&mut a.store, transport, Default::default(), None).await;
+    assert!(lost.unwrap().is_err(), "the answer was lost");
     a.restart();
     assert_eq!(
         client::status(&a.store, Activity::Idle).unwrap().pending["watch_history"],
@@ -505,18 +500,13 @@ async fn a_push_whose_answer_is_lost_and_a_pull_cut_midway_resume_without_loss_o
         .unwrap();
     c.store.restart_full_pull().unwrap();
     c.restart();
-    c.limits.pull_limit = 4;
-    let (url, token) = c.store.session().unwrap();
-    let remote = Remote::new(&url.unwrap()).unwrap();
-    let token = token.unwrap();
-    for _ in 0..2 {
-        let since = c.store.cursor().unwrap();
-        let page = remote
-            .pull(&token, c.store.device_id(), 1, since.as_deref(), 4)
-            .await
-            .unwrap();
-        c.store.apply_pull_page(&page).unwrap();
-    }
+    let url = c.store.session().unwrap().0.unwrap();
+    let limits = client::Limits {
+        push_batch: 1000,
+        pull_limit: 4,
+    };
+    let killed = sync_or_kill(&mut c.store, FaultyTransport::new(&url, 0), limits, Some(2));
+    assert!(killed.await.is_none(), "the kill struck mid-pull");
     c.restart();
     c.sync().await.unwrap();
     for d in [&a, &b, &c] {

@@ -3,6 +3,7 @@
 use entities::*;
 use serde_json::json;
 use sync_runtime::{Store, Timestamp};
+use tests::fixtures::apply_page;
 use tests::server::{at, id, row};
 
 fn store() -> Store {
@@ -79,7 +80,7 @@ fn a_pulled_tombstone_is_applied_even_when_its_parent_is_unknown_here() {
     tomb["deleted_at"] = json!(at(5));
     tomb["device_id"] = json!(id());
     let page = json!({"changes": {"list_items": [tomb]}, "cursor": "c1.1.9", "has_more": false});
-    let summary = s.apply_pull_page(&page).unwrap();
+    let summary = apply_page(&mut s, &page);
     assert_eq!(summary.parked, 0, "nothing held back");
     assert_eq!(s.parked_count().unwrap(), 0);
     assert!(
@@ -143,10 +144,10 @@ fn a_newer_version_replaces_a_held_back_one() {
         json!({"list_id": id(), "meta_id": "tt1", "type": "movie"}),
     );
     waiting["device_id"] = json!(id());
-    s.apply_pull_page(
+    apply_page(
+        &mut s,
         &json!({"changes": {"list_items": [waiting]}, "cursor": "c1.1.1", "has_more": true}),
-    )
-    .unwrap();
+    );
     assert_eq!(s.parked_count().unwrap(), 1);
     // The record's latest version points at a list that is here.
     let mut latest = row(
@@ -156,10 +157,10 @@ fn a_newer_version_replaces_a_held_back_one() {
         json!({"list_id": list_rid, "meta_id": "tt1", "type": "movie"}),
     );
     latest["device_id"] = json!(id());
-    s.apply_pull_page(
+    apply_page(
+        &mut s,
         &json!({"changes": {"list_items": [latest]}, "cursor": "c1.1.2", "has_more": false}),
-    )
-    .unwrap();
+    );
     assert_eq!(s.parked_count().unwrap(), 0);
     assert_eq!(s.list::<ListItem>().unwrap().len(), 1);
 }
@@ -260,7 +261,10 @@ fn a_removed_addon_that_the_account_still_uses_is_kept() {
         json!({"profile_id": other_profile, "addon_id": url}),
     );
     pa["device_id"] = json!(id());
-    s.apply_pull_page(&json!({"changes": {"profiles": [prof], "profile_addons": [pa]}, "cursor": "c1.1.3", "has_more": false})).unwrap();
+    apply_page(
+        &mut s,
+        &json!({"changes": {"profiles": [prof], "profile_addons": [pa]}, "cursor": "c1.1.3", "has_more": false}),
+    );
     // The tombstone goes up; removed add-ons nothing points at any more are cleaned up then.
     let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
     let results = json!({"profile_addons": batch.rows.iter().map(|r| json!({"remote_id": r.remote_id, "status": "applied"})).collect::<Vec<_>>()});
@@ -292,8 +296,10 @@ fn a_held_back_version_never_replaces_a_newer_one() {
         json!({"profile_id": unknown_profile, "name": "Old name"}),
     );
     old["device_id"] = json!(id());
-    s.apply_pull_page(&json!({"changes": {"lists": [old]}, "cursor": "c1.1.1", "has_more": true}))
-        .unwrap();
+    apply_page(
+        &mut s,
+        &json!({"changes": {"lists": [old]}, "cursor": "c1.1.1", "has_more": true}),
+    );
     assert_eq!(s.parked_count().unwrap(), 1, "held back for its profile");
     let mut profile = row(
         "profiles",
@@ -302,10 +308,10 @@ fn a_held_back_version_never_replaces_a_newer_one() {
         json!({"name": "Q", "avatar": "q"}),
     );
     profile["device_id"] = json!(id());
-    s.apply_pull_page(
+    apply_page(
+        &mut s,
         &json!({"changes": {"profiles": [profile]}, "cursor": "c1.1.2", "has_more": false}),
-    )
-    .unwrap();
+    );
     assert_eq!(s.parked_count().unwrap(), 0);
     assert_eq!(s.get::<List>(l).unwrap().unwrap().name, "Newest name");
 }
@@ -333,10 +339,10 @@ fn a_tombstone_whose_last_key_is_taken_here_still_deletes() {
     );
     tomb["deleted_at"] = json!(far);
     tomb["device_id"] = json!(id());
-    s.apply_pull_page(
+    apply_page(
+        &mut s,
         &json!({"changes": {"list_items": [tomb]}, "cursor": "c1.1.4", "has_more": false}),
-    )
-    .unwrap();
+    );
     assert_eq!(s.parked_count().unwrap(), 0);
     assert!(s.get::<ListItem>(a).unwrap().is_none(), "deleted");
     assert_eq!(
@@ -354,7 +360,7 @@ fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
     let mut s = store();
     s.restart_full_pull().unwrap();
     let page = json!({"changes": {}, "cursor": "c1.1.5", "has_more": true});
-    s.apply_pull_page(&page).unwrap();
+    apply_page(&mut s, &page);
     let (p, l) = profile_and_list(&mut s, "Favourites");
     let batch = s
         .prepare_push(100, &std::collections::HashSet::new())
@@ -372,7 +378,7 @@ fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
     s.apply_push_results(&batch.rows, &serde_json::Value::Object(results))
         .unwrap();
     let last = json!({"changes": {}, "cursor": "c1.1.9", "has_more": false});
-    s.apply_pull_page(&last).unwrap();
+    apply_page(&mut s, &last);
     assert!(
         s.get::<Profile>(p).unwrap().is_some(),
         "the pushed profile is kept"
@@ -396,7 +402,9 @@ fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arriv
         .unwrap()
         .unwrap();
     let survivor = id();
-    let mut stored = batch.changes_map()["list_items"][0].clone();
+    let mut stored =
+        serde_json::from_str::<serde_json::Value>(batch.changes.get()).unwrap()["list_items"][0]
+            .clone();
     stored["list_id"] = json!(survivor);
     let mut results = serde_json::Map::new();
     for r in &batch.rows {
@@ -420,7 +428,7 @@ fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arriv
         "cursor": "c1.1.9",
         "has_more": false,
     });
-    s.apply_pull_page(&page).unwrap();
+    apply_page(&mut s, &page);
     assert_eq!(s.parked_count().unwrap(), 0);
     let survivor_here: i64 = s
         .connection()
@@ -507,7 +515,7 @@ fn a_pushed_tombstone_gives_its_natural_key_up_to_a_pulled_record() {
         "cursor": "c1.1.9",
         "has_more": false,
     });
-    let summary = s.apply_pull_page(&page).unwrap();
+    let summary = apply_page(&mut s, &page);
     assert_eq!(summary.parked, 0);
     assert_eq!(s.parked_count().unwrap(), 0);
     let items = s.list::<ListItem>().unwrap();
@@ -539,7 +547,7 @@ fn a_pushed_tombstone_with_pushed_tombstones_under_it_gives_its_key_up() {
         "cursor": "c1.1.9",
         "has_more": false,
     });
-    s.apply_pull_page(&page).unwrap();
+    apply_page(&mut s, &page);
     assert_eq!(s.parked_count().unwrap(), 0, "nothing waits");
     let lists = s.list::<List>().unwrap();
     assert_eq!(lists.len(), 1);
@@ -568,7 +576,7 @@ fn a_tombstone_with_an_unpushed_row_under_it_keeps_its_key() {
         "cursor": "c1.1.9",
         "has_more": false,
     });
-    s.apply_pull_page(&page).unwrap();
+    apply_page(&mut s, &page);
     assert_eq!(s.parked_count().unwrap(), 1);
 }
 
@@ -612,8 +620,10 @@ fn a_row_rejected_before_a_full_pull_is_tried_again_after_it() {
 
     // A full pull that does not return the settings profile: it is gone from the account.
     s.restart_full_pull().unwrap();
-    s.apply_pull_page(&json!({"changes": {}, "cursor": "c1.1.9", "has_more": false}))
-        .unwrap();
+    apply_page(
+        &mut s,
+        &json!({"changes": {}, "cursor": "c1.1.9", "has_more": false}),
+    );
     let again = s.prepare_push(100, &Default::default()).unwrap().unwrap();
     assert_eq!(again.rows.len(), 1, "the profile is pushed again");
     assert_eq!(again.rows[0].id, p);
@@ -633,11 +643,13 @@ fn a_full_pull_drops_held_back_versions_of_records_it_did_not_return() {
         "cursor": "c1.1.3",
         "has_more": false,
     });
-    s.apply_pull_page(&page).unwrap();
+    apply_page(&mut s, &page);
     assert_eq!(s.parked_count().unwrap(), 1, "held back for its list");
     s.restart_full_pull().unwrap();
-    s.apply_pull_page(&json!({"changes": {}, "cursor": "c1.1.9", "has_more": false}))
-        .unwrap();
+    apply_page(
+        &mut s,
+        &json!({"changes": {}, "cursor": "c1.1.9", "has_more": false}),
+    );
     assert_eq!(s.parked_count().unwrap(), 0);
 }
 

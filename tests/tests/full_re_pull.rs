@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use sync_runtime::Timestamp;
 use sync_runtime::client::{self, Activity};
 use tests::device::{Device, LiveServer};
+use tests::faulty::{FaultyTransport, sync_or_kill};
 use tests::fixtures::{history, live_count, profile};
 use tests::on_both_backends;
 use tests::server::{Backend, TestServer, at, id, row};
@@ -295,19 +296,14 @@ async fn an_interrupted_full_re_pull_resumes_without_losing_own_rows() {
         }
         a.sync().await.unwrap();
         a.store.restart_full_pull().unwrap();
-        // The device pulls two pages of 100 through the real client and dies.
-        a.limits.pull_limit = 100;
-        let (url, token) = a.store.session().unwrap();
-        let remote = client::Remote::new(&url.unwrap()).unwrap();
-        let token = token.unwrap();
-        for _ in 0..2 {
-            let since = a.store.cursor().unwrap();
-            let page = remote
-                .pull(&token, a.store.device_id(), 1, since.as_deref(), 100)
-                .await
-                .unwrap();
-            a.store.apply_pull_page(&page).unwrap();
-        }
+        // The device pulls two pages of 100 through the real client and is killed.
+        let url = a.store.session().unwrap().0.unwrap();
+        let limits = client::Limits {
+            push_batch: 1000,
+            pull_limit: 100,
+        };
+        let killed = sync_or_kill(&mut a.store, FaultyTransport::new(&url, 0), limits, Some(2));
+        assert!(killed.await.is_none(), "the kill struck mid-pull");
         a.restart();
         a.limits.pull_limit = 100;
         let r = a.sync().await.unwrap();
