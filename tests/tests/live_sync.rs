@@ -407,6 +407,81 @@ async fn two_server_processes_on_postgres_wake_each_others_pulls() {
     assert_eq!(profile_names(&held.page), ["Across"]);
 }
 
+/// The `LISTEN`ing connections of the server processes connected as application `name`.
+async fn listeners(admin: &tokio_postgres::Client, name: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND query LIKE 'LISTEN %'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_connection_is_cut_listens_again_and_wakes_pulls() {
+    let Some((db, _cleanup)) = database(Backend::Postgres, "live_listener_cut").await else {
+        return;
+    };
+    let admin_url = std::env::var(tests::POSTGRES_URL_VAR).unwrap();
+    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Connections named after this test: other tests' servers listen on the same database.
+    let name = format!("listener_cut_{}", std::process::id());
+    let db = format!("{db}&application_name={name}");
+    let (p1, p2) = (
+        Process::start(&db, ServerConfig::default()).await,
+        Process::start(&db, ServerConfig::default()).await,
+    );
+    let both_listening = || async {
+        timeout(PATIENCE, async {
+            while listeners(&admin, &name).await != 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("both processes listening")
+    };
+    both_listening().await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&p1.url, "listener-cut@example.org", true).await;
+    b.connect(&p2.url, "listener-cut@example.org", false).await;
+    // The database ends both listening connections (a failover, an idle timeout, an admin).
+    let cut: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND query LIKE 'LISTEN %') AS ended",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, 2);
+    // A change made while the listeners may still be away wakes a pull held on the other
+    // process: announcements missed meanwhile are made up for when it listens again.
+    let held = hold(&b, &p2.url, 20);
+    p2.held(1).await;
+    a.store.insert(&mut profile("While away", None)).unwrap();
+    a.sync().await.unwrap();
+    let held = timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert!(held.took < Duration::from_secs(20), "woken, not timed out");
+    assert_eq!(profile_names(&held.page), ["While away"]);
+    // And the next change is announced through the new connections.
+    both_listening().await;
+    b.sync().await.unwrap();
+    let held = hold(&b, &p2.url, 20);
+    p2.held(1).await;
+    a.store.insert(&mut profile("After", None)).unwrap();
+    a.sync().await.unwrap();
+    let held = timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert!(held.took < Duration::from_secs(20), "woken, not timed out");
+    assert_eq!(profile_names(&held.page), ["After"]);
+}
+
 // ---------------------------------------------------------------- devices with services
 
 fn live_options() -> ServiceOptions {

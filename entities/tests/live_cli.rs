@@ -1,0 +1,171 @@
+//! Live sync as a user runs it: `sync-server` processes and two `sync-client sync --watch`
+//! processes; a row inserted into one device's database shows on the other without anyone
+//! asking for a sync. On PostgreSQL the two devices use two server processes, which wake each
+//! other through the database.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Far below the watch's period (an hour here): a row arriving within it came live.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A child process, killed when dropped, with its standard output read line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The first line of output that satisfies `wanted`, within [`PATIENCE`].
+    fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no {what} within {PATIENCE:?}; the output was: {seen:#?}"),
+            }
+        }
+    }
+}
+
+fn server(database: &str) -> (Running, String) {
+    let server = Running::spawn(Command::new(env!("CARGO_BIN_EXE_sync-server")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        database,
+    ]));
+    let line = server.wait_for("listening line", |l| l.starts_with("listening on "));
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    (server, url)
+}
+
+fn client(db: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sync-client"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "sync-client {args:?} failed: {stdout}{stderr}"
+    );
+    stdout.into_owned()
+}
+
+fn watch(db: &Path) -> Running {
+    Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_sync-client"))
+            .arg("--db")
+            .arg(db)
+            .args(["sync", "--watch", "--interval", "3600"]),
+    )
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "live-cli-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Two devices watching, A on `url_a` and B on `url_b` (one account); a profile inserted into
+/// A's database by another process reaches B's database on its own.
+fn an_insert_shows_on_the_other_watching_device(dir: &Path, url_a: &str, url_b: &str) {
+    let (a, b) = (dir.join("a.sqlite"), dir.join("b.sqlite"));
+    let credentials = ["--email", "live@example.org", "--password", "live password"];
+    client(
+        &a,
+        &[&["connect", url_a][..], &credentials, &["--register"]].concat(),
+    );
+    client(&b, &[&["connect", url_b][..], &credentials].concat());
+    let (watch_a, watch_b) = (watch(&a), watch(&b));
+    for w in [&watch_a, &watch_b] {
+        w.wait_for("live sync", |l| l.ends_with("; live"));
+    }
+    client(&a, &["insert", "profiles", "name=Arrived live", "avatar=L"]);
+    watch_b.wait_for("received profile", |l| l.starts_with("received: profiles"));
+    let profiles = client(&b, &["list", "profiles", "--json"]);
+    assert!(profiles.contains("Arrived live"), "{profiles}");
+}
+
+#[test]
+fn an_insert_reaches_a_watching_device_through_one_server_on_sqlite() {
+    let dir = temp_dir();
+    let database = format!("sqlite://{}", dir.join("server.sqlite").display());
+    let (_server, url) = server(&database);
+    an_insert_shows_on_the_other_watching_device(&dir, &url, &url);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_insert_reaches_a_watching_device_through_two_server_processes_on_postgres() {
+    let Some(admin_url) = std::env::var("SYNC_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: this test needs PostgreSQL; set SYNC_TEST_POSTGRES_URL");
+        return;
+    };
+    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = format!("live_cli_{}", uuid::Uuid::now_v7().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let database = format!("{base}/{name}");
+    let dir = temp_dir();
+    {
+        let (_first, url_a) = server(&database);
+        let (_second, url_b) = server(&database);
+        an_insert_shows_on_the_other_watching_device(&dir, &url_a, &url_b);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
