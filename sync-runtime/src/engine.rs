@@ -783,12 +783,14 @@ impl Store {
 
     /// After a full pull: clean rows the server did not return are gone from the account.
     fn sweep_unseen(&self) -> Result<(), StoreError> {
+        self.tombstone_dirty_rows_under_unseen()?;
         for t in self.synced_children_first() {
             self.conn.execute(
                 &format!(
-                    "DELETE FROM {} WHERE NOT dirty AND remote_id IS NOT NULL AND remote_id NOT IN \
-                     (SELECT remote_id FROM sync_seen WHERE table_name = ?1)",
-                    quote_ident(&t.name)
+                    "DELETE FROM {} AS p WHERE NOT dirty AND remote_id IS NOT NULL AND remote_id NOT IN \
+                     (SELECT remote_id FROM sync_seen WHERE table_name = ?1) AND NOT {}",
+                    quote_ident(&t.name),
+                    self.has_dirty_children(t, "p")
                 ),
                 [&t.name],
             )?;
@@ -808,6 +810,81 @@ impl Store {
             "DELETE FROM sync_seen; DELETE FROM sync_rejected; UPDATE sync_state SET full_pull = FALSE WHERE id = 1;",
         )?;
         Ok(())
+    }
+
+    /// Before the sweep removes the rows the server no longer holds: a dirty row under one of
+    /// them (an edit the server has not taken, made under a parent another device deleted) would
+    /// go with its parent, unpushed, although the server may hold that record live elsewhere
+    /// (an edit that moved it there was refused once the server purged the parent's tombstone).
+    /// By the orphan rule, the server's own, it becomes a tombstone here, pushed next; its
+    /// parent stays as a clean tombstone until the sweep after the push (simulation seed 562,
+    /// purges).
+    fn tombstone_dirty_rows_under_unseen(&self) -> Result<(), StoreError> {
+        let unseen = |alias: &str| {
+            format!(
+                "NOT {alias}.dirty AND {alias}.remote_id IS NOT NULL AND {alias}.remote_id NOT IN \
+                 (SELECT remote_id FROM sync_seen WHERE table_name = ?1)"
+            )
+        };
+        for parent in self.app.schema.synced() {
+            let (pt, pid) = (quote_ident(&parent.name), quote_ident(&parent.id_column));
+            for (child, col, r) in self.app.schema.children_of(&parent.name) {
+                if !child.synced || r.on_delete != crate::schema::OnDelete::Cascade {
+                    continue;
+                }
+                let (ct, cc, cid) = (
+                    quote_ident(&child.name),
+                    quote_ident(&col.name),
+                    quote_ident(&child.id_column),
+                );
+                let orphans: Vec<i64> = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT c.{cid} FROM {ct} c JOIN {pt} p ON p.{pid} = c.{cc} \
+                         WHERE c.dirty AND c.deleted_at IS NULL AND {}",
+                        unseen("p")
+                    ))?
+                    .query_map([&parent.name], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                for id in orphans {
+                    self.tombstone_orphan(child, id)?;
+                }
+            }
+            // Deleting the parent would take the dirty rows with it (the schema's cascade).
+            self.conn.execute(
+                &format!(
+                    "UPDATE {pt} AS p SET deleted_at = updated_at \
+                     WHERE p.deleted_at IS NULL AND {} AND {}",
+                    unseen("p"),
+                    self.has_dirty_children(parent, "p")
+                ),
+                [&parent.name],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// SQL: whether row `alias` of `parent` has a dirty row under it by a CASCADE reference.
+    fn has_dirty_children(&self, parent: &Table, alias: &str) -> String {
+        let pid = quote_ident(&parent.id_column);
+        let held: Vec<String> = self
+            .app
+            .schema
+            .children_of(&parent.name)
+            .filter(|(c, _, r)| c.synced && r.on_delete == crate::schema::OnDelete::Cascade)
+            .map(|(c, col, _)| {
+                format!(
+                    "EXISTS (SELECT 1 FROM {} c WHERE c.{} = {alias}.{pid} AND c.dirty)",
+                    quote_ident(&c.name),
+                    quote_ident(&col.name)
+                )
+            })
+            .collect();
+        if held.is_empty() {
+            "FALSE".into()
+        } else {
+            format!("({})", held.join(" OR "))
+        }
     }
 
     /// Applies held-back rows whose parent has arrived or whose natural key is free now, until

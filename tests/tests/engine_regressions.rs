@@ -711,3 +711,60 @@ fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
     assert_eq!(next.rows.len(), 1, "the tombstone goes up next");
     assert!(next.changes.get().contains("\"deleted_at\":\"2"));
 }
+
+/// Simulation seed 562, with purges: an add-on setting moved offline under a settings profile
+/// that another device deleted, whose tombstone the server purged, was refused (an unknown
+/// reference). The full pull that followed returned the record as the server holds it (under
+/// its old parent), the refused move stayed here as the newer version, and the sweep removed the
+/// unseen parent, which took the row with it: the device lost a record the server holds live.
+/// By the orphan rule the moved row is a tombstone now, pushed next.
+#[test]
+fn a_dirty_row_under_a_parent_the_full_pull_removes_becomes_a_tombstone_to_push() {
+    let mut s = store();
+    let (p, kept) = profile_and_list(&mut s, "Favourites");
+    let gone = s
+        .insert(&mut List {
+            id: None,
+            profile_id: p,
+            name: "Deleted elsewhere".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    let item = s.insert(&mut list_item(kept, "tt1")).unwrap();
+    clean_all(&s);
+    // Moved offline under the list another device deleted.
+    let mut moved: ListItem = s.get(item).unwrap().unwrap();
+    moved.list_id = gone;
+    moved.updated_at = Timestamp::now();
+    s.update(&moved).unwrap();
+    let rid = |t: &str, id: i64| s.remote_id(t, id).unwrap().unwrap();
+    let (p_rid, kept_rid, item_rid) = (
+        rid("profiles", p),
+        rid("lists", kept),
+        rid("list_items", item),
+    );
+    s.restart_full_pull().unwrap();
+    let page = json!({
+        "changes": {
+            "profiles": [row("profiles", &p_rid, &at(1), json!({"name": "P", "avatar": "a"}))],
+            "lists": [row("lists", &kept_rid, &at(1), json!({"profile_id": p_rid, "name": "Favourites"}))],
+            "list_items": [row("list_items", &item_rid, &at(1), json!({"list_id": kept_rid, "meta_id": "tt1", "type": "movie"}))],
+        },
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    apply_page(&mut s, &page);
+    assert!(s.get::<List>(gone).unwrap().is_none(), "the list is gone");
+    let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
+    let pushed: serde_json::Value = serde_json::from_str(batch.changes.get()).unwrap();
+    let items = pushed["list_items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "the moved item is pushed: {pushed}");
+    assert_eq!(items[0]["remote_id"], item_rid.as_str());
+    assert!(
+        items[0]["deleted_at"].is_string(),
+        "as a tombstone: {}",
+        items[0]
+    );
+}
