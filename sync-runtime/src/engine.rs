@@ -6,12 +6,12 @@
 
 use crate::ddl::{quote_ident, quote_literal};
 use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
+use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnRole, Table};
 use crate::store::{Sql, Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
-use crate::wire::WireRow;
 use rusqlite::{OptionalExtension, params_from_iter};
 use serde_json::{Map, Value as Json};
 use std::collections::HashMap;
@@ -250,7 +250,7 @@ impl Store {
                 }
                 serde_json::to_writer(
                     &mut body,
-                    &crate::wire::RowJson {
+                    &crate::protocol::wire::RowJson {
                         table: t,
                         version,
                         remote_id: &remote_id,

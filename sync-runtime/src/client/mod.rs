@@ -11,7 +11,7 @@ pub use remote::{NextPage, Remote, RemoteError, Session};
 pub use service::{ServiceOptions, SyncService};
 
 use crate::engine::RejectedRow;
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashSet};

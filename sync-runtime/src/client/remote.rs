@@ -1,5 +1,7 @@
 //! The server, as the device speaks to it over HTTP.
 
+use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 
@@ -13,11 +15,11 @@ pub enum RemoteError {
     #[error("{message} ({code}, HTTP {status})")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         /// The body's `reason`, where the protocol gives one (a 410's: `ahead` when the server
         /// lost history).
-        reason: Option<String>,
+        reason: Option<CursorExpiry>,
     },
     /// The server answered something that is not the protocol.
     #[error("the server's answer is not the sync protocol: {0}")]
@@ -35,7 +37,14 @@ impl RemoteError {
     /// A 410 saying the server holds less than this device was told it held (it was restored
     /// from an earlier copy): what this device holds must be uploaded again.
     pub fn server_lost_history(&self) -> bool {
-        matches!(self, RemoteError::Api { status: 410, reason: Some(r), .. } if r == "ahead")
+        matches!(
+            self,
+            RemoteError::Api {
+                status: 410,
+                reason: Some(CursorExpiry::Ahead),
+                ..
+            }
+        )
     }
 
     /// Whether trying again later may succeed (the network, or the server failing).
@@ -126,14 +135,18 @@ impl Remote {
                 RemoteError::Protocol(format!("HTTP {status} with a body that is not JSON"))
             })?
         };
+        // JSON that is not the protocol's error body (a proxy's) is still an answer with its
+        // status: a 5xx of it stays worth retrying.
+        let body = ErrorBody::deserialize(body).unwrap_or_else(|_| ErrorBody {
+            error: ErrorCode::Unknown,
+            message: "the server refused the request".to_owned(),
+            reason: None,
+        });
         Err(RemoteError::Api {
             status,
-            code: body["error"].as_str().unwrap_or("unknown").to_owned(),
-            message: body["message"]
-                .as_str()
-                .unwrap_or("the server refused the request")
-                .to_owned(),
-            reason: body["reason"].as_str().map(str::to_owned),
+            code: body.error,
+            message: body.message,
+            reason: body.reason,
         })
     }
 
@@ -293,9 +306,9 @@ impl Remote {
         &self,
         schema: &'static crate::schema::Schema,
         resp: reqwest::Response,
-    ) -> Result<crate::page::PulledPage, RemoteError> {
+    ) -> Result<crate::protocol::page::PulledPage, RemoteError> {
         let bytes = self.body(resp).await?;
-        crate::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
+        crate::protocol::page::PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
     }
 
     fn pull_request(

@@ -1,14 +1,15 @@
 //! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
-use crate::page::PushBody;
-use crate::server::cursor::Cursor;
+use crate::protocol::cursor::Cursor;
+use crate::protocol::error::{CursorExpiry, ErrorBody};
+use crate::protocol::page::PushBody;
+use crate::protocol::wire::{WireError, WireRow, normalise_id};
 use crate::server::db::{Db, PgDb};
-use crate::server::error::{self, ApiError, CursorExpiry};
+use crate::server::error::{self, ApiError};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
-use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,19 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{OpenApi, ToSchema};
-
-/// The error body of every failure.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A snake_case code, e.g. `bad_request`.
-    pub error: String,
-    /// A sentence for a person.
-    pub message: String,
-    /// On a 410 only: `purged`, `schema_version` or `ahead` (the server lost history: upload
-    /// again what you hold, then pull everything).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {

@@ -2,9 +2,9 @@
 //! fields land in their columns' slots as they are read, with no JSON object built per row
 //! (building and freeing those cost more than storing the rows).
 
+use crate::protocol::wire::{RawRow, WireRow};
 use crate::schema::{Schema, Table};
 use crate::timestamp::Timestamp;
-use crate::wire::{RawRow, WireRow};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 use std::fmt;

@@ -1,0 +1,8 @@
+//! The wire protocol (PROTOCOL.md) as types, shared by the device's client and the server, so
+//! that no error code is spelled twice: the [`error`] body, the pull [`cursor`], the
+//! schema-driven decoders of pages and push bodies ([`page`]) and the row codec ([`wire`]).
+
+pub mod cursor;
+pub mod error;
+pub mod page;
+pub mod wire;
