@@ -13,6 +13,7 @@ use serde_json::{Value as Json, json};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use sync_runtime::client::{self, Activity, Limits, Remote};
+use sync_runtime::protocol::push::RowResult;
 use sync_runtime::schema::{ColumnRole, ColumnType};
 use sync_runtime::{Store, Timestamp, Value};
 
@@ -499,25 +500,33 @@ async fn faulty_sync(
         }
         let changes = batch.changes_map();
         for r in &batch.rows {
-            let st = answer["results"][&r.table]
-                .as_array()
-                .and_then(|l| l.iter().find(|x| x["remote_id"] == r.remote_id.as_str()));
+            let st = answer
+                .results
+                .get(&r.table)
+                .and_then(|l| l.iter().find(|x| x.remote_id == r.remote_id));
             if let Some(st) = st {
-                let status = st["status"].as_str().unwrap_or_default();
+                let (status, canonical_id, with_row) = match &st.result {
+                    RowResult::Applied => ("applied", None, false),
+                    RowResult::Stale { .. } => ("stale", None, true),
+                    RowResult::Merged { canonical_id, row } => {
+                        ("merged", Some(canonical_id), row.is_some())
+                    }
+                    RowResult::Rejected { .. } => ("rejected", None, false),
+                };
                 trace.push(format!(
                     "device {}:   pushed {} {} ({}) -> {status} {}{}",
                     d.index,
                     r.table,
                     r.remote_id,
                     r.updated_at,
-                    st["canonical_id"].as_str().unwrap_or(""),
-                    if st["row"].is_object() {
+                    canonical_id.map_or("", String::as_str),
+                    if with_row {
                         " with the server's row"
                     } else {
                         ""
                     }
                 ));
-                if status == "applied" || status == "merged" {
+                if matches!(st.result, RowResult::Applied | RowResult::Merged { .. }) {
                     let stamp = changes[&r.table]
                         .as_array()
                         .unwrap()
@@ -527,11 +536,7 @@ async fn faulty_sync(
                         .as_str()
                         .unwrap()
                         .to_owned();
-                    let rid = if status == "merged" {
-                        st["canonical_id"].as_str().unwrap().to_owned()
-                    } else {
-                        r.remote_id.clone()
-                    };
+                    let rid = canonical_id.unwrap_or(&r.remote_id).clone();
                     acks.push(Ack {
                         table: r.table.clone(),
                         remote_id: rid,
@@ -542,7 +547,7 @@ async fn faulty_sync(
         }
         d.device
             .store
-            .apply_push_results(&batch.rows, &answer["results"])
+            .apply_push_results(&batch.rows, &answer.results)
             .unwrap();
         done.extend(
             batch

@@ -453,7 +453,7 @@ async fn a_row_edited_while_its_push_is_in_flight_stays_dirty() {
         .await
         .unwrap();
     a.store
-        .apply_push_results(&batch.rows, &answer["results"])
+        .apply_push_results(&batch.rows, &answer.results)
         .unwrap();
     assert!(!a.store.is_dirty("profiles", p).unwrap());
     assert!(

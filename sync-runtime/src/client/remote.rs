@@ -1,6 +1,7 @@
 //! The server, as the device speaks to it over HTTP.
 
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
+use crate::protocol::push::{PushRequest, PushResponse};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
@@ -208,34 +209,25 @@ impl Remote {
         device_id: &str,
         schema_version: u32,
         changes: &serde_json::value::RawValue,
-    ) -> Result<Json, RemoteError> {
+    ) -> Result<PushResponse, RemoteError> {
         // Serialized straight from the batch: a `json!` body would copy every row first.
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            device_id: &'a str,
-            schema_version: u32,
-            changes: &'a serde_json::value::RawValue,
-        }
-        let body = Body {
+        let body = PushRequest {
             device_id,
             schema_version,
             changes,
         };
-        let r = self
-            .send(
+        let resp = self
+            .send_for_head(
                 self.http
                     .post(format!("{}/api/sync/push", self.base))
                     .bearer_auth(token)
                     .json(&body),
             )
             .await?;
-        if r["results"].is_object() {
-            Ok(r)
-        } else {
-            Err(RemoteError::Protocol(
-                "a push answer without results".into(),
-            ))
-        }
+        let bytes = self.body(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            RemoteError::Protocol(format!("a push answer that is not the protocol: {e}"))
+        })
     }
 
     /// The head of one page's answer after `since`, and from its headers the next page's

@@ -4,6 +4,7 @@
 use crate::protocol::cursor::Cursor;
 use crate::protocol::error::{CursorExpiry, ErrorBody};
 use crate::protocol::page::PushBody;
+use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
 use crate::protocol::wire::{WireError, WireRow, normalise_id};
 use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError};
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,37 +59,6 @@ pub struct Health {
     pub max_page_bytes: usize,
     /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
     pub max_clock_ahead_ms: u64,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct PushRequest {
-    /// Made once per local database.
-    pub device_id: String,
-    #[schema(minimum = 1)]
-    pub schema_version: u32,
-    /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
-    #[schema(value_type = Object)]
-    pub changes: BTreeMap<String, Vec<Json>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RowResult {
-    pub remote_id: String,
-    /// `applied`, `stale`, `merged` or `rejected`.
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canonical_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub row: Option<Map<String, Json>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PushResponse {
-    pub server_time: String,
-    pub results: BTreeMap<String, Vec<RowResult>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -146,7 +116,7 @@ impl Serialize for PageChanges {
         Health,
         PushRequest,
         PushResponse,
-        RowResult,
+        RowResultSchema,
         PullResponse
     ))
 )]
@@ -496,31 +466,19 @@ async fn push(
             .ok_or_else(|| ApiError::internal("result for an unknown table"))?;
         let rows = rows
             .into_iter()
-            .map(|(remote_id, status)| {
-                let mut r = RowResult {
-                    remote_id,
-                    status: String::new(),
-                    canonical_id: None,
-                    row: None,
-                    message: None,
-                };
-                match status {
-                    RowStatus::Applied => r.status = "applied".into(),
-                    RowStatus::Stale(row) => {
-                        r.status = "stale".into();
-                        r.row = Some(sync::row_json(table, &row, version));
-                    }
-                    RowStatus::Merged(id, kept) => {
-                        r.status = "merged".into();
-                        r.canonical_id = Some(id);
-                        r.row = kept.map(|row| sync::row_json(table, &row, version));
-                    }
-                    RowStatus::Rejected(m) => {
-                        r.status = "rejected".into();
-                        r.message = Some(m);
-                    }
-                }
-                r
+            .map(|(remote_id, status)| RowOutcome {
+                remote_id,
+                result: match status {
+                    RowStatus::Applied => RowResult::Applied,
+                    RowStatus::Stale(row) => RowResult::Stale {
+                        row: Json::Object(sync::row_json(table, &row, version)),
+                    },
+                    RowStatus::Merged(canonical_id, kept) => RowResult::Merged {
+                        canonical_id,
+                        row: kept.map(|row| Json::Object(sync::row_json(table, &row, version))),
+                    },
+                    RowStatus::Rejected(message) => RowResult::Rejected { message },
+                },
             })
             .collect();
         out.insert(name, rows);
