@@ -2,6 +2,7 @@
 
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use crate::protocol::push::{PushRequest, PushResponse};
+use crate::protocol::{headers, paths};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
@@ -164,7 +165,7 @@ impl Remote {
     }
 
     pub async fn health(&self) -> Result<Json, RemoteError> {
-        self.send(self.http.get(format!("{}/api/health", self.base)))
+        self.send(self.http.get(format!("{}{}", self.base, paths::HEALTH)))
             .await
     }
 
@@ -173,7 +174,7 @@ impl Remote {
         Self::session(
             self.send(
                 self.http
-                    .post(format!("{}/api/auth/register", self.base))
+                    .post(format!("{}{}", self.base, paths::REGISTER))
                     .json(&body),
             )
             .await?,
@@ -185,7 +186,7 @@ impl Remote {
         Self::session(
             self.send(
                 self.http
-                    .post(format!("{}/api/auth/login", self.base))
+                    .post(format!("{}{}", self.base, paths::LOGIN))
                     .json(&body),
             )
             .await?,
@@ -195,7 +196,7 @@ impl Remote {
     pub async fn logout(&self, token: &str) -> Result<(), RemoteError> {
         self.send(
             self.http
-                .post(format!("{}/api/auth/logout", self.base))
+                .post(format!("{}{}", self.base, paths::LOGOUT))
                 .bearer_auth(token),
         )
         .await
@@ -219,7 +220,7 @@ impl Remote {
         let resp = self
             .send_for_head(
                 self.http
-                    .post(format!("{}/api/sync/push", self.base))
+                    .post(format!("{}{}", self.base, paths::PUSH))
                     .bearer_auth(token)
                     .json(&body),
             )
@@ -250,7 +251,7 @@ impl Remote {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let next = match (header("x-sync-cursor"), header("x-sync-has-more")) {
+        let next = match (header(headers::CURSOR), header(headers::HAS_MORE)) {
             (Some(cursor), Some(more)) => Some(if more == "true" {
                 NextPage::After(cursor)
             } else {
@@ -286,7 +287,7 @@ impl Remote {
         let resp = self.send_for_head(req).await?;
         let granted = resp
             .headers()
-            .get("x-sync-wait")
+            .get(headers::WAIT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
@@ -319,9 +320,9 @@ impl Remote {
             query.push(("since", s.to_owned()));
         }
         self.http
-            .get(format!("{}/api/sync/pull", self.base))
+            .get(format!("{}{}", self.base, paths::PULL))
             .bearer_auth(token)
-            .header("X-Sync-Schema-Version", schema_version.to_string())
+            .header(headers::SCHEMA_VERSION, schema_version.to_string())
             .query(&query)
     }
 

@@ -6,6 +6,7 @@ use crate::protocol::error::{CursorExpiry, ErrorBody};
 use crate::protocol::page::PushBody;
 use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
 use crate::protocol::wire::{WireError, WireRow, normalise_id};
+use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
@@ -139,13 +140,13 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
-        .route("/api/health", get(health))
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/sync/push", post(push))
-        .route("/api/sync/pull", get(pull))
-        .route("/api/openapi.json", get(openapi_json))
+        .route(paths::HEALTH, get(health))
+        .route(paths::REGISTER, post(register))
+        .route(paths::LOGIN, post(login))
+        .route(paths::LOGOUT, post(logout))
+        .route(paths::PUSH, post(push))
+        .route(paths::PULL, get(pull))
+        .route(paths::OPENAPI, get(openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -542,7 +543,7 @@ fn percent_decode(s: &str) -> Option<String> {
     security(("bearer" = [])))]
 async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
     let (user, _) = authenticate(&s, req.headers()).await?;
-    let version = match req.headers().get("x-sync-schema-version") {
+    let version = match req.headers().get(headers::SCHEMA_VERSION) {
         None => s.app.schema.version(),
         Some(v) => v
             .to_str()
@@ -615,8 +616,8 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
     // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
     // this one's head arrives, while its body is still being read and decoded.
     let headers = [
-        ("x-sync-cursor", cursor.clone()),
-        ("x-sync-has-more", page.has_more.to_string()),
+        (headers::CURSOR, cursor.clone()),
+        (headers::HAS_MORE, page.has_more.to_string()),
     ];
     let mut response = (
         headers,
@@ -632,7 +633,7 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
     if let Some(granted) = answer.granted {
         response
             .headers_mut()
-            .insert("x-sync-wait", granted.as_secs().into());
+            .insert(headers::WAIT, granted.as_secs().into());
     }
     Ok(response)
 }
