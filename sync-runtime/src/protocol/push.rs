@@ -1,6 +1,6 @@
 //! `POST /api/sync/push`: the request envelope, the answer, and each row's result
 //! (PROTOCOL.md, "Push"). Rows stay JSON objects here: each side decodes them against its
-//! schema ([`super::page::PushBody`] on the server, the engine on the device).
+//! schema ([`super::push_body::PushBody`] on the server, the engine on the device).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

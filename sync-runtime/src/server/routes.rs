@@ -3,8 +3,8 @@
 
 use crate::protocol::cursor::Cursor;
 use crate::protocol::error::{CursorExpiry, ErrorBody};
-use crate::protocol::page::PushBody;
 use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
+use crate::protocol::push_body::PushBody;
 use crate::protocol::wire::{WireError, WireRow, normalise_id};
 use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
