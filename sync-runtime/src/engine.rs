@@ -6,12 +6,13 @@
 
 use crate::ddl::{quote_ident, quote_literal};
 use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
+use crate::protocol::push::{PushResults, RowResult};
+use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnRole, Table};
 use crate::store::{Sql, Store, StoreError};
 use crate::timestamp::Timestamp;
 use crate::value::{Value, ValueError};
-use crate::wire::WireRow;
 use rusqlite::{OptionalExtension, params_from_iter};
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -243,7 +244,7 @@ impl Store {
                 }
                 serde_json::to_writer(
                     &mut body,
-                    &crate::wire::RowJson {
+                    &crate::protocol::wire::RowJson {
                         table: t,
                         version,
                         remote_id: &remote_id,
@@ -289,7 +290,7 @@ impl Store {
     pub fn apply_push_results(
         &mut self,
         rows: &[PushedRow],
-        results: &Json,
+        results: &PushResults,
     ) -> Result<PushSummary, StoreError> {
         self.with_account(|s| s.apply_results(rows, results))
     }
@@ -297,20 +298,17 @@ impl Store {
     fn apply_results(
         &mut self,
         rows: &[PushedRow],
-        results: &Json,
+        results: &PushResults,
     ) -> Result<PushSummary, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let mut summary = PushSummary::default();
-        let mut by_key: HashMap<(&str, &str), &Json> = HashMap::new();
-        if let Some(obj) = results.as_object() {
-            for (table, list) in obj {
-                for r in list.as_array().into_iter().flatten() {
-                    if let Some(id) = r["remote_id"].as_str() {
-                        by_key.insert((table.as_str(), id), r);
-                    }
-                }
-            }
-        }
+        let by_key: HashMap<(&str, &str), &RowResult> = results
+            .iter()
+            .flat_map(|(table, list)| {
+                list.iter()
+                    .map(move |r| ((table.as_str(), r.remote_id.as_str()), &r.result))
+            })
+            .collect();
         // A full pull in progress resumes with pages that leave out this device's own writes:
         // what this push stored on the server must count as seen, or the sweep at the pull's end
         // would remove it here.
@@ -321,46 +319,43 @@ impl Store {
                     r.get(0)
                 })?;
         for row in rows {
-            let Some(result) = by_key.get(&(row.table.as_str(), row.remote_id.as_str())) else {
+            let Some(&result) = by_key.get(&(row.table.as_str(), row.remote_id.as_str())) else {
                 continue;
             };
             let table = self.table(&row.table)?;
             if full_pull {
-                let stored = match result["status"].as_str() {
-                    Some("applied") => Some(row.remote_id.as_str()),
-                    Some("merged") => result["canonical_id"].as_str().or(Some(&row.remote_id)),
-                    Some("stale") => result["row"]["remote_id"].as_str(),
-                    _ => None,
+                let stored = match result {
+                    RowResult::Applied => Some(row.remote_id.as_str()),
+                    RowResult::Merged { canonical_id, .. } => Some(canonical_id.as_str()),
+                    RowResult::Stale { row } => row["remote_id"].as_str(),
+                    RowResult::Rejected { .. } => None,
                 };
                 if let Some(rid) = stored {
                     self.mark_seen(table, rid)?;
                 }
             }
-            match result["status"].as_str().unwrap_or_default() {
-                "applied" => {
+            match result {
+                RowResult::Applied => {
                     self.clear_dirty(table, row, any_rejected)?;
                     summary.applied += 1;
                 }
-                "merged" => {
-                    let canonical = result["canonical_id"]
-                        .as_str()
-                        .unwrap_or(&row.remote_id)
-                        .to_owned();
-                    let won = !result["row"].is_object();
-                    self.adopt_remote_id(table, row, &canonical, won)?;
+                RowResult::Merged {
+                    canonical_id,
+                    row: survivor,
+                } => {
+                    self.adopt_remote_id(table, row, canonical_id, survivor.is_none())?;
                     // The pushed write lost the merge: take the survivor's version.
-                    if result["row"].is_object() {
+                    if let Some(survivor) = survivor {
                         self.apply_incoming(
                             table,
-                            self.server_row(table, &result["row"])?,
+                            self.server_row(table, survivor)?,
                             Incoming::Stale,
                             &mut HashMap::new(),
                         )?;
                     }
                     summary.merged += 1;
                 }
-                "stale" => {
-                    let server_row = &result["row"];
+                RowResult::Stale { row: server_row } => {
                     if let Some(canonical) = server_row["remote_id"]
                         .as_str()
                         .filter(|c| *c != row.remote_id)
@@ -376,21 +371,17 @@ impl Store {
                     )?;
                     summary.stale += 1;
                 }
-                "rejected" if self.under_a_pushed_tombstone(table, row.id)? => {
+                RowResult::Rejected { .. } if self.under_a_pushed_tombstone(table, row.id)? => {
                     // An orphan the server could not recognise (it purged its parent's
                     // tombstone): the server's orphan rule, applied here. The row becomes a
                     // tombstone, pushed next (simulation seed 882, purges).
                     self.tombstone_orphan(table, row.id)?;
                     summary.stale += 1;
                 }
-                "rejected" => {
-                    let message = result["message"]
-                        .as_str()
-                        .unwrap_or("rejected by the server");
+                RowResult::Rejected { message } => {
                     self.reject(row, message)?;
                     summary.rejected += 1;
                 }
-                _ => {}
             }
         }
         self.retry_parked()?;

@@ -2,8 +2,8 @@
 //!
 //! `#[derive(Syncable)]` describes each entity's table as data ([`schema`]); this crate turns
 //! those descriptions into the three database schemas ([`ddl`], [`migrate`]), keeps the device's
-//! local store ([`store`]) with its dirty tracking and [`clock`], and carries rows on the
-//! [`wire`].
+//! local store ([`store`]) with its dirty tracking and [`clock`], and speaks the sync
+//! [`protocol`].
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -15,7 +15,7 @@ pub mod engine;
 pub mod generate;
 pub mod merge;
 pub mod migrate;
-pub mod page;
+pub mod protocol;
 pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;
@@ -23,7 +23,6 @@ pub mod store;
 pub mod syncable;
 pub mod timestamp;
 pub mod value;
-pub mod wire;
 
 pub use schema::{
     Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Schema, Table,

@@ -16,6 +16,8 @@ use std::time::Duration;
 use sync_runtime::Store;
 use sync_runtime::client::{self, Activity, Limits, SyncError, SyncReport};
 use sync_runtime::client::{NextPage, PullRequest, Remote, RemoteError, Session, Transport};
+use sync_runtime::protocol::error::ErrorCode;
+use sync_runtime::protocol::push::{PushResponse, RowResult};
 
 /// A write the server acknowledged to the device: it must survive.
 #[derive(Clone, Debug)]
@@ -121,7 +123,7 @@ impl FaultyTransport {
     }
 
     /// Notes each pushed row's result, and the writes the server acknowledged.
-    fn record_push(&self, changes: &RawValue, answer: &Json) {
+    fn record_push(&self, changes: &RawValue, answer: &PushResponse) {
         let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
         let mut record = self.lock();
         for (table, rows) in &sent {
@@ -130,28 +132,35 @@ impl FaultyTransport {
                 let (Some(rid), Some(stamp)) = (rid, stamp) else {
                     continue;
                 };
-                let Some(result) = answer["results"][table]
-                    .as_array()
-                    .and_then(|l| l.iter().find(|x| x["remote_id"] == rid))
+                let Some(outcome) = answer
+                    .results
+                    .get(table)
+                    .and_then(|l| l.iter().find(|x| x.remote_id == rid))
                 else {
                     continue;
                 };
-                let status = result["status"].as_str().unwrap_or_default();
+                let (status, acked, with_row) = match &outcome.result {
+                    RowResult::Applied => ("applied", Some(rid), false),
+                    RowResult::Stale { .. } => ("stale", None, true),
+                    RowResult::Merged { canonical_id, row } => {
+                        ("merged", Some(canonical_id.as_str()), row.is_some())
+                    }
+                    RowResult::Rejected { .. } => ("rejected", None, false),
+                };
                 record.trace.push(format!(
                     "device {}:   pushed {table} {rid} ({stamp}) -> {status} {}{}",
                     self.device,
-                    result["canonical_id"].as_str().unwrap_or(""),
-                    if result["row"].is_object() {
+                    if status == "merged" {
+                        acked.unwrap_or("")
+                    } else {
+                        ""
+                    },
+                    if with_row {
                         " with the server's row"
                     } else {
                         ""
                     }
                 ));
-                let acked = match status {
-                    "applied" => Some(rid),
-                    "merged" => result["canonical_id"].as_str(),
-                    _ => None,
-                };
                 if let Some(acked) = acked {
                     record.acks.push(Ack {
                         table: table.clone(),
@@ -202,7 +211,7 @@ impl Transport for FaultyTransport {
         device_id: &str,
         schema_version: u32,
         changes: &RawValue,
-    ) -> Result<Json, RemoteError> {
+    ) -> Result<PushResponse, RemoteError> {
         let limit = self.lock().armed.as_ref().map(|a| a.max_push_rows);
         if let Some(limit) = limit.filter(|l| rows_in(changes) > *l) {
             self.note(format!(
@@ -210,7 +219,7 @@ impl Transport for FaultyTransport {
             ));
             return Err(RemoteError::Api {
                 status: 413,
-                code: "payload_too_large".into(),
+                code: ErrorCode::TooLarge,
                 message: format!("more than {limit} rows"),
                 reason: None,
             });

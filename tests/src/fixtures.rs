@@ -2,7 +2,7 @@
 
 use entities::{Profile, WatchHistory};
 use sync_runtime::engine::PageSummary;
-use sync_runtime::page::PulledPage;
+use sync_runtime::protocol::page::PulledPage;
 use sync_runtime::{Store, Timestamp};
 
 /// A profile named `name`, optionally under a settings profile.

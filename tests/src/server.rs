@@ -5,6 +5,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use sync_runtime::App;
+use sync_runtime::protocol::paths;
 use sync_runtime::schema::{ColumnType, DefaultValue, Table};
 use sync_runtime::server::{Server, ServerConfig, router};
 use tower::ServiceExt;
@@ -210,7 +211,7 @@ impl TestServer {
         let (s, b) = self
             .call(
                 Method::POST,
-                "/api/auth/register",
+                paths::REGISTER,
                 None,
                 Some(json!({"email": email, "password": "correct horse"})),
             )
@@ -231,7 +232,7 @@ impl TestServer {
 
     pub async fn push_raw(&self, token: &str, device: &str, changes: Json) -> (StatusCode, Json) {
         let body = json!({"device_id": device, "schema_version": 1, "changes": changes});
-        self.call(Method::POST, "/api/sync/push", Some(token), Some(body))
+        self.call(Method::POST, paths::PUSH, Some(token), Some(body))
             .await
     }
 
@@ -254,7 +255,7 @@ impl TestServer {
         }
         self.call(
             Method::GET,
-            &format!("/api/sync/pull?{}", q.join("&")),
+            &format!("{}?{}", paths::PULL, q.join("&")),
             Some(token),
             None,
         )

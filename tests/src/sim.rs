@@ -859,7 +859,7 @@ fn device_snapshot(store: &Store) -> Snapshot {
                             .unwrap();
                         json!(w)
                     }
-                    _ => sync_runtime::wire::encode_value(&v),
+                    _ => sync_runtime::protocol::wire::encode_value(&v),
                 };
                 cols.insert(c.name.clone(), v);
             }
@@ -875,7 +875,7 @@ async fn read_server(
     srv: &LiveServer,
     user: &str,
 ) -> Result<Vec<(String, Json)>, sync_runtime::server::error::ApiError> {
-    use sync_runtime::server::cursor::PullFrom;
+    use sync_runtime::protocol::cursor::PullFrom;
     use sync_runtime::server::sync::{self, PullInput};
     let server = srv.server.clone().expect("the server is up");
     let app = server.app;

@@ -8,14 +8,15 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use sync_runtime::protocol::headers;
 
 /// Headers of the protocol that pass through, each way.
-const REQUEST_HEADERS: &[&str] = &["authorization", "content-type", "x-sync-schema-version"];
+const REQUEST_HEADERS: &[&str] = &["authorization", "content-type", headers::SCHEMA_VERSION];
 const RESPONSE_HEADERS: &[&str] = &[
     "content-type",
     "retry-after",
-    "x-sync-cursor",
-    "x-sync-has-more",
+    headers::CURSOR,
+    headers::HAS_MORE,
 ];
 
 struct Upstream {

@@ -6,6 +6,11 @@ use sync_runtime::{Store, Timestamp};
 use tests::fixtures::apply_page;
 use tests::server::{at, id, row};
 
+/// A push's `results` as the server writes them.
+fn answered(results: serde_json::Value) -> sync_runtime::protocol::push::PushResults {
+    serde_json::from_value(results).expect("the protocol's push results")
+}
+
 fn store() -> Store {
     Store::open_in_memory(entities::app()).unwrap()
 }
@@ -113,7 +118,8 @@ fn a_row_merged_into_a_record_held_here_hands_over_its_values_without_a_key_clas
         s.remote_id("lists", survivor).unwrap().unwrap(),
     );
     let results = json!({"lists": [{"remote_id": mine_rid, "status": "merged", "canonical_id": survivor_rid}]});
-    s.apply_push_results(&batch.rows, &results).unwrap();
+    s.apply_push_results(&batch.rows, &answered(results))
+        .unwrap();
     assert!(
         s.get::<List>(mine).unwrap().is_none(),
         "the merged-away row is gone"
@@ -194,7 +200,8 @@ fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
     assert_eq!(batch.rows[0].table, "lists");
     let results = json!({"lists": [{"remote_id": s.remote_id("lists", mine).unwrap().unwrap(), "status": "merged",
         "canonical_id": s.remote_id("lists", survivor).unwrap().unwrap()}]});
-    s.apply_push_results(&batch.rows, &results).unwrap();
+    s.apply_push_results(&batch.rows, &answered(results))
+        .unwrap();
     let items: Vec<ListItem> = s.list().unwrap();
     assert_eq!(items.len(), 1, "one record: {items:?}");
     assert_eq!(items[0].id, Some(kept));
@@ -268,7 +275,8 @@ fn a_removed_addon_that_the_account_still_uses_is_kept() {
     // The tombstone goes up; removed add-ons nothing points at any more are cleaned up then.
     let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
     let results = json!({"profile_addons": batch.rows.iter().map(|r| json!({"remote_id": r.remote_id, "status": "applied"})).collect::<Vec<_>>()});
-    s.apply_push_results(&batch.rows, &results).unwrap();
+    s.apply_push_results(&batch.rows, &answered(results))
+        .unwrap();
     let live: Vec<ProfileAddon> = s.list().unwrap();
     assert_eq!(live.len(), 1, "the pulled setting survives");
     assert_eq!(
@@ -375,7 +383,7 @@ fn rows_pushed_while_a_full_pull_is_unfinished_survive_its_sweep() {
             .unwrap()
             .push(json!({"remote_id": r.remote_id, "status": "applied"}));
     }
-    s.apply_push_results(&batch.rows, &serde_json::Value::Object(results))
+    s.apply_push_results(&batch.rows, &answered(serde_json::Value::Object(results)))
         .unwrap();
     let last = json!({"changes": {}, "cursor": "c1.1.9", "has_more": false});
     apply_page(&mut s, &last);
@@ -419,7 +427,7 @@ fn an_answered_version_held_back_for_its_parent_is_applied_when_the_parent_arriv
             .unwrap()
             .push(answer);
     }
-    s.apply_push_results(&batch.rows, &serde_json::Value::Object(results))
+    s.apply_push_results(&batch.rows, &answered(serde_json::Value::Object(results)))
         .unwrap();
     assert_eq!(s.parked_count().unwrap(), 1, "held back for its list");
     let profile_rid = s.remote_id("profiles", p).unwrap().unwrap();
@@ -487,7 +495,8 @@ fn an_item_merged_here_by_its_lists_merge_takes_its_own_answer_in_stride() {
         "lists": [{"remote_id": rid("lists", l1), "status": "merged", "canonical_id": rid("lists", l2)}],
         "list_items": [{"remote_id": rid("list_items", i1), "status": "merged", "canonical_id": rid("list_items", i2)}],
     });
-    s.apply_push_results(&batch.rows, &results).unwrap();
+    s.apply_push_results(&batch.rows, &answered(results))
+        .unwrap();
     let items = s.list::<ListItem>().unwrap();
     assert_eq!(items.len(), 1, "one item: {items:?}");
     assert_eq!(items[0].id, Some(i2));
@@ -698,8 +707,8 @@ fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
     let rid = batch.rows[0].remote_id.clone();
     s.apply_push_results(
         &batch.rows,
-        &json!({"appearance_settings": [{"remote_id": rid, "status": "rejected",
-            "message": "column `settings_profile_id` references a settings_profiles record this account does not have"}]}),
+        &answered(json!({"appearance_settings": [{"remote_id": rid, "status": "rejected",
+            "message": "column `settings_profile_id` references a settings_profiles record this account does not have"}]})),
     )
     .unwrap();
     assert!(s.rejected_rows().unwrap().is_empty(), "not left rejected");

@@ -4,8 +4,8 @@
 use entities::*;
 use serde_json::json;
 use std::collections::HashMap;
+use sync_runtime::protocol::wire::{self, RefResolver, WireRow};
 use sync_runtime::schema::Reference;
-use sync_runtime::wire::{self, RefResolver, WireRow};
 use sync_runtime::{Store, Syncable, Timestamp};
 
 fn t(s: &str) -> Timestamp {

@@ -887,6 +887,52 @@ async fn the_openapi_document_lists_every_endpoint(s: TestServer) {
 }
 on_both_backends!(openapi, the_openapi_document_lists_every_endpoint);
 
+/// The `utoipa::path` attributes spell the paths and headers as literals: each of the
+/// protocol's names must be what the served document says and what the router answers.
+async fn every_protocol_path_and_header_is_in_the_served_openapi_document(s: TestServer) {
+    use sync_runtime::protocol::{headers, paths};
+    let (st, doc) = s.call(Method::GET, paths::OPENAPI, None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    for path in paths::ALL {
+        let operations = doc["paths"][path].as_object();
+        assert!(operations.is_some(), "{path} is documented");
+        for method in operations.unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (st, body) = s.call(method.clone(), path, None, None).await;
+            assert_ne!(
+                st,
+                StatusCode::NOT_FOUND,
+                "{method} {path} is routed: {body}"
+            );
+            assert_ne!(
+                st,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {body}"
+            );
+        }
+    }
+    let pull = &doc["paths"][paths::PULL]["get"];
+    assert!(
+        pull["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["in"] == "header"
+                && p["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(headers::SCHEMA_VERSION))),
+        "{pull}"
+    );
+    let answer = &pull["responses"]["200"]["headers"];
+    for header in [headers::CURSOR, headers::HAS_MORE, headers::WAIT] {
+        assert!(answer[header].is_object(), "{header} in {answer}");
+    }
+}
+on_both_backends!(
+    protocol_names,
+    every_protocol_path_and_header_is_in_the_served_openapi_document
+);
+
 /// Found by the simulation (seed 16): a device whose clock went back wrote a record with the same
 /// natural key as its own earlier tombstone, at a lower stamp. The write lost the merge, and the
 /// survivor's version, written last by that very device, never reached it by pull.

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use sync_runtime::Store;
 use sync_runtime::client::{self, ServiceOptions, SyncService, Transport};
+use sync_runtime::protocol::{headers, paths};
 use tokio::io::AsyncWriteExt;
 
 /// Latencies in seconds: p50, p99, min, max.
@@ -250,9 +251,10 @@ pub async fn idle_pulls(
     let addr = url.trim_start_matches("http://").to_owned();
     let mut held = Vec::with_capacity(count);
     for (token, cursor) in accounts {
+        let (path, version) = (paths::PULL, headers::SCHEMA_VERSION);
         let request = format!(
-            "GET /api/sync/pull?since={cursor}&wait=3600 HTTP/1.1\r\nHost: {addr}\r\n\
-             Authorization: Bearer {token}\r\nX-Sync-Schema-Version: 1\r\n\r\n"
+            "GET {path}?since={cursor}&wait=3600 HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {token}\r\n{version}: 1\r\n\r\n"
         );
         for _ in 0..per_account.min(count - held.len()) {
             let mut conn = tokio::net::TcpStream::connect(&addr)

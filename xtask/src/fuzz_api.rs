@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::sync::Arc;
 use sync_runtime::client::Transport;
+use sync_runtime::protocol::paths;
 use sync_runtime::server::{Server, ServerConfig, serve};
 use tests::server::{Backend, fresh_database};
 
@@ -81,9 +82,9 @@ pub fn run(backend: Backend, max_examples: u32) -> Result<bool, String> {
             .map_err(|e| e.to_string())?
             .token;
         let mut everything = args.clone();
-        everything.extend(["--exclude-path".to_owned(), "/api/auth/logout".to_owned()]);
+        everything.extend(["--exclude-path".to_owned(), paths::LOGOUT.to_owned()]);
         let mut logout = args;
-        logout.extend(["--include-path".to_owned(), "/api/auth/logout".to_owned()]);
+        logout.extend(["--include-path".to_owned(), paths::LOGOUT.to_owned()]);
         if let Some(h) = logout.iter().position(|a| a.starts_with("Authorization:")) {
             logout[h] = format!("Authorization: Bearer {logout_token}");
         }

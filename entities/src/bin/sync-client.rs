@@ -166,7 +166,7 @@ fn default_value(c: &Column) -> Option<Value> {
 }
 
 fn value_json(v: &Value) -> Json {
-    sync_runtime::wire::encode_value(v)
+    sync_runtime::protocol::wire::encode_value(v)
 }
 
 fn open(db: &PathBuf) -> Result<Store, String> {

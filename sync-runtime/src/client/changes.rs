@@ -2,7 +2,7 @@
 //! the local ids of the rows a pull inserted, updated or deleted.
 
 use crate::ddl::quote_ident;
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
 use crate::schema::Table;
 use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};

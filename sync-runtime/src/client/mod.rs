@@ -13,7 +13,8 @@ pub use service::{ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
 
 use crate::engine::RejectedRow;
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
+use crate::protocol::push::PushResponse;
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashSet};
@@ -142,12 +143,6 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
     })
 }
 
-fn server_time(j: &serde_json::Value) -> Option<Timestamp> {
-    j["server_time"]
-        .as_str()
-        .and_then(|s| Timestamp::parse_wire(s).ok())
-}
-
 /// Batch sizes of a sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -256,9 +251,9 @@ impl<T> Drop for Background<T> {
     }
 }
 
-impl Background<Result<serde_json::Value, RemoteError>> {
+impl Background<Result<PushResponse, RemoteError>> {
     /// The answer of a request sent in the background.
-    async fn answer(mut self, remote: &impl Transport) -> Result<serde_json::Value, RemoteError> {
+    async fn answer(mut self, remote: &impl Transport) -> Result<PushResponse, RemoteError> {
         (&mut self.0).await.unwrap_or_else(|e| {
             Err(RemoteError::Unreachable {
                 url: remote.url().to_owned(),
@@ -310,8 +305,8 @@ async fn push_phase<T: Transport>(
                     done.extend(keys(&batch.rows));
                     in_flight = Some((batch.rows, send(batch.changes)));
                 }
-                let summary = store.apply_push_results(&rows, &answer["results"])?;
-                if let Some(t) = server_time(&answer) {
+                let summary = store.apply_push_results(&rows, &answer.results)?;
+                if let Ok(t) = Timestamp::parse_wire(&answer.server_time) {
                     store.clock().observe_server_time(t);
                 }
                 report.pushed += rows.len();

@@ -1,6 +1,10 @@
 //! The server, as the device speaks to it over HTTP.
 
 use super::transport::{PullRequest, Transport};
+use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
+use crate::protocol::push::{PushRequest, PushResponse};
+use crate::protocol::{headers, paths};
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 
@@ -14,11 +18,11 @@ pub enum RemoteError {
     #[error("{message} ({code}, HTTP {status})")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         /// The body's `reason`, where the protocol gives one (a 410's: `ahead` when the server
         /// lost history).
-        reason: Option<String>,
+        reason: Option<CursorExpiry>,
     },
     /// The server answered something that is not the protocol.
     #[error("the server's answer is not the sync protocol: {0}")]
@@ -36,7 +40,14 @@ impl RemoteError {
     /// A 410 saying the server holds less than this device was told it held (it was restored
     /// from an earlier copy): what this device holds must be uploaded again.
     pub fn server_lost_history(&self) -> bool {
-        matches!(self, RemoteError::Api { status: 410, reason: Some(r), .. } if r == "ahead")
+        matches!(
+            self,
+            RemoteError::Api {
+                status: 410,
+                reason: Some(CursorExpiry::Ahead),
+                ..
+            }
+        )
     }
 
     /// Whether trying again later may succeed (the network, or the server failing).
@@ -123,14 +134,18 @@ impl Remote {
                 RemoteError::Protocol(format!("HTTP {status} with a body that is not JSON"))
             })?
         };
+        // JSON that is not the protocol's error body (a proxy's) is still an answer with its
+        // status: a 5xx of it stays worth retrying.
+        let body = ErrorBody::deserialize(body).unwrap_or_else(|_| ErrorBody {
+            error: ErrorCode::Unknown,
+            message: "the server refused the request".to_owned(),
+            reason: None,
+        });
         Err(RemoteError::Api {
             status,
-            code: body["error"].as_str().unwrap_or("unknown").to_owned(),
-            message: body["message"]
-                .as_str()
-                .unwrap_or("the server refused the request")
-                .to_owned(),
-            reason: body["reason"].as_str().map(str::to_owned),
+            code: body.error,
+            message: body.message,
+            reason: body.reason,
         })
     }
 
@@ -147,7 +162,7 @@ impl Remote {
     }
 
     pub async fn health(&self) -> Result<Json, RemoteError> {
-        self.send(self.http.get(format!("{}/api/health", self.base)))
+        self.send(self.http.get(format!("{}{}", self.base, paths::HEALTH)))
             .await
     }
 
@@ -160,13 +175,13 @@ impl Remote {
             query.push(("since", s.to_owned()));
         }
         self.http
-            .get(format!("{}/api/sync/pull", self.base))
+            .get(format!("{}{}", self.base, paths::PULL))
             .bearer_auth(r.token)
-            .header("X-Sync-Schema-Version", r.schema_version.to_string())
+            .header(headers::SCHEMA_VERSION, r.schema_version.to_string())
             .query(&query)
     }
 
-    /// One page of changes after `since`.
+    /// One page of changes after `since`, as JSON.
     pub async fn pull(
         &self,
         token: &str,
@@ -210,22 +225,22 @@ impl Transport for Remote {
         password: &str,
         register: bool,
     ) -> Result<Session, RemoteError> {
-        let path = if register { "register" } else { "login" };
+        let path = if register {
+            paths::REGISTER
+        } else {
+            paths::LOGIN
+        };
         let body = json!({"email": email, "password": password});
         Self::session(
-            self.send(
-                self.http
-                    .post(format!("{}/api/auth/{path}", self.base))
-                    .json(&body),
-            )
-            .await?,
+            self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+                .await?,
         )
     }
 
     async fn sign_out(&self, token: &str) -> Result<(), RemoteError> {
         self.send(
             self.http
-                .post(format!("{}/api/auth/logout", self.base))
+                .post(format!("{}{}", self.base, paths::LOGOUT))
                 .bearer_auth(token),
         )
         .await
@@ -238,34 +253,25 @@ impl Transport for Remote {
         device_id: &str,
         schema_version: u32,
         changes: &serde_json::value::RawValue,
-    ) -> Result<Json, RemoteError> {
+    ) -> Result<PushResponse, RemoteError> {
         // Serialized straight from the batch: a `json!` body would copy every row first.
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            device_id: &'a str,
-            schema_version: u32,
-            changes: &'a serde_json::value::RawValue,
-        }
-        let body = Body {
+        let body = PushRequest {
             device_id,
             schema_version,
             changes,
         };
-        let r = self
-            .send(
+        let resp = self
+            .send_for_head(
                 self.http
-                    .post(format!("{}/api/sync/push", self.base))
+                    .post(format!("{}{}", self.base, paths::PUSH))
                     .bearer_auth(token)
                     .json(&body),
             )
             .await?;
-        if r["results"].is_object() {
-            Ok(r)
-        } else {
-            Err(RemoteError::Protocol(
-                "a push answer without results".into(),
-            ))
-        }
+        let bytes = self.body(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            RemoteError::Protocol(format!("a push answer that is not the protocol: {e}"))
+        })
     }
 
     async fn pull_head(
@@ -279,7 +285,7 @@ impl Transport for Remote {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let next = match (header("x-sync-cursor"), header("x-sync-has-more")) {
+        let next = match (header(headers::CURSOR), header(headers::HAS_MORE)) {
             (Some(cursor), Some(more)) => Some(if more == "true" {
                 NextPage::After(cursor)
             } else {
@@ -303,7 +309,7 @@ impl Transport for Remote {
         let resp = self.send_for_head(req).await?;
         let granted = resp
             .headers()
-            .get("x-sync-wait")
+            .get(headers::WAIT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);

@@ -3,9 +3,9 @@
 //! over a transport a test controls (requests lost, answers cut short, canned answers).
 
 use super::remote::{NextPage, RemoteError, Session};
-use crate::page::PulledPage;
+use crate::protocol::page::PulledPage;
+use crate::protocol::push::PushResponse;
 use crate::schema::Schema;
-use serde_json::Value as Json;
 use serde_json::value::RawValue;
 use std::future::Future;
 use std::time::Duration;
@@ -56,7 +56,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
         device_id: &str,
         schema_version: u32,
         changes: &RawValue,
-    ) -> impl Future<Output = Result<Json, RemoteError>> + Send;
+    ) -> impl Future<Output = Result<PushResponse, RemoteError>> + Send;
 
     /// The head of one page's answer, and what its headers say follows it (`None` when the
     /// server does not say in the head: the body does).

@@ -1,6 +1,7 @@
 //! The server's one error type: a status, a snake_case code and a sentence for a person
 //! (PROTOCOL.md, "Errors"). A 5xx never carries internals.
 
+use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -41,27 +42,6 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// Why a cursor expired, as the `reason` of a 410 body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CursorExpiry {
-    /// Tombstones the pull had to deliver were purged.
-    Purged,
-    /// The cursor is beyond the account's sequence: the server lost history.
-    Ahead,
-    /// The cursor was issued for another schema version.
-    SchemaVersion,
-}
-
-impl CursorExpiry {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CursorExpiry::Purged => "purged",
-            CursorExpiry::Ahead => "ahead",
-            CursorExpiry::SchemaVersion => "schema_version",
-        }
-    }
-}
-
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
@@ -81,21 +61,21 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::RequestTimeout(_) => "request_timeout",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::CursorExpired { .. } => "cursor_expired",
-            ApiError::TooLarge(_) => "too_large",
-            ApiError::UnsupportedSchema(_) => "unsupported_schema",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Busy { .. } => "busy",
-            ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::CursorExpired { .. } => ErrorCode::CursorExpired,
+            ApiError::TooLarge(_) => ErrorCode::TooLarge,
+            ApiError::UnsupportedSchema(_) => ErrorCode::UnsupportedSchema,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Busy { .. } => ErrorCode::Busy,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -119,10 +99,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = serde_json::json!({ "error": self.code(), "message": message });
-        if let ApiError::CursorExpired { reason, .. } = &self {
-            body["reason"] = reason.as_str().into();
-        }
+        let reason = match &self {
+            ApiError::CursorExpired { reason, .. } => Some(*reason),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.code(),
+            message,
+            reason,
+        };
         let mut response = (self.status_code(), axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after } = self {
             response
@@ -158,25 +143,36 @@ pub async fn json_errors(response: Response) -> Response {
 /// The error body for an answer that only has its status.
 pub fn envelope(status: StatusCode) -> String {
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such endpoint"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this endpoint does not answer this method; see the Allow header",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::TooLarge, "the request is too large"),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-            ("too_large", "the request's headers are too large")
+            (ErrorCode::TooLarge, "the request's headers are too large")
         }
-        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long to arrive"),
+        StatusCode::REQUEST_TIMEOUT => (
+            ErrorCode::RequestTimeout,
+            "the request took too long to arrive",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "bad_request",
+            ErrorCode::BadRequest,
             "send a JSON body with `Content-Type: application/json`",
         ),
-        s if s.is_server_error() => ("internal", "the server failed to handle this request"),
+        s if s.is_server_error() => (
+            ErrorCode::Internal,
+            "the server failed to handle this request",
+        ),
         _ => (
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request is not valid HTTP for this server",
         ),
     };
-    serde_json::json!({ "error": code, "message": message }).to_string()
+    let body = ErrorBody {
+        error: code,
+        message: message.to_owned(),
+        reason: None,
+    };
+    serde_json::to_string(&body).unwrap_or_default()
 }

@@ -4,8 +4,8 @@
 //! only its place among the waiters (`server::live`), taken before the account's sequence is
 //! read, so a change committed in between still wakes it.
 
+use crate::protocol::cursor::PullFrom;
 use crate::server::Server;
-use crate::server::cursor::PullFrom;
 use crate::server::error::ApiError;
 use crate::server::live::Woken;
 use crate::server::sync::{self, PullInput, PullPage};

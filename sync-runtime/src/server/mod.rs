@@ -2,7 +2,6 @@
 //! on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a socket.
 
 pub mod auth;
-pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod listen;

@@ -2,6 +2,7 @@
 //! with what only the running server knows, so that a request the document calls valid is one
 //! the server accepts: each synced table's row, the schema version served, the cursor's shape.
 
+use crate::protocol::{headers, paths};
 use crate::schema::{ColumnType, Table};
 use crate::server::Server;
 use crate::server::routes::ApiDoc;
@@ -101,10 +102,11 @@ pub fn document(server: &Server) -> Json {
     push["schema_version"] =
         json!({"type": "integer", "format": "int32", "minimum": version, "maximum": version});
     push["device_id"] = json!({"type": "string", "pattern": UUID_PATTERN});
-    if let Some(params) = doc["paths"]["/api/sync/pull"]["get"]["parameters"].as_array_mut() {
+    if let Some(params) = doc["paths"][paths::PULL]["get"]["parameters"].as_array_mut() {
         for p in params {
             match p["name"].as_str() {
-                Some("X-Sync-Schema-Version") => {
+                // The document spells the header as the `utoipa::path` literal does.
+                Some(h) if h.eq_ignore_ascii_case(headers::SCHEMA_VERSION) => {
                     p["schema"] = json!({"type": "integer", "format": "int32",
                         "minimum": version, "maximum": version});
                 }

@@ -1,14 +1,17 @@
 //! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
-use crate::page::PushBody;
-use crate::server::cursor::Cursor;
+use crate::protocol::cursor::Cursor;
+use crate::protocol::error::{CursorExpiry, ErrorBody};
+use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
+use crate::protocol::push_body::PushBody;
+use crate::protocol::wire::{WireError, WireRow, normalise_id};
+use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
-use crate::server::error::{self, ApiError, CursorExpiry};
+use crate::server::error::{self, ApiError};
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
-use crate::wire::{WireError, WireRow, normalise_id};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,25 +19,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{OpenApi, ToSchema};
-
-/// The error body of every failure.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A snake_case code, e.g. `bad_request`.
-    pub error: String,
-    /// A sentence for a person.
-    pub message: String,
-    /// On a 410 only: `purged`, `schema_version` or `ahead` (the server lost history: upload
-    /// again what you hold, then pull everything).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
@@ -70,37 +60,6 @@ pub struct Health {
     pub max_page_bytes: usize,
     /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
     pub max_clock_ahead_ms: u64,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct PushRequest {
-    /// Made once per local database.
-    pub device_id: String,
-    #[schema(minimum = 1)]
-    pub schema_version: u32,
-    /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
-    #[schema(value_type = Object)]
-    pub changes: BTreeMap<String, Vec<Json>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RowResult {
-    pub remote_id: String,
-    /// `applied`, `stale`, `merged` or `rejected`.
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canonical_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub row: Option<Map<String, Json>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PushResponse {
-    pub server_time: String,
-    pub results: BTreeMap<String, Vec<RowResult>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,7 +117,7 @@ impl Serialize for PageChanges {
         Health,
         PushRequest,
         PushResponse,
-        RowResult,
+        RowResultSchema,
         PullResponse
     ))
 )]
@@ -181,13 +140,13 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
-        .route("/api/health", get(health))
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/sync/push", post(push))
-        .route("/api/sync/pull", get(pull))
-        .route("/api/openapi.json", get(openapi_json))
+        .route(paths::HEALTH, get(health))
+        .route(paths::REGISTER, post(register))
+        .route(paths::LOGIN, post(login))
+        .route(paths::LOGOUT, post(logout))
+        .route(paths::PUSH, post(push))
+        .route(paths::PULL, get(pull))
+        .route(paths::OPENAPI, get(openapi_json))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -508,31 +467,19 @@ async fn push(
             .ok_or_else(|| ApiError::internal("result for an unknown table"))?;
         let rows = rows
             .into_iter()
-            .map(|(remote_id, status)| {
-                let mut r = RowResult {
-                    remote_id,
-                    status: String::new(),
-                    canonical_id: None,
-                    row: None,
-                    message: None,
-                };
-                match status {
-                    RowStatus::Applied => r.status = "applied".into(),
-                    RowStatus::Stale(row) => {
-                        r.status = "stale".into();
-                        r.row = Some(sync::row_json(table, &row, version));
-                    }
-                    RowStatus::Merged(id, kept) => {
-                        r.status = "merged".into();
-                        r.canonical_id = Some(id);
-                        r.row = kept.map(|row| sync::row_json(table, &row, version));
-                    }
-                    RowStatus::Rejected(m) => {
-                        r.status = "rejected".into();
-                        r.message = Some(m);
-                    }
-                }
-                r
+            .map(|(remote_id, status)| RowOutcome {
+                remote_id,
+                result: match status {
+                    RowStatus::Applied => RowResult::Applied,
+                    RowStatus::Stale(row) => RowResult::Stale {
+                        row: Json::Object(sync::row_json(table, &row, version)),
+                    },
+                    RowStatus::Merged(canonical_id, kept) => RowResult::Merged {
+                        canonical_id,
+                        row: kept.map(|row| Json::Object(sync::row_json(table, &row, version))),
+                    },
+                    RowStatus::Rejected(message) => RowResult::Rejected { message },
+                },
             })
             .collect();
         out.insert(name, rows);
@@ -596,7 +543,7 @@ fn percent_decode(s: &str) -> Option<String> {
     security(("bearer" = [])))]
 async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
     let (user, _) = authenticate(&s, req.headers()).await?;
-    let version = match req.headers().get("x-sync-schema-version") {
+    let version = match req.headers().get(headers::SCHEMA_VERSION) {
         None => s.app.schema.version(),
         Some(v) => v
             .to_str()
@@ -669,8 +616,8 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
     // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
     // this one's head arrives, while its body is still being read and decoded.
     let headers = [
-        ("x-sync-cursor", cursor.clone()),
-        ("x-sync-has-more", page.has_more.to_string()),
+        (headers::CURSOR, cursor.clone()),
+        (headers::HAS_MORE, page.has_more.to_string()),
     ];
     let mut response = (
         headers,
@@ -686,7 +633,7 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
     if let Some(granted) = answer.granted {
         response
             .headers_mut()
-            .insert("x-sync-wait", granted.as_secs().into());
+            .insert(headers::WAIT, granted.as_secs().into());
     }
     Ok(response)
 }

@@ -1,11 +1,11 @@
 //! What the server refuses in a pushed row that is well-formed JSON of the right types: each
 //! rule rejects that row alone (PROTOCOL.md, `rejected`), the same way on both backends.
 
+use crate::protocol::wire::WireRow;
 use crate::schema::Table;
 use crate::server::ServerConfig;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
-use crate::wire::WireRow;
 
 /// Why `row` of `table` is refused, if it is: a NUL character in a text value, a text or JSON
 /// value over the size limit, or a stamp too far ahead of the server's clock `now`.

@@ -7,13 +7,13 @@
 
 use crate::ddl::SERVER_COLUMNS;
 use crate::merge::{ServerDecision, Stamp, decide_on_server};
+use crate::protocol::cursor::PullFrom;
+use crate::protocol::wire::WireRow;
 use crate::schema::{Column, ColumnType, OnDelete, Reference, Schema, Table, UPDATED_AT};
-use crate::server::cursor::PullFrom;
 use crate::server::db::{DbError, SyncTx};
 use crate::server::error::ApiError;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
-use crate::wire::WireRow;
 use sea_query::{Cond, Expr, ExprTrait, OnConflict, Order, Query};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -1510,8 +1510,12 @@ pub async fn purge<T: SyncTx>(
 
 impl Stored {
     /// The record as the JSON row of PROTOCOL.md for a client of `version`, serialized in place.
-    pub fn json<'a>(&'a self, table: &'a Table, version: u32) -> crate::wire::RowJson<'a> {
-        crate::wire::RowJson {
+    pub fn json<'a>(
+        &'a self,
+        table: &'a Table,
+        version: u32,
+    ) -> crate::protocol::wire::RowJson<'a> {
+        crate::protocol::wire::RowJson {
             table,
             version,
             remote_id: &self.remote_id,
@@ -1525,5 +1529,5 @@ impl Stored {
 
 /// A stored record as the JSON row of PROTOCOL.md for a client of `version`.
 pub fn row_json(table: &Table, row: &Stored, version: u32) -> Map<String, Json> {
-    crate::wire::row_map(&row.json(table, version))
+    crate::protocol::wire::row_map(&row.json(table, version))
 }

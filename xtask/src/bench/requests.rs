@@ -5,6 +5,8 @@
 use serde_json::{Value as Json, json};
 use std::time::{Duration, Instant};
 use sync_runtime::Timestamp;
+use sync_runtime::protocol::paths;
+use sync_runtime::protocol::push::{PushResponse, RowResult};
 use sync_runtime::server::db::new_id;
 use tests::server::row;
 
@@ -22,7 +24,7 @@ impl Account {
     pub async fn register(url: &str, email: &str) -> Result<Account, String> {
         let http = reqwest::Client::new();
         let answer: Json = http
-            .post(format!("{url}/api/auth/register"))
+            .post(format!("{url}{}", paths::REGISTER))
             .json(&json!({"email": email, "password": "bench password"}))
             .send()
             .await
@@ -94,7 +96,7 @@ impl Account {
     pub async fn send(&self, body: Vec<u8>) -> Result<(), String> {
         let answer = self
             .http
-            .post(format!("{}/api/sync/push", self.url))
+            .post(format!("{}{}", self.url, paths::PUSH))
             .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .body(body)
@@ -103,11 +105,11 @@ impl Account {
             .map_err(|e| e.to_string())?;
         let status = answer.status();
         let answer: Json = answer.json().await.map_err(|e| e.to_string())?;
-        let applied = answer["results"].as_object().is_some_and(|tables| {
-            tables.values().all(|rows| {
-                rows.as_array()
-                    .is_some_and(|r| r.iter().all(|r| r["status"] == "applied"))
-            })
+        let applied = serde_json::from_value::<PushResponse>(answer.clone()).is_ok_and(|a| {
+            a.results
+                .values()
+                .flatten()
+                .all(|r| r.result == RowResult::Applied)
         });
         if !status.is_success() || !applied {
             let text = answer.to_string();

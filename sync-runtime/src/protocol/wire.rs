@@ -5,7 +5,9 @@ use crate::schema::{Column, ColumnType, Reference, Table};
 use crate::syncable::Syncable;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value as Json};
+use std::fmt;
 
 /// Why a wire row does not fit its table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -457,6 +459,55 @@ pub fn entity_from_wire<T: Syncable>(
         }
     }
     T::from_values(id, values).map_err(|e| bad(table.name.as_str(), e.0))
+}
+
+/// Reads one row object into a [`RawRow`] of its table as it is parsed, with no JSON object
+/// built for it (the page and push-body decoders read every row through it).
+pub(super) struct RowSeed(pub(super) &'static Table);
+
+impl<'de> DeserializeSeed<'de> for RowSeed {
+    type Value = RawRow;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawRow, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed {
+    type Value = RawRow;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRow, A::Error> {
+        let mut row = RawRow::new(self.0);
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let v: Json = map.next_value()?;
+            row.set(self.0, &key, v);
+        }
+        Ok(row)
+    }
+}
+
+/// A row's key, borrowed from the input when it holds no escapes (the common case).
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = std::borrow::Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = std::borrow::Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_owned()))
+    }
 }
 
 #[cfg(test)]

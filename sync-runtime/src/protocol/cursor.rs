@@ -5,7 +5,7 @@
 //! sequence was `began`: it stays full until its last page, so no page of it leaves out the
 //! caller's own writes (a device's sweep at the end of a full pull removes what it did not see).
 
-use crate::server::error::CursorExpiry;
+use crate::protocol::error::CursorExpiry;
 
 /// Where a pull continues (a pull without `since` starts a full pull).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
