@@ -7,8 +7,9 @@ pub mod remote;
 pub mod service;
 pub mod transport;
 
+pub use crate::protocol::auth::Session;
 pub use changes::{Changes, TableChanges};
-pub use remote::{NextPage, Remote, RemoteError, Session};
+pub use remote::{NextPage, Remote, RemoteError};
 pub use service::{ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
 

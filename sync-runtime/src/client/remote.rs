@@ -1,11 +1,13 @@
 //! The server, as the device speaks to it over HTTP.
 
 use super::transport::{PullRequest, Transport};
+use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
+use crate::protocol::health::Health;
 use crate::protocol::push::{PushRequest, PushResponse};
 use crate::protocol::{headers, paths};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::time::Duration;
 
 /// Why a request to the server failed.
@@ -67,13 +69,6 @@ pub enum NextPage {
     After(String),
     /// This page is the last.
     None,
-}
-
-/// A session with an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    pub user_id: String,
-    pub token: String,
 }
 
 /// One sync server.
@@ -149,21 +144,24 @@ impl Remote {
         })
     }
 
-    fn session(body: Json) -> Result<Session, RemoteError> {
-        match (body["user_id"].as_str(), body["token"].as_str()) {
-            (Some(u), Some(t)) => Ok(Session {
-                user_id: u.to_owned(),
-                token: t.to_owned(),
-            }),
-            _ => Err(RemoteError::Protocol(
-                "a session without user_id or token".into(),
-            )),
-        }
+    /// Sends `req` and reads its answer as a `T` of the protocol.
+    async fn send_for<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, RemoteError> {
+        let bytes = self.body(self.send_for_head(req).await?).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RemoteError::Protocol(format!("{what} that is not the protocol: {e}")))
     }
 
-    pub async fn health(&self) -> Result<Json, RemoteError> {
-        self.send(self.http.get(format!("{}{}", self.base, paths::HEALTH)))
-            .await
+    /// What the server serves (its schema versions) and its limits.
+    pub async fn health(&self) -> Result<Health, RemoteError> {
+        self.send_for(
+            self.http.get(format!("{}{}", self.base, paths::HEALTH)),
+            "a health answer",
+        )
+        .await
     }
 
     fn pull_request(&self, r: PullRequest<'_>) -> reqwest::RequestBuilder {
@@ -230,11 +228,15 @@ impl Transport for Remote {
         } else {
             paths::LOGIN
         };
-        let body = json!({"email": email, "password": password});
-        Self::session(
-            self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
-                .await?,
+        let body = Credentials {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        self.send_for(
+            self.http.post(format!("{}{path}", self.base)).json(&body),
+            "a session",
         )
+        .await
     }
 
     async fn sign_out(&self, token: &str) -> Result<(), RemoteError> {
@@ -260,18 +262,14 @@ impl Transport for Remote {
             schema_version,
             changes,
         };
-        let resp = self
-            .send_for_head(
-                self.http
-                    .post(format!("{}{}", self.base, paths::PUSH))
-                    .bearer_auth(token)
-                    .json(&body),
-            )
-            .await?;
-        let bytes = self.body(resp).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            RemoteError::Protocol(format!("a push answer that is not the protocol: {e}"))
-        })
+        self.send_for(
+            self.http
+                .post(format!("{}{}", self.base, paths::PUSH))
+                .bearer_auth(token)
+                .json(&body),
+            "a push answer",
+        )
+        .await
     }
 
     async fn pull_head(

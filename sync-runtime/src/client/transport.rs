@@ -2,7 +2,8 @@
 //! the background service and live sync run the same code over HTTP ([`super::Remote`]) and
 //! over a transport a test controls (requests lost, answers cut short, canned answers).
 
-use super::remote::{NextPage, RemoteError, Session};
+use super::remote::{NextPage, RemoteError};
+use crate::protocol::auth::Session;
 use crate::protocol::page::PulledPage;
 use crate::protocol::push::PushResponse;
 use crate::schema::Schema;

@@ -451,14 +451,10 @@ async fn check_server(url: &str, version: u32) -> Result<(), ControlError> {
         client::RemoteError::Unreachable { .. } => ControlError::from(e),
         _ => ControlError::NotASyncServer(format!("{url} does not answer as a sync server")),
     })?;
-    let (Some(newest), Some(oldest)) = (
-        health["schema_version"].as_u64(),
-        health["min_schema_version"].as_u64(),
-    ) else {
-        return Err(ControlError::NotASyncServer(format!(
-            "{url} does not answer as a sync server"
-        )));
-    };
+    let (newest, oldest) = (
+        u64::from(health.schema_version),
+        u64::from(health.min_schema_version),
+    );
     if newest < u64::from(version) {
         return Err(ControlError::ServerTooOld(format!(
             "the server at {url} serves schema versions up to {newest}; this app needs {version}: the server must be updated"

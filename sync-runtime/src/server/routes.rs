@@ -1,8 +1,10 @@
 //! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
+use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::cursor::Cursor;
 use crate::protocol::error::{CursorExpiry, ErrorBody};
+use crate::protocol::health::Health;
 use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
 use crate::protocol::push_body::PushBody;
 use crate::protocol::wire::{WireError, WireRow, normalise_id};
@@ -18,49 +20,13 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{OpenApi, ToSchema};
-
-#[derive(Deserialize, ToSchema)]
-pub struct Credentials {
-    /// Compared case-insensitively; no whitespace or control characters.
-    #[schema(
-        max_length = 254,
-        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
-    )]
-    pub email: String,
-    #[schema(format = Password, min_length = 8, max_length = 1024)]
-    pub password: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Session {
-    pub user_id: String,
-    /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
-    pub expires_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    pub status: String,
-    pub schema_version: u32,
-    pub min_schema_version: u32,
-    pub server_device_id: String,
-    pub max_push_rows: usize,
-    pub max_body_bytes: usize,
-    /// Bytes of one text or JSON value in a pushed row; more rejects the row.
-    pub max_value_bytes: usize,
-    /// Bytes of the rows of one pull page (a page holds at least one record).
-    pub max_page_bytes: usize,
-    /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
-    pub max_clock_ahead_ms: u64,
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct PullResponse {
