@@ -1,4 +1,4 @@
-//! The media-center app's synchronized entities (ENTITIES.md), annotated with
+//! The media-center app's synchronized entities (docs/entities.md), annotated with
 //! `#[derive(Syncable)]`, and the migrations `cargo xtask migrations` wrote from them.
 //!
 //! Nothing here is hand-written per table beyond the annotations.

@@ -1,4 +1,4 @@
-//! The sync clock (DESIGN.md, hard part 2).
+//! The sync clock (docs/architecture.md, "The clock").
 //!
 //! A plain wall clock lets a device whose clock runs behind lose edits it made after seeing a
 //! newer version. Every local stamp is therefore at or above the wall clock, strictly above every

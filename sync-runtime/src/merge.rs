@@ -1,4 +1,4 @@
-//! The merge rule of PROTOCOL.md, which every replica applies the same way.
+//! The merge rule of docs/PROTOCOL.md, which every replica applies the same way.
 //!
 //! A write is identified by its stamp `(updated_at, device_id)`. An incoming version replaces the
 //! stored one only when its stamp is greater: `updated_at` first, then `device_id` as a string.

@@ -16,8 +16,8 @@ pub fn postgres_url(test: &str) -> Option<String> {
     }
 }
 
-/// The app's tables as it declared them before sync existed (ENTITIES.md), written out by hand
-/// so that tests of the first migration do not depend on the generator they test.
+/// The app's tables as it declared them before sync existed (docs/entities.md), written out by
+/// hand so that tests of the first migration do not depend on the generator they test.
 pub const PRE_SYNC_SCHEMA: &str = r#"
 CREATE TABLE settings_profiles (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

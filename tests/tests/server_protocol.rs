@@ -1,4 +1,4 @@
-//! The server side of PROTOCOL.md, behaviour by behaviour, on both backends.
+//! The server side of docs/PROTOCOL.md, behaviour by behaviour, on both backends.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value as Json, json};

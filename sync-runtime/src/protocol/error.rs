@@ -1,5 +1,5 @@
 //! The body of every error answer, `{"error", "message", "reason"?}`, and its codes
-//! (PROTOCOL.md, "Errors").
+//! (docs/PROTOCOL.md, "Errors").
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

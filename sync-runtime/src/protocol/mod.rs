@@ -1,4 +1,4 @@
-//! The wire protocol (PROTOCOL.md) as types, shared by the device's client and the server, so
+//! The wire protocol (docs/PROTOCOL.md) as types, shared by the device's client and the server, so
 //! that no status, header, path or error code is spelled twice: the endpoints' [`paths`] and
 //! [`headers`], the [`auth`] and [`health`] bodies, the [`push`] envelopes and row results,
 //! the [`error`] body, the pull

@@ -1,5 +1,5 @@
 //! `POST /api/sync/push`: the request envelope, the answer, and each row's result
-//! (PROTOCOL.md, "Push"). Rows stay JSON objects here: each side decodes them against its
+//! (docs/PROTOCOL.md, "Push"). Rows stay JSON objects here: each side decodes them against its
 //! schema ([`super::push_body::PushBody`] on the server, the engine on the device).
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ pub struct PushRequest<'a> {
     pub device_id: &'a str,
     #[cfg_attr(feature = "server", schema(minimum = 1))]
     pub schema_version: u32,
-    /// Rows per table name: flat JSON objects (PROTOCOL.md, "Rows on the wire").
+    /// Rows per table name: flat JSON objects (docs/PROTOCOL.md, "Rows on the wire").
     #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub changes: &'a RawValue,
 }

@@ -1,5 +1,5 @@
 //! Rows on the wire: one flat JSON object per record, the same shape in push and pull
-//! (PROTOCOL.md, "Rows on the wire").
+//! (docs/PROTOCOL.md, "Rows on the wire").
 
 use crate::schema::{Column, ColumnType, Reference, Table};
 use crate::syncable::Syncable;
@@ -207,7 +207,7 @@ impl WireRow {
         table.column_index(name).and_then(|i| self.values.get(i))
     }
 
-    /// The JSON object of PROTOCOL.md for a peer of `schema_version`.
+    /// The JSON object of docs/PROTOCOL.md for a peer of `schema_version`.
     pub fn to_json(&self, table: &Table, schema_version: u32) -> Map<String, Json> {
         row_map(&self.json(table, schema_version))
     }
@@ -323,7 +323,7 @@ impl WireRow {
         })
     }
 
-    /// The row as the JSON object of PROTOCOL.md, serialized in place.
+    /// The row as the JSON object of docs/PROTOCOL.md, serialized in place.
     pub fn json<'a>(&'a self, table: &'a Table, version: u32) -> RowJson<'a> {
         RowJson {
             table,

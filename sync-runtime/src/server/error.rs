@@ -1,5 +1,5 @@
 //! The server's one error type: a status, a snake_case code and a sentence for a person
-//! (PROTOCOL.md, "Errors"). A 5xx never carries internals.
+//! (docs/PROTOCOL.md, "Errors"). A 5xx never carries internals.
 
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use axum::http::{HeaderValue, StatusCode, header};

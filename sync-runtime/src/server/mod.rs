@@ -1,5 +1,6 @@
-//! The sync server: auth, push and pull over HTTP (PROTOCOL.md), on the embedded SQLite file or
-//! on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a socket.
+//! The sync server: auth, push and pull over HTTP (docs/PROTOCOL.md), on the embedded SQLite file
+//! or on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a
+//! socket.
 
 pub mod auth;
 pub mod db;

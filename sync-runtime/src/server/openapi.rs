@@ -20,10 +20,10 @@ const UUID_PATTERN: &str =
 /// (but `user_id`, which is ignored).
 ///
 /// The envelope (`remote_id`, `updated_at`, `deleted_at`) is exact: anything else is a 400.
-/// A column's value of the wrong type is no envelope error but a `rejected` row (PROTOCOL.md),
-/// so the column schemas constrain only what the server refuses outright: a string in a
-/// timestamp column must be a timestamp, a string in a reference must be an id. (`pattern`
-/// applies to strings only.)
+/// A column's value of the wrong type is no envelope error but a `rejected` row
+/// (docs/PROTOCOL.md), so the column schemas constrain only what the server refuses outright: a
+/// string in a timestamp column must be a timestamp, a string in a reference must be an id.
+/// (`pattern` applies to strings only.)
 fn row_schema(table: &Table, version: u32) -> Json {
     let mut props = Map::new();
     props.insert(
@@ -98,7 +98,7 @@ pub fn document(server: &Server) -> Json {
     }
     let push = &mut doc["components"]["schemas"]["PushRequest"]["properties"];
     push["changes"] = json!({"type": "object", "properties": tables, "additionalProperties": false,
-        "description": "rows per synced table (PROTOCOL.md, \"Rows on the wire\")"});
+        "description": "rows per synced table (docs/PROTOCOL.md, \"Rows on the wire\")"});
     push["schema_version"] =
         json!({"type": "integer", "format": "int32", "minimum": version, "maximum": version});
     push["device_id"] = json!({"type": "string", "pattern": UUID_PATTERN});

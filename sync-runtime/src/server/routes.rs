@@ -1,4 +1,4 @@
-//! The HTTP endpoints of PROTOCOL.md. Bodies are read and checked here, so every malformed
+//! The HTTP endpoints of docs/PROTOCOL.md. Bodies are read and checked here, so every malformed
 //! request gets the JSON error of the protocol (never axum's plain-text rejections).
 
 use crate::protocol::auth::{Credentials, Session};

@@ -1,5 +1,5 @@
 //! What the server refuses in a pushed row that is well-formed JSON of the right types: each
-//! rule rejects that row alone (PROTOCOL.md, `rejected`), the same way on both backends.
+//! rule rejects that row alone (docs/PROTOCOL.md, `rejected`), the same way on both backends.
 
 use crate::protocol::wire::WireRow;
 use crate::schema::Table;

@@ -1,4 +1,4 @@
-//! Push, pull and purge (PROTOCOL.md), written once for both backends over [`SyncTx`].
+//! Push, pull and purge (docs/PROTOCOL.md), written once for both backends over [`SyncTx`].
 //!
 //! A push runs in one transaction that first locks the user's row, so two pushes of one user
 //! never interleave (on PostgreSQL, even across server processes) and the per-user change
@@ -172,7 +172,7 @@ pub async fn load<T: SyncTx>(
         .transpose()
 }
 
-/// The outcome of one pushed row (PROTOCOL.md, push response).
+/// The outcome of one pushed row (docs/PROTOCOL.md, push response).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowStatus {
     Applied,
@@ -1509,7 +1509,8 @@ pub async fn purge<T: SyncTx>(
 }
 
 impl Stored {
-    /// The record as the JSON row of PROTOCOL.md for a client of `version`, serialized in place.
+    /// The record as the JSON row of docs/PROTOCOL.md for a client of `version`, serialized in
+    /// place.
     pub fn json<'a>(
         &'a self,
         table: &'a Table,
@@ -1527,7 +1528,7 @@ impl Stored {
     }
 }
 
-/// A stored record as the JSON row of PROTOCOL.md for a client of `version`.
+/// A stored record as the JSON row of docs/PROTOCOL.md for a client of `version`.
 pub fn row_json(table: &Table, row: &Stored, version: u32) -> Map<String, Json> {
     crate::protocol::wire::row_map(&row.json(table, version))
 }
