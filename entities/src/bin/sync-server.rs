@@ -2,6 +2,7 @@
 //! or on PostgreSQL.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use sync_runtime::server::{Server, ServerConfig, serve, spawn_purger};
@@ -101,6 +102,8 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Logs go to stdout; colour codes only when a person reads them, not in a log file.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
