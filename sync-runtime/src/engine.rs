@@ -841,13 +841,28 @@ impl Store {
                     self.tombstone_orphan(child, id)?;
                 }
             }
-            // Deleting the parent would take the dirty rows with it (the schema's cascade).
+            // Deleting the parent would take the dirty rows with it (the schema's cascade): it
+            // stays as a tombstone instead, and its SET NULL references are nulled as the
+            // deletion would have nulled them (simulation seed 85).
+            let kept = format!(
+                "SELECT p.{pid} FROM {pt} p WHERE {} AND {}",
+                unseen("p"),
+                self.has_dirty_children(parent, "p")
+            );
+            for (child, col, r) in self.app.schema.children_of(&parent.name) {
+                if r.on_delete != crate::schema::OnDelete::SetNull {
+                    continue;
+                }
+                let (ct, cc) = (quote_ident(&child.name), quote_ident(&col.name));
+                self.conn.execute(
+                    &format!("UPDATE {ct} SET {cc} = NULL WHERE {cc} IN ({kept})"),
+                    [&parent.name],
+                )?;
+            }
             self.conn.execute(
                 &format!(
-                    "UPDATE {pt} AS p SET deleted_at = updated_at \
-                     WHERE p.deleted_at IS NULL AND {} AND {}",
-                    unseen("p"),
-                    self.has_dirty_children(parent, "p")
+                    "UPDATE {pt} SET deleted_at = updated_at \
+                     WHERE deleted_at IS NULL AND {pid} IN ({kept})"
                 ),
                 [&parent.name],
             )?;

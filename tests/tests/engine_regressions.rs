@@ -777,3 +777,62 @@ fn a_dirty_row_under_a_parent_the_full_pull_removes_becomes_a_tombstone_to_push(
         items[0]
     );
 }
+
+/// Simulation seed 280, with purges: a settings profile the full pull removes stays here as a
+/// tombstone while a dirty row under it waits to be pushed as one; the profiles that pointed
+/// at it lose the reference all the same, as its deletion would have nulled it, or their push
+/// names a record the server does not have and is refused forever.
+#[test]
+fn a_parent_kept_for_a_dirty_child_still_releases_its_set_null_references() {
+    let mut s = store();
+    let settings = s
+        .insert(&mut SettingsProfile {
+            id: None,
+            user_id: String::new(),
+            name: "Gone elsewhere".into(),
+            is_default: None,
+            created_at: None,
+            updated_at: Timestamp::now(),
+            tmdb_catalog_config: None,
+        })
+        .unwrap();
+    let p = s
+        .insert(&mut Profile {
+            id: None,
+            user_id: String::new(),
+            name: "P".into(),
+            avatar: "a".into(),
+            avatar_type: None,
+            avatar_style: None,
+            is_default: None,
+            settings_profile_id: Some(settings),
+            created_at: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    clean_all(&s);
+    let appearance = s
+        .insert(&mut AppearanceSettings {
+            id: None,
+            settings_profile_id: Some(settings),
+            show_imdb_ratings: Some(false),
+            show_age_ratings: None,
+            updated_at: Timestamp::now(),
+        })
+        .unwrap();
+    let p_rid = s.remote_id("profiles", p).unwrap().unwrap();
+    s.restart_full_pull().unwrap();
+    let page = json!({
+        "changes": {"profiles": [row("profiles", &p_rid, &at(1), json!({"name": "P", "avatar": "a"}))]},
+        "cursor": "c1.1.9",
+        "has_more": false,
+    });
+    apply_page(&mut s, &page);
+    assert!(s.get::<SettingsProfile>(settings).unwrap().is_none());
+    assert!(
+        s.get::<AppearanceSettings>(appearance).unwrap().is_none(),
+        "a tombstone now"
+    );
+    let profile: Profile = s.get(p).unwrap().unwrap();
+    assert_eq!(profile.settings_profile_id, None);
+}

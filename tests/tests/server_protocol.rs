@@ -466,6 +466,44 @@ on_both_backends!(
     tombstones_are_pulled_then_purged_and_an_old_cursor_expires
 );
 
+/// Simulation seed 167, with purges: a device deleted a record it had moved under a parent
+/// that another device deleted meanwhile, and whose tombstone this server purged. The
+/// tombstone's reference names a record the server no longer knows; refusing it left the
+/// record live here forever.
+async fn a_tombstone_whose_parent_is_unknown_here_is_applied(s: TestServer) {
+    let (_, token) = s.register("tomb-parent@example.org").await;
+    let dev = id();
+    let g = graph(0);
+    s.push(&token, &dev, g.changes.clone()).await;
+    let (_, cursor) = s.pull_all(&token, None, 1000, None).await;
+    let mut tomb = row(
+        "list_items",
+        &g.item,
+        &at(100),
+        json!({"list_id": id(), "meta_id": "tt0111161", "type": "movie"}),
+    );
+    tomb["deleted_at"] = json!(at(100));
+    let answer = s.push(&token, &dev, json!({"list_items": [tomb]})).await;
+    assert_eq!(answer["list_items"][0]["status"], "applied", "{answer}");
+    let (rows, _) = s.pull_all(&token, Some(&cursor), 1000, None).await;
+    let pulled = find(&rows, "list_items", &g.item).expect("the tombstone is pulled");
+    assert!(pulled["deleted_at"].is_string());
+    assert_eq!(
+        pulled["list_id"],
+        g.list.as_str(),
+        "the reference it had here"
+    );
+    let (full, _) = s.pull_all(&token, None, 1000, None).await;
+    assert!(
+        find(&full, "list_items", &g.item).is_none(),
+        "no longer live"
+    );
+}
+on_both_backends!(
+    tombstone_parent_unknown,
+    a_tombstone_whose_parent_is_unknown_here_is_applied
+);
+
 async fn another_users_records_are_neither_read_nor_written(s: TestServer) {
     let (_, alice) = s.register("alice@example.org").await;
     let (_, mallory) = s.register("mallory@example.org").await;
