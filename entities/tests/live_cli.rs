@@ -137,6 +137,10 @@ fn an_insert_reaches_a_watching_device_through_one_server_on_sqlite() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test]
 async fn an_insert_reaches_a_watching_device_through_two_server_processes_on_postgres() {
     let Some(admin_url) = std::env::var("SYNC_TEST_POSTGRES_URL")

@@ -138,6 +138,10 @@ fn the_binary_serves_the_protocol_over_a_socket_and_stops_on_sigterm() {
     }
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[test]
 fn two_processes_on_one_postgres_merge_a_natural_key_pushed_to_both_at_once() {
     let Ok(url) = std::env::var("SYNC_TEST_POSTGRES_URL") else {

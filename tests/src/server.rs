@@ -336,7 +336,8 @@ pub fn at(ms: i64) -> String {
         .to_wire()
 }
 
-/// Runs an async test body once per backend (PostgreSQL only when configured).
+/// Runs an async test body once per backend; the PostgreSQL test is ignored, with the reason,
+/// unless `SYNC_TEST_POSTGRES_URL` was set when the tests were built (`cfg(postgres)`).
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, $body:ident) => {
@@ -352,6 +353,10 @@ macro_rules! on_both_backends {
                     super::$body(s).await;
                 }
             }
+            #[cfg_attr(
+                not(postgres),
+                ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+            )]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(s) = $crate::server::TestServer::start(
@@ -362,6 +367,29 @@ macro_rules! on_both_backends {
                 {
                     super::$body(s).await;
                 }
+            }
+        }
+    };
+}
+
+/// Runs an async test body `$body(backend)` once per backend, for bodies that start their own
+/// server; the PostgreSQL test is ignored, with the reason, unless `SYNC_TEST_POSTGRES_URL` was
+/// set when the tests were built (`cfg(postgres)`).
+#[macro_export]
+macro_rules! by_backend {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::server::Backend::Sqlite).await;
+            }
+            #[cfg_attr(
+                not(postgres),
+                ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+            )]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::server::Backend::Postgres).await;
             }
         }
     };

@@ -11,8 +11,8 @@ use sync_runtime::client::{self, Activity};
 use tests::device::{Device, LiveServer};
 use tests::faulty::{FaultyTransport, sync_or_kill};
 use tests::fixtures::{history, live_count, profile};
-use tests::on_both_backends;
 use tests::server::{Backend, TestServer, at, id, row};
+use tests::{by_backend, on_both_backends};
 
 /// `n` watch_history rows under `profile`, as pushed by a device.
 fn history_rows(profile: &str, n: usize) -> Vec<Json> {
@@ -216,19 +216,6 @@ async fn cursor_ahead(s: TestServer) {
     assert_eq!(st, StatusCode::GONE);
 }
 
-/// Runs `body` against a live server on each backend (PostgreSQL when configured).
-async fn on_live_backends<F, Fut>(test: &str, body: F)
-where
-    F: Fn(LiveServer, Backend) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        if let Some(srv) = LiveServer::start(backend, test).await {
-            body(srv, backend).await;
-        }
-    }
-}
-
 fn clean_count(d: &Device, table: &str) -> i64 {
     d.store
         .connection()
@@ -240,137 +227,146 @@ fn clean_count(d: &Device, table: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_re_pull_after_410_keeps_every_row_the_device_pushed() {
-    on_live_backends("full_re_pull_keeps_own_rows", |srv, backend| async move {
-        let mut a = Device::new(&format!("repull-a-{backend:?}"));
-        a.limits.pull_limit = 1000;
-        a.connect(&srv.url, "repull@example.org", true).await;
-        let p = a.store.insert(&mut profile("Alice", None)).unwrap();
-        for i in 0..2500 {
+by_backend!(
+    a_full_re_pull_after_410_keeps_every_row_the_device_pushed,
+    keeps_own_rows
+);
+async fn keeps_own_rows(backend: Backend) {
+    let Some(srv) = LiveServer::start(backend, "full_re_pull_keeps_own_rows").await else {
+        return;
+    };
+    let mut a = Device::new(&format!("repull-a-{backend:?}"));
+    a.limits.pull_limit = 1000;
+    a.connect(&srv.url, "repull@example.org", true).await;
+    let p = a.store.insert(&mut profile("Alice", None)).unwrap();
+    for i in 0..2500 {
+        a.store
+            .insert(&mut history(p, &format!("tt{i}"), 1, i))
+            .unwrap();
+    }
+    let r = a.sync().await.unwrap();
+    assert_eq!(r.pushed, 2501);
+    assert_eq!(clean_count(&a, "watch_history"), 2500);
+
+    // Another device deletes a record after A's cursor, and the server purges that
+    // tombstone: A's cursor is now below the purge watermark.
+    let mut b = Device::new(&format!("repull-b-{backend:?}"));
+    b.connect(&srv.url, "repull@example.org", false).await;
+    let other = b.store.insert(&mut profile("Bob", None)).unwrap();
+    b.sync().await.unwrap();
+    b.store.delete::<entities::Profile>(other).unwrap();
+    b.sync().await.unwrap();
+    let server = srv.server.clone().unwrap();
+    let purged = server
+        .purge_tombstones(Timestamp::now().add_millis(86_400_000))
+        .await
+        .unwrap();
+    assert!(purged >= 1);
+
+    let r = a.sync().await.unwrap();
+    assert!(r.full_pull, "the 410 restarted a full pull: {r:?}");
+    assert!(r.pages >= 3, "the full pull spans pages: {r:?}");
+    assert_eq!(live_count(&a.store, "watch_history"), 2500, "{backend:?}");
+    assert_eq!(clean_count(&a, "watch_history"), 2500, "{backend:?}");
+    assert_eq!(live_count(&a.store, "profiles"), 1, "Bob's profile is gone");
+    let status = client::status(&a.store, Activity::Idle).unwrap();
+    assert!(status.pending.values().all(|n| *n == 0), "{status:?}");
+}
+
+by_backend!(
+    an_interrupted_full_re_pull_resumes_without_losing_own_rows,
+    interrupted_full_re_pull
+);
+async fn interrupted_full_re_pull(backend: Backend) {
+    let Some(srv) = LiveServer::start(backend, "interrupted_full_re_pull").await else {
+        return;
+    };
+    let mut a = Device::new(&format!("resume-a-{backend:?}"));
+    a.connect(&srv.url, "resume@example.org", true).await;
+    let p = a.store.insert(&mut profile("Alice", None)).unwrap();
+    for i in 0..300 {
+        a.store
+            .insert(&mut history(p, &format!("tt{i}"), 1, i))
+            .unwrap();
+    }
+    a.sync().await.unwrap();
+    a.store.restart_full_pull().unwrap();
+    // The device pulls two pages of 100 through the real client and is killed.
+    let url = a.store.session().unwrap().0.unwrap();
+    let limits = client::Limits {
+        push_batch: 1000,
+        pull_limit: 100,
+    };
+    let killed = sync_or_kill(&mut a.store, FaultyTransport::new(&url, 0), limits, Some(2));
+    assert!(killed.await.is_none(), "the kill struck mid-pull");
+    a.restart();
+    a.limits.pull_limit = 100;
+    let r = a.sync().await.unwrap();
+    assert!(r.full_pull);
+    assert_eq!(live_count(&a.store, "watch_history"), 300, "{backend:?}");
+    assert_eq!(clean_count(&a, "watch_history"), 300, "{backend:?}");
+}
+
+by_backend!(
+    devices_upload_again_what_a_server_restored_from_a_backup_lost,
+    restored_backup
+);
+async fn restored_backup(backend: Backend) {
+    let Some(mut srv) = LiveServer::start(backend, "restored_backup").await else {
+        return;
+    };
+    let mut a = Device::new(&format!("restore-a-{backend:?}"));
+    a.connect(&srv.url, "restore@example.org", true).await;
+    let p = a.store.insert(&mut profile("Alice", None)).unwrap();
+    let mut first = Vec::new();
+    for i in 0..10 {
+        first.push(
             a.store
                 .insert(&mut history(p, &format!("tt{i}"), 1, i))
-                .unwrap();
-        }
-        let r = a.sync().await.unwrap();
-        assert_eq!(r.pushed, 2501);
-        assert_eq!(clean_count(&a, "watch_history"), 2500);
+                .unwrap(),
+        );
+    }
+    a.sync().await.unwrap();
+    let backup = srv.backup().await;
 
-        // Another device deletes a record after A's cursor, and the server purges that
-        // tombstone: A's cursor is now below the purge watermark.
-        let mut b = Device::new(&format!("repull-b-{backend:?}"));
-        b.connect(&srv.url, "repull@example.org", false).await;
-        let other = b.store.insert(&mut profile("Bob", None)).unwrap();
-        b.sync().await.unwrap();
-        b.store.delete::<entities::Profile>(other).unwrap();
-        b.sync().await.unwrap();
-        let server = srv.server.clone().unwrap();
-        let purged = server
-            .purge_tombstones(Timestamp::now().add_millis(86_400_000))
-            .await
+    // After the backup: A adds rows and edits one; B joins and takes everything.
+    for i in 10..15 {
+        a.store
+            .insert(&mut history(p, &format!("tt{i}"), 1, i))
             .unwrap();
-        assert!(purged >= 1);
+    }
+    let mut edited: entities::WatchHistory = a.store.get(first[0]).unwrap().unwrap();
+    edited.position = Some(42);
+    a.store.update(&edited).unwrap();
+    a.sync().await.unwrap();
+    let mut b = Device::new(&format!("restore-b-{backend:?}"));
+    b.connect(&srv.url, "restore@example.org", false).await;
+    assert_eq!(live_count(&b.store, "watch_history"), 15);
 
-        let r = a.sync().await.unwrap();
-        assert!(r.full_pull, "the 410 restarted a full pull: {r:?}");
-        assert!(r.pages >= 3, "the full pull spans pages: {r:?}");
-        assert_eq!(live_count(&a.store, "watch_history"), 2500, "{backend:?}");
-        assert_eq!(clean_count(&a, "watch_history"), 2500, "{backend:?}");
-        assert_eq!(live_count(&a.store, "profiles"), 1, "Bob's profile is gone");
-        let status = client::status(&a.store, Activity::Idle).unwrap();
+    // The server's database goes back to the copy: it lost what came after.
+    srv.restore(&backup).await;
+    a.sync().await.unwrap();
+    // B's token was issued after the backup: B signs in again, keeping its data.
+    assert!(matches!(
+        b.sync().await,
+        Err(sync_runtime::client::SyncError::SignInAgain(_))
+    ));
+    b.connect(&srv.url, "restore@example.org", false).await;
+    let mut c = Device::new(&format!("restore-c-{backend:?}"));
+    c.connect(&srv.url, "restore@example.org", false).await;
+    for d in [&a, &b, &c] {
+        assert_eq!(live_count(&d.store, "watch_history"), 15, "{backend:?}");
+        let status = client::status(&d.store, Activity::Idle).unwrap();
         assert!(status.pending.values().all(|n| *n == 0), "{status:?}");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_full_re_pull_resumes_without_losing_own_rows() {
-    on_live_backends("interrupted_full_re_pull", |srv, backend| async move {
-        let mut a = Device::new(&format!("resume-a-{backend:?}"));
-        a.connect(&srv.url, "resume@example.org", true).await;
-        let p = a.store.insert(&mut profile("Alice", None)).unwrap();
-        for i in 0..300 {
-            a.store
-                .insert(&mut history(p, &format!("tt{i}"), 1, i))
-                .unwrap();
-        }
-        a.sync().await.unwrap();
-        a.store.restart_full_pull().unwrap();
-        // The device pulls two pages of 100 through the real client and is killed.
-        let url = a.store.session().unwrap().0.unwrap();
-        let limits = client::Limits {
-            push_batch: 1000,
-            pull_limit: 100,
-        };
-        let killed = sync_or_kill(&mut a.store, FaultyTransport::new(&url, 0), limits, Some(2));
-        assert!(killed.await.is_none(), "the kill struck mid-pull");
-        a.restart();
-        a.limits.pull_limit = 100;
-        let r = a.sync().await.unwrap();
-        assert!(r.full_pull);
-        assert_eq!(live_count(&a.store, "watch_history"), 300, "{backend:?}");
-        assert_eq!(clean_count(&a, "watch_history"), 300, "{backend:?}");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_upload_again_what_a_server_restored_from_a_backup_lost() {
-    on_live_backends("restored_backup", |mut srv, backend| async move {
-        let mut a = Device::new(&format!("restore-a-{backend:?}"));
-        a.connect(&srv.url, "restore@example.org", true).await;
-        let p = a.store.insert(&mut profile("Alice", None)).unwrap();
-        let mut first = Vec::new();
-        for i in 0..10 {
-            first.push(
-                a.store
-                    .insert(&mut history(p, &format!("tt{i}"), 1, i))
-                    .unwrap(),
-            );
-        }
-        a.sync().await.unwrap();
-        let backup = srv.backup().await;
-
-        // After the backup: A adds rows and edits one; B joins and takes everything.
-        for i in 10..15 {
-            a.store
-                .insert(&mut history(p, &format!("tt{i}"), 1, i))
-                .unwrap();
-        }
-        let mut edited: entities::WatchHistory = a.store.get(first[0]).unwrap().unwrap();
-        edited.position = Some(42);
-        a.store.update(&edited).unwrap();
-        a.sync().await.unwrap();
-        let mut b = Device::new(&format!("restore-b-{backend:?}"));
-        b.connect(&srv.url, "restore@example.org", false).await;
-        assert_eq!(live_count(&b.store, "watch_history"), 15);
-
-        // The server's database goes back to the copy: it lost what came after.
-        srv.restore(&backup).await;
-        a.sync().await.unwrap();
-        // B's token was issued after the backup: B signs in again, keeping its data.
-        assert!(matches!(
-            b.sync().await,
-            Err(sync_runtime::client::SyncError::SignInAgain(_))
-        ));
-        b.connect(&srv.url, "restore@example.org", false).await;
-        let mut c = Device::new(&format!("restore-c-{backend:?}"));
-        c.connect(&srv.url, "restore@example.org", false).await;
-        for d in [&a, &b, &c] {
-            assert_eq!(live_count(&d.store, "watch_history"), 15, "{backend:?}");
-            let status = client::status(&d.store, Activity::Idle).unwrap();
-            assert!(status.pending.values().all(|n| *n == 0), "{status:?}");
-        }
-        let positions: Vec<i64> = c
-            .store
-            .connection()
-            .prepare("SELECT position FROM watch_history WHERE meta_id = 'tt0'")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(positions, [42], "the edit made after the backup is back");
-    })
-    .await;
+    }
+    let positions: Vec<i64> = c
+        .store
+        .connection()
+        .prepare("SELECT position FROM watch_history WHERE meta_id = 'tt0'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(positions, [42], "the edit made after the backup is back");
 }

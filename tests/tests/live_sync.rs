@@ -9,27 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use sync_runtime::client::{PullRequest, Remote, ServiceOptions, SyncService, Transport};
 use sync_runtime::server::{Server, ServerConfig, router};
+use tests::by_backend;
 use tests::device::Device;
 use tests::fixtures::profile;
 use tests::server::{Backend, Cleanup, TestServer, fresh_database};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
-
-/// A test `$body(backend)` run on each backend (PostgreSQL when configured).
-macro_rules! by_backend {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(tests::server::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(tests::server::Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -383,6 +368,10 @@ async fn a_bad_wait_is_a_400_and_changes_nothing(s: TestServer) {
 
 tests::on_both_backends!(bad_wait, a_bad_wait_is_a_400_and_changes_nothing);
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_postgres_wake_each_others_pulls() {
     let Some((db, _cleanup)) = database(Backend::Postgres, "live_two_processes").await else {
@@ -420,6 +409,10 @@ async fn listeners(admin: &tokio_postgres::Client, name: &str) -> i64 {
         .get(0)
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_whose_connection_is_cut_listens_again_and_wakes_pulls() {
     let Some((db, _cleanup)) = database(Backend::Postgres, "live_listener_cut").await else {
@@ -575,6 +568,10 @@ async fn services_propagate_an_insert_live(backend: Backend) {
 
 by_backend!(services, services_propagate_an_insert_live);
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_on_two_server_processes_propagate_an_insert_live() {
     let Some((db, _cleanup)) = database(Backend::Postgres, "live_services_two").await else {

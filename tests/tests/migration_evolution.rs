@@ -259,6 +259,10 @@ fn removing_a_table_is_refused_with_a_reason() {
     );
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "current_thread")]
 async fn the_added_column_migrates_postgres_too() {
     let Some(url) = tests::postgres_url("the_added_column_migrates_postgres_too") else {

@@ -437,6 +437,10 @@ fn server_sqlite_schema_from_migrations_equals_the_entities() {
     }
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "current_thread")]
 async fn server_postgres_schema_from_migrations_equals_the_entities() {
     let Some(url) =

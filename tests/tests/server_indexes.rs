@@ -99,6 +99,10 @@ fn sqlite_server_indexes_repeat_no_start_of_another() {
     assert_eq!(kept, 1, "the migration keeps the rows");
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_server_indexes_repeat_no_start_of_another() {
     let name = "postgres_server_indexes_repeat_no_start_of_another";

@@ -75,6 +75,10 @@ fn history_rows(rows: i64) -> String {
     )
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
     let name = "postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics";
@@ -159,6 +163,10 @@ fn sqlite_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
     );
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_lookup_prepared_while_the_table_was_empty_still_uses_the_index() {
     let name = "postgres_a_lookup_prepared_while_the_table_was_empty_still_uses_the_index";
@@ -201,6 +209,10 @@ async fn counted_rows(client: &tokio_postgres::Client, table: &str) -> f32 {
         .get(0)
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_migration_gathers_the_statistics_of_tables_holding_rows() {
     let name = "postgres_a_migration_gathers_the_statistics_of_tables_holding_rows";
@@ -230,6 +242,10 @@ async fn postgres_a_migration_gathers_the_statistics_of_tables_holding_rows() {
     );
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_statistics_are_gathered_after_large_uploads() {
     let config = ServerConfig {

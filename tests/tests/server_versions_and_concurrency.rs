@@ -182,6 +182,10 @@ async fn an_older_client_is_served_the_columns_it_knows_sqlite() {
     an_older_client_is_served_the_columns_it_knows(Backend::Sqlite).await;
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_client_is_served_the_columns_it_knows_postgres() {
     an_older_client_is_served_the_columns_it_knows(Backend::Postgres).await;
@@ -267,6 +271,10 @@ async fn concurrent_pushers_and_pullers_lose_nothing_sqlite() {
     concurrent_pushers_and_pullers_lose_nothing(Backend::Sqlite).await;
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushers_and_pullers_lose_nothing_postgres() {
     concurrent_pushers_and_pullers_lose_nothing(Backend::Postgres).await;

@@ -5,8 +5,9 @@
 //! (`SYNC_UPDATE_SCREENSHOTS=1`, as `cargo xtask screenshots` sets, writes them to
 //! `docs/screenshots/`; otherwise they go to the target directory).
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them the
-//! test says it was skipped and passes, unless `SYNC_REQUIRE_BROWSER` is set (CI sets it).
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); built without them
+//! (`tests/build.rs` looks), the test shows as ignored, unless `SYNC_REQUIRE_BROWSER` is set (CI
+//! sets it), which makes a missing browser fail it.
 
 use entities::{List, ListItem, Profile};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -231,6 +232,10 @@ fn fill_device(app: &LocalApp, items: usize) {
     }
 }
 
+#[cfg_attr(
+    not(browser),
+    ignore = "needs Chromium and chromedriver (.ci/run installs them)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_page_connects_syncs_live_and_disconnects_in_chromium() {
     let Some((chromium, driver_path)) = browser() else {

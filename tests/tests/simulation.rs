@@ -68,6 +68,10 @@ fn fixed_seeds_converge_on_sqlite() {
     run(Backend::Sqlite);
 }
 
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
 #[test]
 fn fixed_seeds_converge_on_postgres() {
     run(Backend::Postgres);
