@@ -22,7 +22,8 @@ pub struct TestServer {
     pub server: Arc<Server>,
     pub backend: Backend,
     router: axum::Router,
-    cleanup: Cleanup,
+    // Dropped with the server: the database goes with it.
+    _cleanup: Cleanup,
 }
 
 pub enum Cleanup {
@@ -30,9 +31,11 @@ pub enum Cleanup {
     Schema(String, String),
 }
 
-impl Drop for TestServer {
+/// What a fresh database leaves behind, removed when dropped (a test server's file, or its
+/// schema in the test PostgreSQL database).
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        match &self.cleanup {
+        match self {
             Cleanup::File(p) => {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
@@ -120,7 +123,7 @@ impl TestServer {
             router: router(server.clone()),
             server,
             backend,
-            cleanup,
+            _cleanup: cleanup,
         })
     }
 
