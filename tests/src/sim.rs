@@ -626,9 +626,22 @@ async fn check_full_pull(
         .map(|(t, r)| (t, r["remote_id"].as_str().unwrap().to_owned()))
         .collect();
     let after = held(&d.device.store, "TRUE");
+    // A record whose pulled version is held back here (its parent waits for a natural key this
+    // device's own unpushed row holds) is not lost: it lands once that row is pushed and merged,
+    // and the final check requires that (simulation seed 6280).
+    let parked: BTreeSet<(String, String)> = d
+        .device
+        .store
+        .connection()
+        .prepare("SELECT table_name, remote_id FROM sync_parked")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     match before
         .iter()
-        .find(|k| server_live.contains(*k) && !after.contains(*k))
+        .find(|k| server_live.contains(*k) && !after.contains(*k) && !parked.contains(*k))
     {
         Some((t, rid)) => Err(format!(
             "device {} lost {t} {rid} in a full pull, although the server holds it live",
