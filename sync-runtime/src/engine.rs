@@ -121,6 +121,15 @@ impl Store {
         Ok(())
     }
 
+    /// Starts a full pull at its first page: what an earlier attempt marked seen predates this
+    /// pull's start, and a record deleted on the server since (its tombstone older than the
+    /// pull, so not in it) would escape the sweep (simulation seed 3232). Everything the server
+    /// holds live now comes in this pull's pages.
+    pub(crate) fn begin_full_pull(&mut self) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM sync_seen", [])?;
+        Ok(())
+    }
+
     /// Marks every row the server was told of dirty again, its stamp unchanged: a server restored
     /// from an earlier copy gets back what it lost, and keeps by the merge rule what it has
     /// newer. Until pushed, these rows are safe from a full pull's sweep (dirty rows are kept).

@@ -1012,3 +1012,46 @@ async fn pages_from_a_server_without_cursor_headers_are_pulled_in_order() {
     assert_eq!(names, ["P0", "P1", "P2"]);
     assert_eq!(store.cursor().unwrap().as_deref(), Some("c1.1.3"));
 }
+
+/// Simulation seed 3232: a full pull was cut short after this device's push had marked its
+/// profile as one the server holds; another device deleted the profile; the full pull that
+/// started over began after that deletion, so it neither returned the profile nor its
+/// tombstone, and the earlier mark kept the profile here, live, for good.
+#[tokio::test]
+async fn a_full_pull_that_starts_over_forgets_what_an_earlier_attempt_saw() {
+    let srv = server("full_pull_starts_over").await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&srv.url, "over@example.org", true).await;
+    let p = a
+        .store
+        .insert(&mut profile("Deleted elsewhere", None))
+        .unwrap();
+    a.sync().await.unwrap();
+    b.connect(&srv.url, "over@example.org", false).await;
+    // A's cursor expires; its next sync pushes an edit of the profile (marking it as held by
+    // the server) and is killed before the full pull's first page is stored.
+    a.store.restart_full_pull().unwrap();
+    let mut edited: Profile = a.store.get(p).unwrap().unwrap();
+    edited.name = "Edited on A".into();
+    edited.updated_at = now();
+    a.store.update(&edited).unwrap();
+    let url = a.store.session().unwrap().0.unwrap();
+    let killed = sync_or_kill(
+        &mut a.store,
+        FaultyTransport::new(&url, 0),
+        Default::default(),
+        Some(1),
+    );
+    assert!(killed.await.is_none(), "killed after the push");
+    a.restart();
+    // B deletes the profile; A's full pull then starts over, after the deletion.
+    let bp = b.store.list::<Profile>().unwrap()[0].id.unwrap();
+    b.store.delete::<Profile>(bp).unwrap();
+    b.sync().await.unwrap();
+    let r = a.sync().await.unwrap();
+    assert!(r.full_pull);
+    assert!(
+        a.store.get::<Profile>(p).unwrap().is_none(),
+        "the profile the account no longer holds is gone here too"
+    );
+}

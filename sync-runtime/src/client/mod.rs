@@ -451,6 +451,9 @@ async fn pull_phase<T: Transport>(
     let mut requeued = false;
     'pull: loop {
         let since = store.cursor()?;
+        if since.is_none() {
+            store.begin_full_pull()?;
+        }
         // A full pull must see this device's own writes on every page, or its sweep would
         // remove them here: it never asks the server to leave them out (whatever the server's
         // cursors say).
