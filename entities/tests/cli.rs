@@ -1,82 +1,26 @@
 //! `sync-client` run as a process: connect, insert, sync and status on two database files,
 //! against a `sync-server` process.
 
+mod common;
+
+use common::{client, ok, sqlite_server};
 use serde_json::Value as Json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
-        .args(["--listen", "127.0.0.1:0", "--database"])
-        .arg(format!("sqlite://{}", dir.join("server.sqlite").display()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    Server(child, url)
-}
-
-fn client(db: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sync-client"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(db: &Path, args: &[&str]) -> String {
-    let out = client(db, args);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "sync-client {args:?} failed: {stdout}{stderr}"
-    );
-    stdout.into_owned()
-}
-
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cli-test-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir() -> std::path::PathBuf {
+    common::temp_dir("cli-test")
 }
 
 #[test]
 fn two_databases_sync_through_the_command_line() {
     let dir = temp_dir();
-    let server = start_server(&dir);
+    let (_server, url) = sqlite_server(&dir);
     let (a, b) = (dir.join("a.sqlite"), dir.join("b.sqlite"));
     ok(
         &a,
         &[
             "connect",
-            &server.1,
+            &url,
             "--email",
             "cli@example.org",
             "--password",
@@ -106,7 +50,7 @@ fn two_databases_sync_through_the_command_line() {
         &b,
         &[
             "connect",
-            &server.1,
+            &url,
             "--email",
             "cli@example.org",
             "--password",
@@ -200,13 +144,13 @@ fn the_demo_shows_two_devices_converging() {
 #[test]
 fn a_full_re_pull_keeps_every_row_the_device_pushed() {
     let dir = temp_dir();
-    let server = start_server(&dir);
+    let (_server, url) = sqlite_server(&dir);
     let a = dir.join("a.sqlite");
     ok(
         &a,
         &[
             "connect",
-            &server.1,
+            &url,
             "--email",
             "repull@example.org",
             "--password",

@@ -1,9 +1,12 @@
 //! `sync-client ui` run as a process: it serves the settings page for a database on a loopback
 //! port, connects through the page's API, and the command line then sees the account by email.
 
+mod common;
+
+use common::client;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 struct Process(Child);
@@ -52,22 +55,7 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Strin
 }
 
 fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cli-ui-test-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn client(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sync-client"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
+    common::temp_dir("cli-ui-test")
 }
 
 #[test]

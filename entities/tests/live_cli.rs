@@ -3,91 +3,11 @@
 //! asking for a sync. On PostgreSQL the two devices use two server processes, which wake each
 //! other through the database.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-/// Far below the watch's period (an hour here): a row arriving within it came live.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A child process, killed when dropped, with its standard output read line by line.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Running {
-        let mut child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// The first line of output that satisfies `wanted`, within [`PATIENCE`].
-    fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no {what} within {PATIENCE:?}; the output was: {seen:#?}"),
-            }
-        }
-    }
-}
-
-fn server(database: &str) -> (Running, String) {
-    let server = Running::spawn(Command::new(env!("CARGO_BIN_EXE_sync-server")).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database",
-        database,
-    ]));
-    let line = server.wait_for("listening line", |l| l.starts_with("listening on "));
-    let url = line.trim().trim_start_matches("listening on ").to_owned();
-    (server, url)
-}
-
-fn client(db: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_sync-client"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "sync-client {args:?} failed: {stdout}{stderr}"
-    );
-    stdout.into_owned()
-}
+use common::{Running, ok as client, server};
+use std::path::Path;
+use std::process::Command;
 
 fn watch(db: &Path) -> Running {
     Running::spawn(
@@ -98,14 +18,8 @@ fn watch(db: &Path) -> Running {
     )
 }
 
-fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "live-cli-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir() -> std::path::PathBuf {
+    common::temp_dir("live-cli")
 }
 
 /// Two devices watching, A on `url_a` and B on `url_b` (one account); a profile inserted into

@@ -6,6 +6,7 @@ use serde_json::{Value as Json, json};
 use std::sync::Arc;
 use sync_runtime::App;
 use sync_runtime::protocol::paths;
+use sync_runtime::protocol::pull::PullQuery;
 use sync_runtime::schema::{ColumnType, DefaultValue, Table};
 use sync_runtime::server::{Server, ServerConfig, router};
 use tower::ServiceExt;
@@ -246,19 +247,15 @@ impl TestServer {
         limit: Option<usize>,
         device: Option<&str>,
     ) -> (StatusCode, Json) {
-        let mut q = vec![];
-        if let Some(s) = since {
-            q.push(format!("since={s}"));
-        }
-        if let Some(l) = limit {
-            q.push(format!("limit={l}"));
-        }
-        if let Some(d) = device {
-            q.push(format!("device_id={d}"));
-        }
+        let query = PullQuery {
+            since: since.map(str::to_owned),
+            limit: limit.map(|l| l as i64),
+            device_id: device.map(str::to_owned),
+            wait: None,
+        };
         self.call(
             Method::GET,
-            &format!("{}?{}", paths::PULL, q.join("&")),
+            &format!("{}?{}", paths::PULL, query.encode()),
             Some(token),
             None,
         )

@@ -971,6 +971,63 @@ on_both_backends!(
     every_protocol_path_and_header_is_in_the_served_openapi_document
 );
 
+/// The document's pull is the pull served: its query parameters are the fields of the
+/// protocol's `PullQuery`, and its page has the keys of a page the server answers, with every
+/// synced table under `changes`.
+async fn the_documented_pull_is_the_pull_served(s: TestServer) {
+    use sync_runtime::protocol::paths;
+    use sync_runtime::protocol::pull::PullQuery;
+    let (_, doc) = s.call(Method::GET, paths::OPENAPI, None, None).await;
+    let pull = &doc["paths"][paths::PULL]["get"];
+    let documented: Vec<&str> = pull["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let every_field = PullQuery {
+        since: Some("c".into()),
+        limit: Some(1),
+        device_id: Some("d".into()),
+        wait: Some(1),
+    };
+    let mut sent: Vec<&str> = Vec::new();
+    let encoded = every_field.encode();
+    for pair in encoded.split('&') {
+        sent.push(pair.split_once('=').unwrap().0);
+    }
+    sent.sort_unstable();
+    let mut documented_sorted = documented.clone();
+    documented_sorted.sort_unstable();
+    assert_eq!(sent, documented_sorted);
+    assert_eq!(
+        pull["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PullResponse"
+    );
+    let schema = &doc["components"]["schemas"]["PullResponse"];
+    let (_, token) = s.register("documented-pull@example.com").await;
+    let (st, page) = s.pull_page(&token, None, None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut served: Vec<&String> = page.as_object().unwrap().keys().collect();
+    let mut described: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    served.sort();
+    described.sort();
+    assert_eq!(served, described);
+    let mut tables: Vec<&String> = page["changes"].as_object().unwrap().keys().collect();
+    let mut required: Vec<&str> = schema["properties"]["changes"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    tables.sort();
+    required.sort_unstable();
+    assert_eq!(tables, required);
+    assert!(!tables.is_empty());
+}
+on_both_backends!(documented_pull, the_documented_pull_is_the_pull_served);
+
 /// Found by the simulation (seed 16): a device whose clock went back wrote a record with the same
 /// natural key as its own earlier tombstone, at a lower stamp. The write lost the merge, and the
 /// survivor's version, written last by that very device, never reached it by pull.

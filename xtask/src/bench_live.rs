@@ -223,17 +223,21 @@ pub async fn idle_accounts(url: &str, accounts: usize) -> Result<Vec<(String, St
             .sign_in(&format!("idle{n}@bench.example"), "bench password", true)
             .await
             .map_err(|e| e.to_string())?;
-        let first = remote
-            .pull(
-                &session.token,
-                "0193a4c0-0000-7000-8000-000000000000",
-                1,
-                None,
-                1,
-            )
+        let schema = &entities::app().schema;
+        let (body, _) = remote
+            .pull_head(client::PullRequest {
+                token: &session.token,
+                device_id: None,
+                schema_version: schema.version(),
+                since: None,
+                limit: 1,
+            })
             .await
             .map_err(|e| e.to_string())?;
-        let cursor = first["cursor"].as_str().ok_or("no cursor")?.to_owned();
+        let cursor = client::transport::read_page(&remote, schema, body)
+            .await
+            .map_err(|e| e.to_string())?
+            .cursor;
         out.push((session.token, cursor));
     }
     Ok(out)

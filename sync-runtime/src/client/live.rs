@@ -61,7 +61,7 @@ pub(crate) async fn poll<T: Transport>(
     }
     let has_more = page.has_more;
     let empty = page.changes.iter().all(|(_, rows)| rows.is_empty());
-    let server_time = page.server_time;
+    let server_time = page.server_clock();
     let touched = changes::touched(&page, false);
     store.apply_pulled(page)?;
     if let Some(t) = server_time {

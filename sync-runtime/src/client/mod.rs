@@ -470,7 +470,7 @@ async fn pull_phase<T: Transport>(
             });
             match fetched {
                 Ok(page) => {
-                    let server_time = page.server_time;
+                    let server_time = page.server_clock();
                     let touched = changes::touched(&page, full);
                     let summary = store.apply_pulled(page)?;
                     report.changed.record(store, touched)?;
@@ -540,19 +540,19 @@ pub async fn connect(
             store.reset_for_new_account()?;
         }
         if local_data == LocalData::Discard && store.has_local_data()? {
-            let page = remote
-                .pull(
-                    &session.token,
-                    store.device_id(),
-                    store.app().schema.version(),
-                    None,
-                    1,
-                )
+            // One row of a full pull says whether the account holds data (a full pull never
+            // names the device: the answer must not depend on who wrote the rows).
+            let (body, _) = remote
+                .pull_head(PullRequest {
+                    token: &session.token,
+                    device_id: None,
+                    schema_version: store.app().schema.version(),
+                    since: None,
+                    limit: 1,
+                })
                 .await?;
-            let account_has_data = page["changes"].as_object().is_some_and(|c| {
-                c.values()
-                    .any(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-            });
+            let page = transport::read_page(&remote, &store.app().schema, body).await?;
+            let account_has_data = page.changes.iter().any(|(_, rows)| !rows.is_empty());
             if account_has_data {
                 store.discard_local_data()?;
             }

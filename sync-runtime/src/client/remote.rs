@@ -4,6 +4,7 @@ use super::transport::{PullRequest, Transport};
 use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use crate::protocol::health::Health;
+use crate::protocol::pull::PullQuery;
 use crate::protocol::push::{PushRequest, PushResponse};
 use crate::protocol::{headers, paths};
 use serde::Deserialize;
@@ -164,45 +165,18 @@ impl Remote {
         .await
     }
 
-    fn pull_request(&self, r: PullRequest<'_>) -> reqwest::RequestBuilder {
-        let mut query: Vec<(&str, String)> = vec![("limit", r.limit.to_string())];
-        if let Some(d) = r.device_id {
-            query.push(("device_id", d.to_owned()));
-        }
-        if let Some(s) = r.since {
-            query.push(("since", s.to_owned()));
-        }
+    fn pull_request(&self, r: PullRequest<'_>, wait: Option<Duration>) -> reqwest::RequestBuilder {
+        let query = PullQuery {
+            since: r.since.map(str::to_owned),
+            limit: Some(r.limit.try_into().unwrap_or(i64::MAX)),
+            device_id: r.device_id.map(str::to_owned),
+            wait: wait.map(|w| w.as_secs()),
+        };
         self.http
             .get(format!("{}{}", self.base, paths::PULL))
             .bearer_auth(r.token)
             .header(headers::SCHEMA_VERSION, r.schema_version.to_string())
             .query(&query)
-    }
-
-    /// One page of changes after `since`, as JSON.
-    pub async fn pull(
-        &self,
-        token: &str,
-        device_id: &str,
-        schema_version: u32,
-        since: Option<&str>,
-        limit: usize,
-    ) -> Result<Json, RemoteError> {
-        let req = self.pull_request(PullRequest {
-            token,
-            device_id: Some(device_id),
-            schema_version,
-            since,
-            limit,
-        });
-        let page = self.send(req).await?;
-        if page["cursor"].is_string() && page["changes"].is_object() {
-            Ok(page)
-        } else {
-            Err(RemoteError::Protocol(
-                "a pull page without cursor or changes".into(),
-            ))
-        }
     }
 }
 
@@ -276,7 +250,7 @@ impl Transport for Remote {
         &self,
         request: PullRequest<'_>,
     ) -> Result<(reqwest::Response, Option<NextPage>), RemoteError> {
-        let resp = self.send_for_head(self.pull_request(request)).await?;
+        let resp = self.send_for_head(self.pull_request(request, None)).await?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -300,8 +274,7 @@ impl Transport for Remote {
         wait: Duration,
     ) -> Result<(reqwest::Response, Option<Duration>), RemoteError> {
         let req = self
-            .pull_request(request)
-            .query(&[("wait", wait.as_secs())])
+            .pull_request(request, Some(wait))
             // Held for `wait`, then answered: allow that on top of the usual time.
             .timeout(wait + Duration::from_secs(60));
         let resp = self.send_for_head(req).await?;

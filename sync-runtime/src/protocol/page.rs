@@ -2,21 +2,18 @@
 //! fields land in their columns' slots as they are read, with no JSON object built per row
 //! (building and freeing those cost more than storing the rows).
 
+use crate::protocol::pull::{PullResponse, keys};
 use crate::protocol::wire::{RawRow, RowSeed, WireRow};
 use crate::schema::{Schema, Table};
 use crate::timestamp::Timestamp;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-/// One page of a pull: its rows per synced table (parents first), checked against the schema.
-#[derive(Debug, Clone)]
-pub struct PulledPage {
-    pub changes: Vec<(&'static Table, Vec<WireRow>)>,
-    pub cursor: String,
-    pub has_more: bool,
-    /// The server's clock when it answered (absent or unreadable: not known).
-    pub server_time: Option<Timestamp>,
-}
+/// A pulled page's rows per synced table (parents first), checked against the schema.
+pub type PulledRows = Vec<(&'static Table, Vec<WireRow>)>;
+
+/// One page of a pull as the device reads it.
+pub type PulledPage = PullResponse<PulledRows>;
 
 impl PulledPage {
     /// A page from the bytes of a pull's answer.
@@ -44,12 +41,17 @@ impl PulledPage {
                 .map_err(|e| format!("the server sent a bad {} row: {e}", table.name))?;
             changes.push((table, rows));
         }
-        Ok(PulledPage {
+        Ok(PullResponse {
             cursor: raw.cursor.ok_or("a pull page without a cursor")?,
             has_more: raw.has_more,
-            server_time: raw.server_time.and_then(|s| Timestamp::parse_wire(&s).ok()),
+            server_time: raw.server_time.unwrap_or_default(),
             changes,
         })
+    }
+
+    /// The server's clock when it answered (absent or unreadable: not known).
+    pub fn server_clock(&self) -> Option<Timestamp> {
+        Timestamp::parse_wire(&self.server_time).ok()
     }
 }
 
@@ -83,10 +85,12 @@ impl<'de> Visitor<'de> for PageSeed {
         };
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "changes" => page.changes = map.next_value_seed(ChangesSeed(self.0))?,
-                "cursor" => page.cursor = map.next_value()?,
-                "has_more" => page.has_more = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                "server_time" => page.server_time = map.next_value()?,
+                keys::CHANGES => page.changes = map.next_value_seed(ChangesSeed(self.0))?,
+                keys::CURSOR => page.cursor = map.next_value()?,
+                keys::HAS_MORE => {
+                    page.has_more = map.next_value::<Option<bool>>()?.unwrap_or(false)
+                }
+                keys::SERVER_TIME => page.server_time = map.next_value()?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

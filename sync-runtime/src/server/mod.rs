@@ -5,11 +5,13 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod extract;
 pub mod listen;
 pub mod live;
 pub mod long_poll;
 pub mod notify;
 pub mod openapi;
+pub mod page_rows;
 pub mod rate_limit;
 pub mod routes;
 pub mod row_rules;

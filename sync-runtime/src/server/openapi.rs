@@ -96,6 +96,23 @@ pub fn document(server: &Server) -> Json {
             json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}),
         );
     }
+    // The served page under its protocol name (utoipa names a generic's instance after its
+    // parameter).
+    let schemas = &mut doc["components"]["schemas"];
+    if let Some(s) = schemas.as_object_mut() {
+        s.remove("PageRows");
+        if let Some(mut page) = s.remove("PullResponse_PageRows") {
+            // Pulled rows carry `device_id` and, for an older client, fewer columns: no row
+            // schema of the current version describes them exactly.
+            page["properties"]["changes"] = json!({"type": "object",
+                "required": schema.synced().map(|t| t.name.clone()).collect::<Vec<_>>(),
+                "additionalProperties": {"type": "array", "items": {"type": "object"}},
+                "description": "rows per synced table, every one present (docs/PROTOCOL.md, \"Pull\")"});
+            s.insert("PullResponse".into(), page);
+        }
+    }
+    doc["paths"][paths::PULL]["get"]["responses"]["200"]["content"]["application/json"]["schema"] =
+        json!({"$ref": "#/components/schemas/PullResponse"});
     let push = &mut doc["components"]["schemas"]["PushRequest"]["properties"];
     push["changes"] = json!({"type": "object", "properties": tables, "additionalProperties": false,
         "description": "rows per synced table (docs/PROTOCOL.md, \"Rows on the wire\")"});

@@ -5,12 +5,15 @@ use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::cursor::Cursor;
 use crate::protocol::error::{CursorExpiry, ErrorBody};
 use crate::protocol::health::Health;
+use crate::protocol::pull::{PullQuery, PullResponse};
 use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
 use crate::protocol::push_body::PushBody;
 use crate::protocol::wire::{WireError, WireRow, normalise_id};
 use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError};
+use crate::server::extract::{ApiQuery, SignedIn};
+use crate::server::page_rows::PageRows;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
@@ -20,53 +23,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use utoipa::{OpenApi, ToSchema};
-
-#[derive(Serialize, ToSchema)]
-pub struct PullResponse {
-    /// Rows per table; all synced tables, empty arrays included.
-    #[schema(value_type = Object)]
-    pub changes: PageChanges,
-    /// Pass back as `since` on the next pull.
-    pub cursor: String,
-    pub has_more: bool,
-    pub server_time: String,
-}
-
-/// A pulled page's rows, serialized straight from the stored records.
-pub struct PageChanges {
-    schema: &'static crate::schema::Schema,
-    version: u32,
-    rows: BTreeMap<String, Vec<sync::Stored>>,
-}
-
-impl Serialize for PageChanges {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        struct Rows<'a>(&'a crate::schema::Table, &'a [sync::Stored], u32);
-        impl Serialize for Rows<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.1.iter().map(|r| r.json(self.0, self.2)))
-            }
-        }
-        let mut m = s.serialize_map(None)?;
-        for table in self.schema.synced() {
-            let rows = self
-                .rows
-                .get(&table.name)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            m.serialize_entry(&table.name, &Rows(table, rows, self.version))?;
-        }
-        m.end()
-    }
-}
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -84,7 +46,7 @@ impl Serialize for PageChanges {
         PushRequest,
         PushResponse,
         RowResultSchema,
-        PullResponse
+        PullResponse<PageRows>
     ))
 )]
 pub struct ApiDoc;
@@ -164,23 +126,6 @@ async fn read_body(
             ))
         })?
         .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
-}
-
-/// The user of the request's bearer token.
-async fn authenticate(server: &Server, headers: &HeaderMap) -> Result<(String, String), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
-    let hash = auth::token_hash(token);
-    let h = hash.clone();
-    let user = crate::with_tx!(&server.db, false, |tx| auth::token_user(tx, &h).await)?;
-    user.map(|u| (u, hash)).ok_or_else(|| {
-        ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
-    })
 }
 
 #[utoipa::path(get, path = "/api/health", responses((status = 200, body = Health)))]
@@ -286,8 +231,8 @@ async fn login(
 
 #[utoipa::path(post, path = "/api/auth/logout", responses((status = 204), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn logout(State(s): State<Arc<Server>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    let (_, hash) = authenticate(&s, &headers).await?;
+async fn logout(State(s): State<Arc<Server>>, signed_in: SignedIn) -> Result<StatusCode, ApiError> {
+    let hash = signed_in.token_hash;
     crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -402,12 +347,12 @@ fn analyze_grown_tables(
     security(("bearer" = [])))]
 async fn push(
     State(s): State<Arc<Server>>,
-    req: Request,
+    signed_in: SignedIn,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<axum::Json<PushResponse>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let (user, _) = authenticate(&s, &parts.headers).await?;
-    let body = read_body(&s, &parts.headers, body, s.config.max_body_bytes).await?;
-    let (version, input) = parse_push(&s, &body, user)?;
+    let body = read_body(&s, &headers, body, s.config.max_body_bytes).await?;
+    let (version, input) = parse_push(&s, &body, signed_in.user_id)?;
     let (app, server_device) = (s.app, s.device_id.clone());
     let (user, announced) = (input.user_id.clone(), input.user_id.clone());
     let (results, seq) = crate::with_tx!(&s.db, true, |tx| {
@@ -456,60 +401,26 @@ async fn push(
     }))
 }
 
-fn query_params(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| {
-                ApiError::BadRequest("the query string is not valid percent-encoded UTF-8".into())
-            })
-        };
-        out.insert(decode(k)?, decode(v)?);
-    }
-    Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[utoipa::path(get, path = "/api/sync/pull",
     params(("since" = Option<String>, Query, description = "the cursor of the previous page; absent: a full pull"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "rows per page (default 1000, clamped to the server's cap)"),
         ("device_id" = Option<String>, Query, description = "leave out records this device wrote last"),
         ("wait" = Option<u64>, Query, description = "seconds to hold the pull while the cursor is at the account's latest change (capped by the server); the answer's `X-Sync-Wait` header says how long the server agreed to hold it"),
         ("X-Sync-Schema-Version" = Option<u32>, Header, minimum = 1, description = "the client's schema version")),
-    responses((status = 200, body = PullResponse, headers(
+    responses((status = 200, body = PullResponse<PageRows>, headers(
             ("x-sync-cursor" = String, description = "the answer's `cursor`"),
             ("x-sync-has-more" = bool, description = "the answer's `has_more`"),
             ("x-sync-wait" = u64, description = "when `wait` was sent: the seconds the server agreed to hold the pull (0: answered without holding)"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 410, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
-    let (user, _) = authenticate(&s, req.headers()).await?;
-    let version = match req.headers().get(headers::SCHEMA_VERSION) {
+async fn pull(
+    State(s): State<Arc<Server>>,
+    signed_in: SignedIn,
+    request_headers: HeaderMap,
+    ApiQuery(query): ApiQuery<PullQuery>,
+) -> Result<Response, ApiError> {
+    let version = match request_headers.get(headers::SCHEMA_VERSION) {
         None => s.app.schema.version(),
         Some(v) => v
             .to_str()
@@ -520,17 +431,16 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
             })?,
     };
     check_schema_version(&s, version)?;
-    let params = query_params(req.uri().query())?;
-    let limit = match params.get("limit") {
+    let limit = match query.limit {
         None => 1000,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| ApiError::BadRequest("`limit` must be a positive integer".into()))?
-            .min(s.config.max_pull_limit as i64) as usize,
+        Some(l) if l > 0 => l.min(s.config.max_pull_limit as i64) as usize,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`limit` must be a positive integer".into(),
+            ));
+        }
     };
-    let from = match params.get("since").filter(|s| !s.is_empty()) {
+    let from = match query.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(c) => {
             let cursor = Cursor::decode(c).ok_or_else(|| {
@@ -548,32 +458,23 @@ async fn pull(State(s): State<Arc<Server>>, req: Request) -> Result<Response, Ap
             Some(cursor.from)
         }
     };
-    let exclude_device = match params.get("device_id").filter(|d| !d.is_empty()) {
+    let exclude_device = match query.device_id.as_deref().filter(|d| !d.is_empty()) {
         None => None,
         Some(d) => {
             Some(normalise_id("device_id", d).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
     let input = PullInput {
-        user_id: user,
+        user_id: signed_in.user_id,
         from,
         limit,
         exclude_device,
         max_bytes: s.config.max_page_bytes,
     };
-    let wait = match params.get("wait") {
-        None => None,
-        Some(w) => Some(Duration::from_secs(w.parse::<u64>().map_err(|_| {
-            ApiError::BadRequest("`wait` must be a whole number of seconds".into())
-        })?)),
-    };
+    let wait = query.wait.map(Duration::from_secs);
     let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
     let page = answer.page;
-    let changes = PageChanges {
-        schema: &s.app.schema,
-        version,
-        rows: page.changes,
-    };
+    let changes = PageRows::new(&s.app.schema, version, page.changes);
     let cursor = Cursor {
         schema_version: version,
         from: page.next,
