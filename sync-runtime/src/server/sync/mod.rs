@@ -1,0 +1,30 @@
+//! Push, pull and purge (docs/PROTOCOL.md), written once for both backends over [`SyncTx`].
+//!
+//! A push runs in one transaction that first locks the user's row, so two pushes of one user
+//! never interleave (on PostgreSQL, even across server processes) and the per-user change
+//! sequence is assigned in commit order: a pull can never skip a lower sequence that commits
+//! later.
+//!
+//! By concern, one file each:
+//! - `record.rs`: the record as stored ([`Stored`]) and its codec;
+//! - `read_ahead.rs`: what a push reads, a batch at a time, and the per-row statements it
+//!   builds once;
+//! - `push.rs`: the push and the flow of one pushed row (identity, references, decision, write);
+//! - `merge.rs`: the decision against what is stored, natural-key merges and cascades;
+//! - `pull.rs`: a page of changes;
+//! - `purge.rs`: tombstones past the horizon.
+//!
+//! [`SyncTx`]: crate::server::db::SyncTx
+
+mod merge;
+mod pull;
+mod purge;
+mod push;
+mod read_ahead;
+mod record;
+
+pub use pull::{PullInput, PullPage, pull, user_sequence};
+pub use purge::purge;
+pub use push::{PushContext, PushInput, PushedRows, RowStatus, push};
+pub use read_ahead::natural_key_lookup;
+pub use record::{Stored, load, row_json};
