@@ -11,7 +11,6 @@ pub mod clock;
 #[cfg(feature = "control")]
 pub mod control;
 pub mod ddl;
-pub mod engine;
 pub mod generate;
 pub mod merge;
 pub mod migrate;

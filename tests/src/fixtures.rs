@@ -1,8 +1,8 @@
 //! Entity values and local counts that device tests share.
 
 use entities::{Profile, WatchHistory};
-use sync_runtime::engine::PageSummary;
 use sync_runtime::protocol::page::PulledPage;
+use sync_runtime::store::PageSummary;
 use sync_runtime::{Store, Timestamp};
 
 /// A profile named `name`, optionally under a settings profile.

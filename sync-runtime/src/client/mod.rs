@@ -13,10 +13,9 @@ pub use remote::{NextPage, Remote, RemoteError};
 pub use service::{ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
 
-use crate::engine::RejectedRow;
 use crate::protocol::page::PulledPage;
 use crate::protocol::push::PushResponse;
-use crate::store::{Store, StoreError};
+use crate::store::{RejectedRow, StateRow, Store, StoreError};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashSet};
 
@@ -96,24 +95,9 @@ pub struct SyncStatus {
     pub live: bool,
 }
 
-/// The columns of `sync_state` a status shows.
-type StateRow = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    bool,
-);
-
 /// The store's sync status; `activity` is what a running sync reports.
 pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreError> {
-    let (url, account, token, last_sync, last_error, syncing): StateRow =
-        store.connection().query_row(
-            "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE) FROM sync_state WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )?;
+    let (url, account, token, last_sync, last_error, syncing): StateRow = store.status_row()?;
     let rejected = store.rejected_rows()?;
     let mut pending = BTreeMap::new();
     for (table, n) in store.dirty_counts()? {
@@ -266,7 +250,7 @@ impl Background<Result<PushResponse, RemoteError>> {
 
 type RowKey = (String, i64, String);
 
-fn keys(rows: &[crate::engine::PushedRow]) -> impl Iterator<Item = RowKey> + '_ {
+fn keys(rows: &[crate::store::PushedRow]) -> impl Iterator<Item = RowKey> + '_ {
     rows.iter()
         .map(|r| (r.table.clone(), r.id, r.updated_at.clone()))
 }

@@ -1,0 +1,477 @@
+//! Every statement on the runtime's own device tables: `sync_state` (the session, the cursor,
+//! the full-pull flag, the saved clock), rejected rows, parked (held-back) rows and the
+//! full pull's seen-set. Nothing outside this file reads or writes those tables; the sync steps
+//! in `push.rs` and `pull.rs` call these methods, or embed the SQL fragments built here. (The
+//! migrations below also create `sync_removed`, the write path's record of removed device-only
+//! rows, which `write.rs`, `read.rs` and the sync steps use directly.)
+
+use super::{LOCAL_ACCOUNT, PushedRow, Store, StoreError};
+use crate::App;
+use crate::ddl::{quote_ident, quote_literal};
+use crate::migrate::Migration;
+use crate::schema::{ColumnRole, Table};
+use crate::timestamp::Timestamp;
+use rusqlite::Connection;
+
+/// The runtime's own device tables: `sync_state` (the seed's columns, created if the app did
+/// not have it, plus what the runtime needs), rejected rows, pulled rows waiting for a parent or
+/// for a natural key to free up, and non-synced rows removed while tombstones still point at them.
+pub const RUNTIME_MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "0001_sync_state",
+        "CREATE TABLE IF NOT EXISTS sync_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        remote_url TEXT,
+        remote_user_id TEXT,
+        auth_token TEXT,
+        last_sync_at DATETIME,
+        is_syncing BOOLEAN DEFAULT FALSE
+    );
+    ALTER TABLE sync_state ADD COLUMN device_id TEXT;
+    ALTER TABLE sync_state ADD COLUMN synced_user_id TEXT;
+    ALTER TABLE sync_state ADD COLUMN cursor TEXT;
+    ALTER TABLE sync_state ADD COLUMN last_error TEXT;
+    ALTER TABLE sync_state ADD COLUMN clock DATETIME;
+    INSERT INTO sync_state (id) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM sync_state WHERE id = 1);
+    CREATE TABLE sync_rejected (
+        table_name TEXT NOT NULL,
+        row_id INTEGER NOT NULL,
+        updated_at DATETIME NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (table_name, row_id)
+    );
+    CREATE TABLE sync_parked (
+        table_name TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        row TEXT NOT NULL,
+        PRIMARY KEY (table_name, remote_id)
+    );
+    CREATE TABLE sync_removed (
+        table_name TEXT NOT NULL,
+        row_id INTEGER NOT NULL,
+        PRIMARY KEY (table_name, row_id)
+    );",
+    ),
+    Migration::new(
+        2,
+        "0002_full_pull",
+        "ALTER TABLE sync_state ADD COLUMN full_pull BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE TABLE sync_seen (
+        table_name TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        PRIMARY KEY (table_name, remote_id)
+    ) WITHOUT ROWID;",
+    ),
+    // The account's email, so the settings screen names the account a person signed in with.
+    Migration::new(
+        3,
+        "0003_account_email",
+        "ALTER TABLE sync_state ADD COLUMN remote_email TEXT;",
+    ),
+];
+
+/// The columns of `sync_state` a status shows: remote_url, remote_user_id, auth_token,
+/// last_sync_at, last_error, is_syncing.
+pub type StateRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
+/// A row the server refused, kept dirty and shown in the status.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedRow {
+    pub table: String,
+    pub id: i64,
+    pub message: String,
+}
+
+impl Store {
+    /// The id written into account-id columns: the connected account's, or a placeholder.
+    pub fn account_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = &*self.account.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(id.clone());
+        }
+        let id: Option<String> = self.conn.query_row(
+            "SELECT remote_user_id FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(id.unwrap_or_else(|| LOCAL_ACCOUNT.to_owned()))
+    }
+
+    /// The email of the account this database was last connected to (kept after a
+    /// disconnect, so signing in again can offer it).
+    pub fn account_email(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT remote_email FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records the email the account was signed in with.
+    pub fn save_account_email(&mut self, email: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE sync_state SET remote_email = ?1 WHERE id = 1",
+            [email],
+        )?;
+        Ok(())
+    }
+
+    /// Runs `f` with the account id read once (a sync step writes many rows, and nothing in
+    /// it changes the account).
+    pub(crate) fn with_account<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let id = self.account_id()?;
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        let r = f(self);
+        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        r
+    }
+
+    /// The cursor of the last pulled page (`None`: the next pull is a full pull).
+    pub fn cursor(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT cursor FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Forgets the cursor: the next pull is a full one, after which clean rows it did not return
+    /// are removed (their tombstones were purged meanwhile). Dirty rows are kept.
+    pub fn restart_full_pull(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("UPDATE sync_state SET cursor = NULL, full_pull = TRUE WHERE id = 1; DELETE FROM sync_seen;")?;
+        Ok(())
+    }
+
+    /// Starts a full pull at its first page: what an earlier attempt marked seen predates this
+    /// pull's start, and a record deleted on the server since (its tombstone older than the
+    /// pull, so not in it) would escape the sweep (simulation seed 3232). Everything the server
+    /// holds live now comes in this pull's pages.
+    pub(crate) fn begin_full_pull(&mut self) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM sync_seen", [])?;
+        Ok(())
+    }
+
+    /// Whether a full pull is under way (its end sweeps the rows it did not see).
+    pub fn in_full_pull(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT full_pull FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Records that the server holds record `remote_id` of `table`, for the full pull's sweep.
+    pub(super) fn mark_seen(&self, table: &Table, remote_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sync_seen (table_name, remote_id) VALUES (?1, ?2)",
+            )?
+            .execute((&table.name, remote_id))?;
+        Ok(())
+    }
+
+    /// Drops the held-back version of record `remote_id` of `table`, if any.
+    pub(super) fn unpark(&self, table: &Table, remote_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_parked WHERE table_name = ?1 AND remote_id = ?2")?
+            .execute((&table.name, remote_id))?;
+        Ok(())
+    }
+
+    /// Holds back pulled row `remote_id` of `table` (its JSON `text`), replacing an older
+    /// held-back version.
+    pub(super) fn save_parked(
+        &self,
+        table: &Table,
+        remote_id: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_parked (table_name, remote_id, row) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (table_name, remote_id) DO UPDATE SET row = excluded.row",
+            (&table.name, remote_id, text),
+        )?;
+        Ok(())
+    }
+
+    /// Every held-back row as (table name, remote id, row JSON).
+    pub(super) fn parked_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare("SELECT table_name, remote_id, row FROM sync_parked")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Drops the held-back rows of records the full pull did not see.
+    pub(super) fn unpark_unseen(&self) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM sync_parked WHERE NOT EXISTS (SELECT 1 FROM sync_seen s \
+             WHERE s.table_name = sync_parked.table_name AND s.remote_id = sync_parked.remote_id)",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// SQL: whether `remote_id` (a column expression) is not in the seen-set of the table bound
+    /// to `?1`.
+    pub(super) fn not_seen(remote_id: &str) -> String {
+        format!("{remote_id} NOT IN (SELECT remote_id FROM sync_seen WHERE table_name = ?1)")
+    }
+
+    /// Ends a full pull after its sweep: the seen-set and the rejections are forgotten.
+    pub(super) fn end_full_pull(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch(
+            "DELETE FROM sync_seen; DELETE FROM sync_rejected; UPDATE sync_state SET full_pull = FALSE WHERE id = 1;",
+        )?;
+        Ok(())
+    }
+
+    /// Stores the cursor of the page just applied, in that page's transaction.
+    pub(super) fn save_cursor(&self, cursor: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE sync_state SET cursor = ?1 WHERE id = 1", [cursor])?;
+        Ok(())
+    }
+
+    /// Records that the server refused `row` at its current stamp: it stays dirty, shows in the
+    /// status, and is not pushed again until it changes.
+    pub fn reject(&self, row: &PushedRow, message: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_rejected (table_name, row_id, updated_at, message) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (table_name, row_id) DO UPDATE SET updated_at = excluded.updated_at, message = excluded.message",
+            (&row.table, row.id, &row.updated_at, message),
+        )?;
+        Ok(())
+    }
+
+    /// Whether any row is recorded as rejected.
+    pub(super) fn any_rejected(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sync_rejected)", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Forgets an earlier rejection of row `id` of `table`.
+    pub(super) fn forget_rejection(&self, table: &Table, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_rejected WHERE table_name = ?1 AND row_id = ?2")?
+            .execute((&table.name, id))?;
+        Ok(())
+    }
+
+    /// SQL: whether row `alias` of `table` is not rejected at its current stamp (a rejected row
+    /// is pushed again once it changes).
+    pub(super) fn not_rejected_at_its_stamp(table: &Table, alias: &str) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM sync_rejected x \
+             WHERE x.table_name = {} AND x.row_id = {alias}.{} AND x.updated_at = {alias}.updated_at)",
+            quote_literal(&table.name),
+            quote_ident(&table.id_column),
+        )
+    }
+
+    /// The columns of `sync_state` a status shows.
+    pub fn status_row(&self) -> Result<StateRow, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE) FROM sync_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?)
+    }
+
+    /// The rows the server rejected, with why.
+    pub fn rejected_rows(&self) -> Result<Vec<RejectedRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT table_name, row_id, message FROM sync_rejected ORDER BY table_name, row_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RejectedRow {
+                table: r.get(0)?,
+                id: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rows pulled but held back (a parent not here yet, or a natural key not yet free).
+    pub fn parked_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM sync_parked", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Forgets what this database knew of the server's state: rejections, held-back rows, the
+    /// cursor (the next pull is a full one).
+    fn forget_server_progress(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch(
+            "DELETE FROM sync_rejected; DELETE FROM sync_parked; DELETE FROM sync_seen;
+             UPDATE sync_state SET cursor = NULL, full_pull = FALSE WHERE id = 1;",
+        )?;
+        Ok(())
+    }
+
+    /// Prepares this database for an account other than the one it last synced with: remote ids
+    /// and cursor are forgotten, tombstones dropped, every live row queued for upload.
+    pub fn reset_for_new_account(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for t in self.synced_children_first() {
+            let name = quote_ident(&t.name);
+            self.conn.execute(
+                &format!("DELETE FROM {name} WHERE deleted_at IS NOT NULL"),
+                [],
+            )?;
+            self.conn.execute(
+                &format!("UPDATE {name} SET remote_id = NULL, dirty = TRUE"),
+                [],
+            )?;
+        }
+        self.forget_server_progress()?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops every synced row (the user chose the account's data over this device's).
+    pub fn discard_local_data(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for t in self.synced_children_first() {
+            self.conn
+                .execute(&format!("DELETE FROM {}", quote_ident(&t.name)), [])?;
+        }
+        self.forget_server_progress()?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a session with an account: its id fills account-id columns from now on.
+    pub fn save_session(
+        &mut self,
+        url: &str,
+        user_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL WHERE id = 1",
+            (url, user_id, token),
+        )?;
+        for t in self.app.schema.tables.iter() {
+            for c in t.columns.iter().filter(|c| c.role == ColumnRole::AccountId) {
+                // A write from the sync itself: not dirty, not stamped.
+                self.conn.execute(
+                    &format!(
+                        "UPDATE {} SET {} = ?1",
+                        quote_ident(&t.name),
+                        quote_ident(&c.name)
+                    ),
+                    [user_id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The account this database last synced with.
+    pub fn synced_account(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT synced_user_id FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// (remote_url, auth_token) of the current session.
+    pub fn session(&self) -> Result<(Option<String>, Option<String>), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT remote_url, auth_token FROM sync_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    /// Forgets the token (the local data stays).
+    pub fn forget_token(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE sync_state SET auth_token = NULL WHERE id = 1", [])?;
+        Ok(())
+    }
+
+    pub fn set_syncing(&self, syncing: bool) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE sync_state SET is_syncing = ?1 WHERE id = 1",
+            [syncing],
+        )?;
+        Ok(())
+    }
+
+    /// Records the end of a sync: when, the error if any, and the clock's high-water mark.
+    pub fn finish_sync(&self, error: Option<&str>) -> Result<(), StoreError> {
+        let now = Timestamp::now().to_wire();
+        let clock = self.clock.high_water().to_wire();
+        if error.is_none() {
+            self.conn.execute(
+                "UPDATE sync_state SET is_syncing = FALSE, last_sync_at = ?1, last_error = NULL, clock = ?2 WHERE id = 1",
+                (&now, &clock),
+            )?;
+        } else {
+            self.conn.execute("UPDATE sync_state SET is_syncing = FALSE, last_error = ?1, clock = ?2 WHERE id = 1", (error, &clock))?;
+        }
+        Ok(())
+    }
+}
+
+/// This database's device id, read when it is opened.
+pub(super) fn device_id(conn: &Connection) -> Result<String, StoreError> {
+    let device_id: Option<String> =
+        conn.query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+    let device_id = match device_id {
+        Some(id) => id,
+        None => {
+            // Made once per local database, in the database, so a copy keeps it.
+            let id = uuid::Uuid::now_v7().to_string();
+            conn.execute("UPDATE sync_state SET device_id = ?1 WHERE id = 1", [&id])?;
+            id
+        }
+    };
+    Ok(device_id)
+}
+
+/// Clears the `is_syncing` flag when the database is opened.
+pub(super) fn clear_stuck_syncing(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute("UPDATE sync_state SET is_syncing = FALSE WHERE id = 1", [])?;
+    Ok(())
+}
+
+/// The largest stamp stored anywhere (rows of every synced table and the saved clock), from
+/// which the clock resumes.
+pub(super) fn largest_stamp(conn: &Connection, app: &App) -> Result<Timestamp, StoreError> {
+    let mut parts: Vec<String> = app
+        .schema
+        .synced()
+        .map(|t| format!("SELECT max(updated_at) AS m FROM {}", quote_ident(&t.name)))
+        .collect();
+    parts.push("SELECT clock AS m FROM sync_state".into());
+    let sql = format!("SELECT max(m) FROM ({})", parts.join(" UNION ALL "));
+    let max: Option<String> = conn.query_row(&sql, [], |r| r.get(0))?;
+    Ok(max
+        .and_then(|s| Timestamp::parse_lenient(&s).ok())
+        .unwrap_or(Timestamp::MIN))
+}
