@@ -148,15 +148,21 @@ impl Store {
     /// Forgets the cursor: the next pull is a full one, after which clean rows it did not return
     /// are removed (their tombstones were purged meanwhile). Dirty rows are kept.
     pub fn restart_full_pull(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("UPDATE sync_state SET cursor = NULL, full_pull = TRUE WHERE id = 1; DELETE FROM sync_seen;")?;
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            "UPDATE sync_state SET cursor = NULL, full_pull = TRUE WHERE id = 1",
+            [],
+        )?;
+        self.begin_full_pull()?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Starts a full pull at its first page: what an earlier attempt marked seen predates this
-    /// pull's start, and a record deleted on the server since (its tombstone older than the
-    /// pull, so not in it) would escape the sweep (simulation seed 3232). Everything the server
-    /// holds live now comes in this pull's pages.
-    pub(crate) fn begin_full_pull(&mut self) -> Result<(), StoreError> {
+    /// Starts a full pull at its first page, the one place a start forgets the seen-set: what
+    /// an earlier attempt marked seen predates this pull's start, and a record deleted on the
+    /// server since (its tombstone older than the pull, so not in it) would escape the sweep
+    /// (simulation seed 3232). Everything the server holds live now comes in this pull's pages.
+    pub(crate) fn begin_full_pull(&self) -> Result<(), StoreError> {
         self.conn.execute("DELETE FROM sync_seen", [])?;
         Ok(())
     }
