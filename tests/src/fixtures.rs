@@ -59,5 +59,5 @@ pub fn live_count(store: &Store, table: &str) -> i64 {
 pub fn apply_page(store: &mut Store, page: &serde_json::Value) -> PageSummary {
     let bytes = serde_json::to_vec(page).unwrap();
     let page = PulledPage::decode(&store.app().schema, &bytes).unwrap();
-    store.apply_pulled(page).unwrap()
+    store.apply_page(page).unwrap()
 }

@@ -63,7 +63,7 @@ pub(crate) async fn poll<T: Transport>(
     let empty = page.changes.iter().all(|(_, rows)| rows.is_empty());
     let server_time = page.server_clock();
     let touched = changes::touched(&page, false);
-    store.apply_pulled(page)?;
+    store.apply_page(page)?;
     if let Some(t) = server_time {
         store.clock().observe(t);
     }

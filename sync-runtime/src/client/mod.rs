@@ -456,7 +456,7 @@ async fn pull_phase<T: Transport>(
                 Ok(page) => {
                     let server_time = page.server_clock();
                     let touched = changes::touched(&page, full);
-                    let summary = store.apply_pulled(page)?;
+                    let summary = store.apply_page(page)?;
                     report.changed.record(store, touched)?;
                     if let Some(t) = server_time {
                         store.clock().observe_server_time(t);

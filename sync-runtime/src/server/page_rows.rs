@@ -2,7 +2,7 @@
 //! every synced table present (empty arrays included), parents first.
 
 use crate::schema::{Schema, Table};
-use crate::server::sync::Stored;
+use crate::server::sync::Record;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use std::collections::BTreeMap;
@@ -12,14 +12,14 @@ pub struct PageRows {
     schema: &'static Schema,
     /// The schema version of the client the rows are written for.
     version: u32,
-    rows: BTreeMap<String, Vec<Stored>>,
+    rows: BTreeMap<String, Vec<Record>>,
 }
 
 impl PageRows {
     pub fn new(
         schema: &'static Schema,
         version: u32,
-        rows: BTreeMap<String, Vec<Stored>>,
+        rows: BTreeMap<String, Vec<Record>>,
     ) -> PageRows {
         PageRows {
             schema,
@@ -31,7 +31,7 @@ impl PageRows {
 
 impl Serialize for PageRows {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Rows<'a>(&'a Table, &'a [Stored], u32);
+        struct Rows<'a>(&'a Table, &'a [Record], u32);
         impl Serialize for Rows<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_seq(self.1.iter().map(|r| r.json(self.0, self.2)))

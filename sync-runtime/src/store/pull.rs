@@ -42,11 +42,11 @@ impl Store {
     /// Applies one pulled page (decoded by [`PulledPage::decode`], off the thread that stores
     /// it) in one transaction together with its cursor, so an interrupted pull resumes where it
     /// stopped.
-    pub fn apply_pulled(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
-        self.with_account(|s| s.apply_page(page))
+    pub fn apply_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
+        self.with_account(|s| s.store_page(page))
     }
 
-    fn apply_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
+    fn store_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
         let (cursor, has_more) = (page.cursor, page.has_more);
         let tx = self.conn.unchecked_transaction()?;
         let full_pull = self.in_full_pull()?;

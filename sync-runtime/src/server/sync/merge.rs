@@ -3,7 +3,7 @@
 //! its children moved), and a tombstone reaching its children.
 
 use super::push::{PushSession, RowStatus};
-use super::record::{Stored, decode, load, select_columns};
+use super::record::{Record, decode, load, select_columns};
 use crate::merge::{ServerDecision, Stamp, decide_on_server};
 use crate::protocol::wire::WireRow;
 use crate::schema::{OnDelete, Table};
@@ -24,7 +24,7 @@ pub(super) enum Verdict {
     Stale,
     /// A live write under a parent deleted at this stamp: the server derives what is stored.
     UnderDeletedParent(Timestamp),
-    /// Stored as sent (the merge rule's `Insert` or `Replace`).
+    /// Record as sent (the merge rule's `Insert` or `Replace`).
     Store,
     /// The version already stored (the merge rule's `Repeat`, a retried push).
     Repeat,
@@ -39,7 +39,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         row: &WireRow,
-        stored: Option<&Stored>,
+        stored: Option<&Record>,
         deleted_parent: Option<Timestamp>,
     ) -> Result<Verdict, DbError> {
         let matches = self
@@ -56,7 +56,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         }
         // The stamp of the row as [`PushSession::stored_from`] stores it.
         let incoming = Stamp::new(row.updated_at, self.device);
-        let decision = decide_on_server(stored.map(Stored::stamp), incoming);
+        let decision = decide_on_server(stored.map(Record::stamp), incoming);
         Ok(match (decision, deleted_parent) {
             (ServerDecision::Stale, _) => Verdict::Stale,
             (_, Some(parent_at)) => Verdict::UnderDeletedParent(parent_at),
@@ -72,7 +72,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         row: &WireRow,
-        stored: Option<Stored>,
+        stored: Option<Record>,
         orphaned_by: Option<Timestamp>,
         survivor: String,
     ) -> Result<RowStatus, ApiError> {
@@ -131,10 +131,10 @@ impl<T: SyncTx> PushSession<'_, T> {
     async fn merge_into(
         &mut self,
         table: &Table,
-        incoming: Stored,
-        own: Option<Stored>,
+        incoming: Record,
+        own: Option<Record>,
         survivor: &str,
-    ) -> Result<Option<Stored>, ApiError> {
+    ) -> Result<Option<Record>, ApiError> {
         Box::pin(async move {
             self.send().await?;
             let Some(target) = load(self.tx, table, survivor).await? else {
@@ -163,7 +163,7 @@ impl<T: SyncTx> PushSession<'_, T> {
             // read through aliases (found by the simulation, seeds 16 and 4306).
             let (kept, survivor_at) = if incoming.stamp() > target.stamp() {
                 let device = incoming.device_id.clone();
-                let mut merged = Stored {
+                let mut merged = Record {
                     remote_id: target.remote_id.clone(),
                     seq: 0,
                     device_id: device,
@@ -226,7 +226,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         col: &str,
         parent: &str,
         live_only: bool,
-    ) -> Result<Vec<Stored>, DbError> {
+    ) -> Result<Vec<Record>, DbError> {
         self.send().await?;
         let (names, types) = select_columns(child);
         let mut q = Query::select();
@@ -287,7 +287,7 @@ impl<T: SyncTx> PushSession<'_, T> {
 /// tombstone is written before the survivor, and holds no key the survivor will hold. (Every
 /// key of a table with two keys has a nullable column in this app; a key without one would keep
 /// its values.) Returns whether anything changed.
-fn free_taken_keys(table: &Table, own: &mut Stored, taking: &[Value]) -> bool {
+fn free_taken_keys(table: &Table, own: &mut Record, taking: &[Value]) -> bool {
     let mut freed = false;
     for key in &table.natural_keys {
         let cols: Vec<usize> = key.iter().filter_map(|k| table.column_index(k)).collect();

@@ -6,7 +6,7 @@
 //! later.
 //!
 //! By concern, one file each:
-//! - `record.rs`: the record as stored ([`Stored`]) and its codec;
+//! - `record.rs`: the record as stored ([`Record`]) and its codec;
 //! - `read_ahead.rs`: what a push reads, a batch at a time, and the per-row statements it
 //!   builds once;
 //! - `push.rs`: the push and the flow of one pushed row (identity, references, decision, write);
@@ -27,4 +27,4 @@ pub use pull::{PullInput, PullPage, pull, user_sequence};
 pub use purge::purge;
 pub use push::{PushContext, PushInput, PushedRows, RowStatus, push};
 pub use read_ahead::natural_key_lookup;
-pub use record::{Stored, load, row_json};
+pub use record::{Record, load, row_json};

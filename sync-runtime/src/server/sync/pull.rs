@@ -1,6 +1,6 @@
 //! Pull: a page of the changes after a cursor, or of a full pull, cut by count and by bytes.
 
-use super::record::{Stored, decode, select_columns};
+use super::record::{Record, decode, select_columns};
 use crate::protocol::cursor::PullFrom;
 use crate::schema::{ColumnType, Schema, Table};
 use crate::server::db::{DbError, SyncTx};
@@ -20,7 +20,7 @@ pub struct PullInput {
 }
 
 pub struct PullPage {
-    pub changes: BTreeMap<String, Vec<Stored>>,
+    pub changes: BTreeMap<String, Vec<Record>>,
     /// Where the next pull continues: a full pull stays full until its last page.
     pub next: PullFrom,
     pub has_more: bool,
@@ -63,7 +63,7 @@ pub async fn pull<T: SyncTx>(
     let byte_cut = page_byte_cutoff(tx, schema, input, since, full_began).await?;
     // The first `limit + 1` changes after `since` of each table, read once: the page ends at
     // the `limit`-th sequence across all tables, and every change up to it is among these.
-    let mut read: Vec<(&Table, Vec<Stored>)> = Vec::new();
+    let mut read: Vec<(&Table, Vec<Record>)> = Vec::new();
     let mut seqs: Vec<i64> = Vec::new();
     for table in schema.synced() {
         let (names, types) = select_columns(table);

@@ -4,7 +4,7 @@
 
 use super::merge::Verdict;
 use super::read_ahead::{Parent, ReadAhead};
-use super::record::{Stored, sea, text};
+use super::record::{Record, sea, text};
 use crate::ddl::SERVER_COLUMNS;
 use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnType, OnDelete, Schema, Table};
@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowStatus {
     Applied,
-    Stale(Box<Stored>),
+    Stale(Box<Record>),
     /// Merged into the record with this id; with the survivor's version when the pushed write
     /// lost the merge rule (the device stores it as if pulled).
-    Merged(String, Option<Box<Stored>>),
+    Merged(String, Option<Box<Record>>),
     Rejected(String),
 }
 
@@ -192,7 +192,7 @@ impl<T: SyncTx> PushSession<'_, T> {
     pub(super) async fn store(
         &mut self,
         table: &Table,
-        row: &mut Stored,
+        row: &mut Record,
         version: u32,
     ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
@@ -287,8 +287,8 @@ impl<T: SyncTx> PushSession<'_, T> {
         Ok(())
     }
 
-    pub(super) fn stored_from(&self, row: &WireRow, device: &str) -> Stored {
-        Stored {
+    pub(super) fn stored_from(&self, row: &WireRow, device: &str) -> Record {
+        Record {
             remote_id: row.remote_id.clone(),
             user_id: self.user.to_owned(),
             seq: 0,
@@ -336,7 +336,7 @@ impl<T: SyncTx> PushSession<'_, T> {
             Verdict::Repeat => stored,
         };
         Ok(if merged {
-            // Stored under canonical ids where the row used aliases: the answer carries that
+            // Record under canonical ids where the row used aliases: the answer carries that
             // version, since the pushing device's own pulls leave it out (found by the
             // simulation, seed 1082: an item added under a list merged away meanwhile kept
             // the old list on its device).
@@ -354,7 +354,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         row: &mut WireRow,
-    ) -> Result<(Option<Stored>, bool), ApiError> {
+    ) -> Result<(Option<Record>, bool), ApiError> {
         let sent = row.remote_id.clone();
         let forbidden =
             || ApiError::Forbidden(format!("{} {sent} belongs to another account", table.name));
@@ -388,7 +388,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         row: &mut WireRow,
-        stored: Option<&Stored>,
+        stored: Option<&Record>,
     ) -> Result<Result<References, String>, DbError> {
         let mut refs = References::default();
         let unchecked = stored.is_none() && row.is_tombstone();
@@ -478,8 +478,8 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         row: &WireRow,
-        stored: Option<&Stored>,
-    ) -> Result<Stored, ApiError> {
+        stored: Option<&Record>,
+    ) -> Result<Record, ApiError> {
         let was_live = stored.is_some_and(|s| s.deleted_at.is_none());
         let mut incoming = self.stored_from(row, self.device);
         self.store(table, &mut incoming, self.version).await?;

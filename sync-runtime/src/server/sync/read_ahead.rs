@@ -4,7 +4,7 @@
 //! the database otherwise.
 
 use super::push::{PushSession, PushedRows};
-use super::record::{Stored, decode, load, sea, select_columns, server_ty, text};
+use super::record::{Record, decode, load, sea, select_columns, server_ty, text};
 use crate::schema::{ColumnType, Reference, Table};
 use crate::server::db::{DbError, SyncTx};
 use crate::timestamp::Timestamp;
@@ -16,8 +16,8 @@ use std::collections::HashMap;
 /// [`PushSession::read`].
 #[derive(Default)]
 pub(super) struct ReadAhead {
-    /// Stored records, `None` for ids known to be absent; filled a table's batch at a time.
-    records: ByTable<Option<Stored>>,
+    /// Record records, `None` for ids known to be absent; filled a table's batch at a time.
+    records: ByTable<Option<Record>>,
     /// Aliases (owner, canonical id), `None` for ids known not to be aliases.
     pub(super) aliases: ByTable<Option<(String, String)>>,
     /// Resolved parents, by the id a child references.
@@ -317,7 +317,7 @@ impl<T: SyncTx> PushSession<'_, T> {
         &mut self,
         table: &Table,
         id: &str,
-    ) -> Result<Option<Stored>, DbError> {
+    ) -> Result<Option<Record>, DbError> {
         match self
             .read
             .records

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json};
 
 /// A record as the server stores it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Stored {
+pub struct Record {
     pub remote_id: String,
     pub user_id: String,
     pub seq: i64,
@@ -24,7 +24,7 @@ pub struct Stored {
     pub values: Vec<Value>,
 }
 
-impl Stored {
+impl Record {
     pub(super) fn stamp(&self) -> Stamp<'_> {
         Stamp::new(self.updated_at, &self.device_id)
     }
@@ -101,7 +101,7 @@ fn take_text(
     }
 }
 
-pub(super) fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> {
+pub(super) fn decode(table: &Table, row: Vec<Value>) -> Result<Record, DbError> {
     let mut it = row.into_iter();
     let remote_id = take_text(&mut it, table, "remote_id")?;
     let user_id = take_text(&mut it, table, "user_id")?;
@@ -134,7 +134,7 @@ pub(super) fn decode(table: &Table, row: Vec<Value>) -> Result<Stored, DbError> 
     }
     let updated_at = updated_at
         .ok_or_else(|| DbError::Decode(format!("{}: row without updated_at", table.name)))?;
-    Ok(Stored {
+    Ok(Record {
         remote_id,
         user_id,
         seq,
@@ -150,7 +150,7 @@ pub async fn load<T: SyncTx>(
     tx: &mut T,
     table: &Table,
     remote_id: &str,
-) -> Result<Option<Stored>, DbError> {
+) -> Result<Option<Record>, DbError> {
     let (names, types) = select_columns(table);
     let mut q = Query::select();
     q.columns(names)
@@ -164,7 +164,7 @@ pub async fn load<T: SyncTx>(
         .transpose()
 }
 
-impl Stored {
+impl Record {
     /// The record as the JSON row of docs/PROTOCOL.md for a client of `version`, serialized in
     /// place.
     pub fn json<'a>(
@@ -185,6 +185,6 @@ impl Stored {
 }
 
 /// A stored record as the JSON row of docs/PROTOCOL.md for a client of `version`.
-pub fn row_json(table: &Table, row: &Stored, version: u32) -> Map<String, Json> {
+pub fn row_json(table: &Table, row: &Record, version: u32) -> Map<String, Json> {
     crate::protocol::wire::row_map(&row.json(table, version))
 }
