@@ -67,57 +67,69 @@ pub struct LocalRow {
     pub dirty: bool,
 }
 
-/// What a device does with a pulled version.
+/// Where a version the device applies comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A pulled page.
+    Pull,
+    /// A push answered `stale`: the server's version, stored as if pulled.
+    Stale,
+    /// A pulled version held back earlier (its parent was not here yet): it may be older than
+    /// what this device has since learned (found by the simulation, seed 229).
+    Parked,
+}
+
+/// What a device does with a version the server sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceDecision {
     /// No local row: insert the pulled version.
     Insert,
     /// Take the pulled version over local row `id` (it is clean now).
     Replace { id: i64 },
-    /// The local row's unpushed edit wins; it stays dirty and reaches the server on the next push.
+    /// The local row wins: its unpushed edit stays dirty and reaches the server on the next
+    /// push, or it is newer than a held-back version.
     KeepLocal { id: i64 },
     /// The pulled version is the local row's own write: nothing changes.
     Same { id: i64 },
-    /// A local row the server has never acknowledged holds the same natural key: it is the same
-    /// record, so it takes the pulled `remote_id`; its values follow the merge rule.
-    MergeInto { id: i64, keep_local_values: bool },
-    /// A local row the server keeps apart holds the natural key for a moment (a later page frees
-    /// it): hold the pulled row back and apply it once the key is free.
-    Park,
 }
 
-/// The device's decision for a pulled version stamped `incoming`. `by_remote_id` is the local row
-/// with the same `remote_id`; `by_natural_key` a different local row with the same natural key and
-/// whether the server ever acknowledged it. A clean local row always takes the pulled version; a
-/// dirty one is compared by the merge rule, its stamp being `(updated_at, this_device)`.
+/// The device's decision for a version stamped `incoming` from `origin`, meeting `local`, the
+/// local row with the same `remote_id`. A clean local row always takes the pulled version; a
+/// dirty one is compared by the merge rule, its stamp being `(updated_at, this_device)`. A
+/// stale answer and a held-back version have their own cases first.
 pub fn decide_on_device(
-    by_remote_id: Option<LocalRow>,
-    by_natural_key: Option<(LocalRow, bool)>,
+    origin: Origin,
+    local: Option<LocalRow>,
     incoming: Stamp<'_>,
     this_device: &str,
 ) -> DeviceDecision {
-    let local_wins =
-        |row: &LocalRow| row.dirty && Stamp::new(row.updated_at, this_device) > incoming;
-    if let Some(row) = by_remote_id {
+    let Some(row) = local else {
+        return DeviceDecision::Insert;
+    };
+    let at = incoming.updated_at;
+    match origin {
+        // A stale answer is the server's winner over this very write.
+        Origin::Stale if row.updated_at <= at || !row.dirty => {
+            DeviceDecision::Replace { id: row.id }
+        }
+        // A held-back version never replaces a newer one, nor an unpushed write of its stamp.
+        Origin::Parked if row.updated_at > at || (row.dirty && row.updated_at == at) => {
+            DeviceDecision::KeepLocal { id: row.id }
+        }
+        // The server's version of the very write held here: what a `stale` or `merged` answer
+        // carried, held back for a parent this device did not have yet (found by the
+        // simulation, seed 1082: the answer's list was the survivor of a merge).
+        Origin::Parked if row.updated_at == at => DeviceDecision::Replace { id: row.id },
         // A clean row takes the pulled version even at an equal `updated_at`: another device may
         // have written in the same millisecond, and the server holds the winner.
-        return if !row.dirty {
-            DeviceDecision::Replace { id: row.id }
-        } else if Stamp::new(row.updated_at, this_device) == incoming {
+        _ if !row.dirty => DeviceDecision::Replace { id: row.id },
+        _ if Stamp::new(row.updated_at, this_device) == incoming => {
             DeviceDecision::Same { id: row.id }
-        } else if local_wins(&row) {
+        }
+        _ if Stamp::new(row.updated_at, this_device) > incoming => {
             DeviceDecision::KeepLocal { id: row.id }
-        } else {
-            DeviceDecision::Replace { id: row.id }
-        };
-    }
-    match by_natural_key {
-        None => DeviceDecision::Insert,
-        Some((row, false)) => DeviceDecision::MergeInto {
-            id: row.id,
-            keep_local_values: local_wins(&row),
-        },
-        Some((_, true)) => DeviceDecision::Park,
+        }
+        _ => DeviceDecision::Replace { id: row.id },
     }
 }
 
@@ -164,7 +176,7 @@ mod tests {
             dirty: false,
         };
         // Even an older stamp: the server holds the winner.
-        let d = decide_on_device(Some(row), None, Stamp::new(ts(10), "srv"), "me");
+        let d = decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(10), "srv"), "me");
         assert_eq!(d, DeviceDecision::Replace { id: 1 });
     }
 
@@ -177,7 +189,7 @@ mod tests {
             updated_at: ts(50),
             dirty: false,
         };
-        let d = decide_on_device(Some(row), None, Stamp::new(ts(50), "other"), "me");
+        let d = decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(50), "other"), "me");
         assert_eq!(d, DeviceDecision::Replace { id: 1 });
     }
 
@@ -189,55 +201,104 @@ mod tests {
             dirty: true,
         };
         assert_eq!(
-            decide_on_device(Some(row), None, Stamp::new(ts(40), "x"), "me"),
+            decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(40), "x"), "me"),
             DeviceDecision::KeepLocal { id: 1 }
         );
         assert_eq!(
-            decide_on_device(Some(row), None, Stamp::new(ts(60), "x"), "me"),
+            decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(60), "x"), "me"),
             DeviceDecision::Replace { id: 1 }
         );
         assert_eq!(
-            decide_on_device(Some(row), None, Stamp::new(ts(50), "zz"), "me"),
+            decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(50), "zz"), "me"),
             DeviceDecision::Replace { id: 1 }
         );
         assert_eq!(
-            decide_on_device(Some(row), None, Stamp::new(ts(50), "aa"), "me"),
+            decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(50), "aa"), "me"),
             DeviceDecision::KeepLocal { id: 1 }
         );
         assert_eq!(
-            decide_on_device(Some(row), None, Stamp::new(ts(50), "me"), "me"),
+            decide_on_device(Origin::Pull, Some(row), Stamp::new(ts(50), "me"), "me"),
             DeviceDecision::Same { id: 1 }
         );
     }
 
     #[test]
-    fn natural_key_matches_merge_only_into_rows_the_server_never_saw() {
-        let row = LocalRow {
-            id: 7,
+    fn a_version_meeting_no_local_row_is_inserted_whatever_its_origin() {
+        for origin in [Origin::Pull, Origin::Stale, Origin::Parked] {
+            assert_eq!(
+                decide_on_device(origin, None, Stamp::new(ts(60), "x"), "me"),
+                DeviceDecision::Insert
+            );
+        }
+    }
+
+    /// A `stale` answer is the server's winner over the write this device pushed: it replaces
+    /// that write even where the pull rule would keep it (an equal stamp from a device id that
+    /// sorts lower), but not a newer unpushed edit made since the push.
+    #[test]
+    fn a_stale_answer_replaces_the_write_it_answers_but_not_a_later_edit() {
+        let pushed = LocalRow {
+            id: 3,
             updated_at: ts(50),
             dirty: true,
         };
         assert_eq!(
-            decide_on_device(None, Some((row, false)), Stamp::new(ts(60), "x"), "me"),
-            DeviceDecision::MergeInto {
-                id: 7,
-                keep_local_values: false
-            }
+            decide_on_device(Origin::Stale, Some(pushed), Stamp::new(ts(50), "aa"), "me"),
+            DeviceDecision::Replace { id: 3 }
         );
         assert_eq!(
-            decide_on_device(None, Some((row, false)), Stamp::new(ts(40), "x"), "me"),
-            DeviceDecision::MergeInto {
-                id: 7,
-                keep_local_values: true
-            }
+            decide_on_device(Origin::Pull, Some(pushed), Stamp::new(ts(50), "aa"), "me"),
+            DeviceDecision::KeepLocal { id: 3 }
         );
+        let edited_since = LocalRow {
+            updated_at: ts(70),
+            ..pushed
+        };
         assert_eq!(
-            decide_on_device(None, Some((row, true)), Stamp::new(ts(60), "x"), "me"),
-            DeviceDecision::Park
+            decide_on_device(
+                Origin::Stale,
+                Some(edited_since),
+                Stamp::new(ts(60), "x"),
+                "me"
+            ),
+            DeviceDecision::KeepLocal { id: 3 }
         );
+        let clean = LocalRow {
+            dirty: false,
+            ..edited_since
+        };
         assert_eq!(
-            decide_on_device(None, None, Stamp::new(ts(60), "x"), "me"),
-            DeviceDecision::Insert
+            decide_on_device(Origin::Stale, Some(clean), Stamp::new(ts(60), "x"), "me"),
+            DeviceDecision::Replace { id: 3 }
+        );
+    }
+
+    /// Found by the simulation (seeds 229 and 1082): a held-back version never replaces what
+    /// the device learned since, nor an unpushed write of its own stamp; at the stamp of a
+    /// pushed write it is the server's version of that write, and replaces it.
+    #[test]
+    fn a_held_back_version_never_replaces_a_newer_row() {
+        let row = |at, dirty| LocalRow {
+            id: 9,
+            updated_at: ts(at),
+            dirty,
+        };
+        let held = Stamp::new(ts(50), "zz");
+        for local in [row(60, false), row(60, true), row(50, true)] {
+            assert_eq!(
+                decide_on_device(Origin::Parked, Some(local), held, "me"),
+                DeviceDecision::KeepLocal { id: 9 },
+                "{local:?}"
+            );
+        }
+        assert_eq!(
+            decide_on_device(Origin::Parked, Some(row(50, false)), held, "me"),
+            DeviceDecision::Replace { id: 9 }
+        );
+        // Older local rows follow the pull rule.
+        assert_eq!(
+            decide_on_device(Origin::Parked, Some(row(40, true)), held, "me"),
+            DeviceDecision::Replace { id: 9 }
         );
     }
 }

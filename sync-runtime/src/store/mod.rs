@@ -97,17 +97,6 @@ pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
-/// Where a pulled row came from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Incoming {
-    Pull,
-    /// A push answered `stale`: the server's version, stored as if pulled.
-    Stale,
-    /// A pulled version held back earlier: it may be older than what this device has since
-    /// learned (found by the simulation, seed 229).
-    Parked,
-}
-
 enum Applied {
     Done,
     Parked,

@@ -1,9 +1,9 @@
 //! The pull: applying pulled pages by the merge rule, holding back rows that cannot land yet
 //! (and retrying them), and the sweep at the end of a full pull.
 
-use super::{Applied, Incoming, Sql, Store, StoreError, err, is_unique_violation};
+use super::{Applied, Sql, Store, StoreError, err, is_unique_violation};
 use crate::ddl::quote_ident;
-use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
+use crate::merge::{DeviceDecision, LocalRow, Origin, Stamp, decide_on_device};
 use crate::protocol::page::PulledPage;
 use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnRole, Table};
@@ -68,7 +68,7 @@ impl Store {
                 }
                 summary.rows += 1;
                 if let Applied::Parked =
-                    self.apply_incoming(table, row, Incoming::Pull, &mut cache)?
+                    self.apply_incoming(table, row, Origin::Pull, &mut cache)?
                 {
                     summary.parked += 1;
                 }
@@ -215,7 +215,7 @@ impl Store {
                     if let Applied::Done = self.apply_incoming(
                         t,
                         self.server_row(t, &row)?,
-                        Incoming::Parked,
+                        Origin::Parked,
                         &mut cache,
                     )? {
                         progress = true;
@@ -305,14 +305,14 @@ impl Store {
         &self,
         table: &Table,
         row: WireRow,
-        origin: Incoming,
+        origin: Origin,
         cache: &mut HashMap<(String, String), i64>,
     ) -> Result<Applied, StoreError> {
         // Long on purpose: the merge rule's steps (the fast insert, the local row, references,
         // the decision, the write and its fallbacks) share the local row, the resolved values
         // and the parameters; each step's comment names the simulation seed it answers.
         self.clock.observe(row.updated_at);
-        if origin == Incoming::Pull && !row.is_tombstone() && self.insert_new(table, &row, cache)? {
+        if origin == Origin::Pull && !row.is_tombstone() && self.insert_new(table, &row, cache)? {
             return Ok(Applied::Done);
         }
         let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
@@ -360,30 +360,12 @@ impl Store {
             dirty: *dirty,
             updated_at: Timestamp::parse_lenient(at).unwrap_or(Timestamp::MIN),
         });
-        let decision = match (origin, local_row) {
-            // A stale answer is the server's winner over this very write.
-            (Incoming::Stale, Some(l)) if l.updated_at <= row.updated_at || !l.dirty => {
-                DeviceDecision::Replace { id: l.id }
-            }
-            // A held-back version never replaces a newer one, nor an unpushed write of its stamp.
-            (Incoming::Parked, Some(l))
-                if l.updated_at > row.updated_at || (l.dirty && l.updated_at == row.updated_at) =>
-            {
-                return Ok(Applied::Done);
-            }
-            // The server's version of the very write held here: what a `stale` or `merged`
-            // answer carried, held back for a parent this device did not have yet (found by the
-            // simulation, seed 1082: the answer's list was the survivor of a merge).
-            (Incoming::Parked, Some(l)) if l.updated_at == row.updated_at => {
-                DeviceDecision::Replace { id: l.id }
-            }
-            _ => decide_on_device(local_row, None, incoming, &self.device_id),
-        };
+        let decision = decide_on_device(origin, local_row, incoming, &self.device_id);
+        if let DeviceDecision::KeepLocal { .. } | DeviceDecision::Same { .. } = decision {
+            return Ok(Applied::Done);
+        }
         let mut params = self.stored_params(table, values.iter().map(Param::Value), &row)?;
         let result = match decision {
-            DeviceDecision::KeepLocal { .. } | DeviceDecision::Same { .. } => {
-                return Ok(Applied::Done);
-            }
             DeviceDecision::Replace { id } => {
                 params.pop();
                 params.push(Param::Own(Value::Integer(id)));

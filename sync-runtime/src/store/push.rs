@@ -1,7 +1,8 @@
 //! The push: reading dirty rows for it, parents first, and applying its per-row results.
 
-use super::{Incoming, Sql, Store, StoreError, err};
+use super::{Sql, Store, StoreError, err};
 use crate::ddl::quote_ident;
+use crate::merge::Origin;
 use crate::protocol::push::{PushResults, RowResult};
 use crate::schema::Table;
 use crate::timestamp::Timestamp;
@@ -253,7 +254,7 @@ impl Store {
                         self.apply_incoming(
                             table,
                             self.server_row(table, survivor)?,
-                            Incoming::Stale,
+                            Origin::Stale,
                             &mut HashMap::new(),
                         )?;
                     }
@@ -270,7 +271,7 @@ impl Store {
                     self.apply_incoming(
                         table,
                         self.server_row(table, server_row)?,
-                        Incoming::Stale,
+                        Origin::Stale,
                         &mut HashMap::new(),
                     )?;
                     summary.stale += 1;

@@ -1,9 +1,9 @@
 //! Joining local rows that are one record: a pushed row the server merged into another
 //! (adopting its remote id, moving children), and rows that share a natural key.
 
-use super::{Applied, Incoming, PushedRow, Store, StoreError, is_unique_violation};
+use super::{Applied, PushedRow, Store, StoreError, is_unique_violation};
 use crate::ddl::quote_ident;
-use crate::merge::{DeviceDecision, LocalRow, Stamp, decide_on_device};
+use crate::merge::{DeviceDecision, LocalRow, Origin, Stamp, decide_on_device};
 use crate::protocol::wire::WireRow;
 use crate::schema::Table;
 use crate::timestamp::Timestamp;
@@ -106,7 +106,7 @@ impl Store {
                     return self.apply_incoming(
                         table,
                         row.clone(),
-                        Incoming::Pull,
+                        Origin::Pull,
                         &mut HashMap::new(),
                     );
                 }
@@ -124,8 +124,8 @@ impl Store {
                 let device = row.device_id.clone().unwrap_or_default();
                 if !matches!(
                     decide_on_device(
+                        Origin::Pull,
                         Some(local),
-                        None,
                         Stamp::new(row.updated_at, &device),
                         &self.device_id
                     ),
@@ -134,7 +134,7 @@ impl Store {
                     return self.apply_incoming(
                         table,
                         row.clone(),
-                        Incoming::Pull,
+                        Origin::Pull,
                         &mut HashMap::new(),
                     );
                 }
@@ -261,6 +261,8 @@ impl Store {
     /// the two records. A child whose natural key the new parent's children already hold is the
     /// same record there: its own children move too, a newer unpushed edit of it carries over
     /// (to be pushed under the surviving record), and it goes (found by the simulation, seed 116).
+    // The server's `repoint_children` (server/sync/merge.rs) is the same rule; the difference
+    // is named there.
     fn move_children(&self, table: &Table, from: i64, to: i64) -> Result<(), StoreError> {
         for (child, col, _) in self.app.schema.children_of(&table.name) {
             let (ct, cid, cc) = (

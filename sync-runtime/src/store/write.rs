@@ -327,6 +327,14 @@ impl Store {
         Ok(())
     }
 
+    /// A local deletion of row `id` reaches its synced children: CASCADE ones become
+    /// tombstones (recursively), SET NULL references are nulled.
+    // The server's `cascade` (server/sync/merge.rs) applies the same rule to a pushed
+    // tombstone. They differ in who owns the writes: here the children are this device's own
+    // writes, stamped by its clock and dirty, so they are pushed like any edit; there they are
+    // derived writes stamped above the deletion under the server's device id, which no device
+    // pushes. One is synchronous SQL on local ids, the other async statements on remote ids,
+    // so each is written where it runs.
     pub(crate) fn cascade(&self, parent: &Table, id: i64) -> Result<(), StoreError> {
         for (child, col, r) in self.app.schema.children_of(&parent.name) {
             if !child.synced {

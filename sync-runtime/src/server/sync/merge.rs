@@ -188,6 +188,10 @@ impl<T: SyncTx> PushSession<'_, T> {
 
     /// Points every child of `from` at `to`, as derived writes (merging children that now
     /// share a natural key).
+    // The device's `move_children` (store/reconcile.rs) follows this on the merge's answer:
+    // the same re-pointing and the same merge of twins by natural key. It differs in that the
+    // device's copies are not new versions (the server's derived writes reach it by pull), so
+    // only a newer unpushed edit of a twin is kept, to be pushed under the survivor.
     async fn repoint_children(
         &mut self,
         table: &Table,
@@ -247,6 +251,8 @@ impl<T: SyncTx> PushSession<'_, T> {
 
     /// A tombstone of `parent` reaches its children: CASCADE ones become derived tombstones,
     /// SET NULL references are nulled, recursively.
+    // The device's `Store::cascade` (store/write.rs) applies the same rule to a local deletion;
+    // the difference is named there.
     pub(super) async fn cascade(
         &mut self,
         table: &Table,
