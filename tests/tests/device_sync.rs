@@ -764,17 +764,22 @@ async fn a_database_moved_to_another_account_uploads_its_data_there() {
     assert_eq!(live_count(&e.store, "profiles"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_token_stops_syncing_and_asks_to_sign_in_again_keeping_dirty_rows() {
-    let srv = server("signin").await;
-    let mut a = Device::new("a");
-    a.connect(&srv.url, "token@example.org", true).await;
-    let (url, token) = a.store.session().unwrap();
+/// The server revokes `store`'s token (as on a password change elsewhere).
+async fn revoke_token(store: &Store) {
+    let (url, token) = store.session().unwrap();
     Remote::new(&url.unwrap())
         .unwrap()
         .sign_out(&token.unwrap())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_stops_syncing_and_asks_to_sign_in_again_keeping_dirty_rows() {
+    let srv = server("signin").await;
+    let mut a = Device::new("a");
+    a.connect(&srv.url, "token@example.org", true).await;
+    revoke_token(&a.store).await;
     let p = a
         .store
         .insert(&mut profile("Written after the token died", None))
@@ -801,6 +806,60 @@ async fn a_refused_token_stops_syncing_and_asks_to_sign_in_again_keeping_dirty_r
         1,
         "disconnecting keeps the local data"
     );
+}
+
+/// Whether the user must sign in again is stored state, not read from an error's text: a
+/// refused token records it (kept across a restart and a sync refused for want of a token),
+/// and a sign-in that succeeds ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_recorded_as_state_until_a_new_sign_in() {
+    let srv = server("refused_state").await;
+    let mut a = Device::new("a");
+    a.connect(&srv.url, "refused@example.org", true).await;
+    assert!(!a.store.status_row().unwrap().token_refused);
+    revoke_token(&a.store).await;
+    let err = a.sync().await.unwrap_err();
+    assert!(matches!(err, SyncError::SignInAgain(_)), "{err}");
+    let row = a.store.status_row().unwrap();
+    assert!(row.token_refused && row.token.is_none(), "{row:?}");
+
+    a.restart();
+    assert!(matches!(
+        a.sync().await.unwrap_err(),
+        SyncError::NotConnected
+    ));
+    let st = client::status(&a.store, Activity::Idle).unwrap();
+    assert!(st.needs_sign_in && !st.connected, "{st:?}");
+
+    a.connect(&srv.url, "refused@example.org", false).await;
+    let st = client::status(&a.store, Activity::Idle).unwrap();
+    assert!(!st.needs_sign_in && st.connected, "{st:?}");
+    assert!(!a.store.status_row().unwrap().token_refused);
+}
+
+/// A database that was asked to sign in again before the state had a column of its own (its
+/// last error the refusal's, the token forgotten) still asks after the upgrade.
+#[test]
+fn a_refusal_recorded_before_the_upgrade_still_asks_to_sign_in() {
+    use sync_runtime::migrate;
+    use sync_runtime::store::RUNTIME_MIGRATIONS;
+    let path = std::env::temp_dir().join(format!(
+        "device-upgrade-{}-{}.sqlite",
+        std::process::id(),
+        sync_runtime::server::db::new_id()
+    ));
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    migrate::apply_sqlite(&mut conn, "sync-runtime", &RUNTIME_MIGRATIONS[..3]).unwrap();
+    conn.execute(
+        "UPDATE sync_state SET remote_url = 'http://127.0.0.1:9', remote_user_id = 'u1', \
+         auth_token = NULL, last_error = 'sign in again: the token is unknown' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let d = Device::at(path);
+    let st = client::status(&d.store, Activity::Idle).unwrap();
+    assert!(st.needs_sign_in && !st.connected, "{st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

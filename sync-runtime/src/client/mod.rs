@@ -10,7 +10,7 @@ pub mod transport;
 pub use crate::protocol::auth::Session;
 pub use changes::{Changes, TableChanges};
 pub use remote::{NextPage, Remote, RemoteError};
-pub use service::{ServiceOptions, SyncService};
+pub use service::{ServiceError, ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
 
 use crate::protocol::page::PulledPage;
@@ -97,29 +97,24 @@ pub struct SyncStatus {
 
 /// The store's sync status; `activity` is what a running sync reports.
 pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreError> {
-    let (url, account, token, last_sync, last_error, syncing): StateRow = store.status_row()?;
+    let row: StateRow = store.status_row()?;
     let rejected = store.rejected_rows()?;
     let mut pending = BTreeMap::new();
     for (table, n) in store.dirty_counts()? {
         let r = rejected.iter().filter(|x| x.table == table).count() as u64;
         pending.insert(table, n.saturating_sub(r));
     }
-    let needs_sign_in = token.is_none()
-        && account.is_some()
-        && last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("sign in again"));
     Ok(SyncStatus {
-        connected: token.is_some(),
-        remote_url: url,
-        account,
+        connected: row.token.is_some(),
+        remote_url: row.remote_url,
+        account: row.account,
         email: store.account_email()?,
         device_id: store.device_id().to_owned(),
-        syncing: syncing || activity != Activity::Idle,
+        syncing: row.syncing || activity != Activity::Idle,
         activity,
-        last_sync_at: last_sync,
-        last_error,
-        needs_sign_in,
+        last_sync_at: row.last_sync_at,
+        last_error: row.last_error,
+        needs_sign_in: row.token_refused,
         pending,
         rejected,
         parked: store.parked_count()?,
@@ -180,11 +175,13 @@ pub async fn sync_using<T: Transport>(
     };
     store.set_syncing(true)?;
     let result = run(store, remote, &token, limits, progress).await;
-    let error = result.as_ref().err().map(ToString::to_string);
-    if let Err(SyncError::SignInAgain(_)) = &result {
-        store.forget_token()?;
+    // A refused token is recorded as state (the status asks to sign in again until a sign-in
+    // succeeds), not left to be read back from the error's text.
+    match &result {
+        Err(e @ SyncError::SignInAgain(_)) => store.refuse_token(&e.to_string())?,
+        Err(e) => store.finish_sync(Some(&e.to_string()))?,
+        Ok(_) => store.finish_sync(None)?,
     }
-    store.finish_sync(error.as_deref())?;
     progress(Activity::Idle);
     result
 }

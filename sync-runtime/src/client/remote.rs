@@ -1,6 +1,7 @@
 //! The server, as the device speaks to it over HTTP.
 
 use super::transport::{PullRequest, Transport};
+use crate::protocol::DecodeError;
 use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use crate::protocol::health::Health;
@@ -30,6 +31,10 @@ pub enum RemoteError {
     /// The server answered something that is not the protocol.
     #[error("the server's answer is not the sync protocol: {0}")]
     Protocol(String),
+    /// A pulled page that does not decode against the schema (said as [`RemoteError::Protocol`]
+    /// is, kept typed so that the decoder's reason reaches the caller as it was).
+    #[error("the server's answer is not the sync protocol: {0}")]
+    Page(#[from] DecodeError),
 }
 
 impl RemoteError {
@@ -58,7 +63,7 @@ impl RemoteError {
         match self {
             RemoteError::Unreachable { .. } => true,
             RemoteError::Api { status, .. } => *status >= 500 || *status == 429,
-            RemoteError::Protocol(_) => false,
+            RemoteError::Protocol(_) | RemoteError::Page(_) => false,
         }
     }
 }

@@ -39,7 +39,27 @@ impl Default for ServiceOptions {
     }
 }
 
-type Reply = oneshot::Sender<Result<SyncReport, String>>;
+/// Why [`SyncService::sync_now`] failed. Clone, because one sync answers every request that
+/// joined it: the sync's own error is shared, not turned into text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the sync service stopped")]
+    Stopped,
+    #[error(transparent)]
+    Sync(Arc<SyncError>),
+}
+
+impl ServiceError {
+    /// The sync's own error, when a sync ran and failed.
+    pub fn sync_error(&self) -> Option<&SyncError> {
+        match self {
+            ServiceError::Sync(e) => Some(e),
+            ServiceError::Stopped => None,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<SyncReport, ServiceError>>;
 
 /// Changes published and not yet received by a slow subscriber; beyond this it is told it
 /// lagged (and should refresh everything).
@@ -291,7 +311,7 @@ impl SyncService {
                 let (result, next) = runner.sync().await;
                 last_sync = Instant::now();
                 due = last_sync + next;
-                let answer = result.map_err(|e| e.to_string());
+                let answer = result.map_err(|e| ServiceError::Sync(Arc::new(e)));
                 for r in replies {
                     let _ = r.send(answer.clone());
                 }
@@ -325,14 +345,13 @@ impl SyncService {
     }
 
     /// Syncs now (or joins the sync under way) and waits for it.
-    pub async fn sync_now(&self) -> Result<SyncReport, String> {
+    pub async fn sync_now(&self) -> Result<SyncReport, ServiceError> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(tx)
             .await
-            .map_err(|_| "the sync service stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the sync service stopped".to_owned())?
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
     }
 
     /// Stops the service; a sync under way is abandoned (each of its steps is atomic).

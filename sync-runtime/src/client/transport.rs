@@ -88,5 +88,5 @@ pub async fn read_page<T: Transport>(
     body: T::Body,
 ) -> Result<PulledPage, RemoteError> {
     let bytes = transport.read_body(body).await?;
-    PulledPage::decode(schema, &bytes).map_err(RemoteError::Protocol)
+    Ok(PulledPage::decode(schema, &bytes)?)
 }

@@ -107,6 +107,9 @@ impl From<RemoteError> for ControlError {
             RemoteError::Protocol(m) => ControlError::NotASyncServer(format!(
                 "the server does not speak the sync protocol: {m}"
             )),
+            RemoteError::Page(e) => ControlError::NotASyncServer(format!(
+                "the server does not speak the sync protocol: {e}"
+            )),
         }
     }
 }

@@ -403,13 +403,20 @@ impl SyncControl {
                 pulled: r.pulled as u64,
                 pages: r.pages as u64,
             }),
-            Err(message) => {
+            Err(e) => {
+                let message = e.to_string();
+                let unreachable = matches!(
+                    e.sync_error(),
+                    Some(client::SyncError::Remote(
+                        client::RemoteError::Unreachable { .. }
+                    ))
+                );
                 let now = client::status(&lock(&self.reader), Activity::Idle)?;
                 Err(if now.needs_sign_in {
                     ControlError::SignInAgain(message)
                 } else if !now.connected {
                     ControlError::NotConnected(message)
-                } else if message.starts_with("cannot reach") {
+                } else if unreachable {
                     ControlError::Unreachable(message)
                 } else {
                     ControlError::Remote(message)

@@ -2,6 +2,7 @@
 //! fields land in their columns' slots as they are read, with no JSON object built per row
 //! (building and freeing those cost more than storing the rows).
 
+use crate::protocol::DecodeError;
 use crate::protocol::pull::{PullResponse, keys};
 use crate::protocol::wire::{RawRow, RowSeed, WireRow};
 use crate::schema::{Schema, Table};
@@ -17,12 +18,12 @@ pub type PulledPage = PullResponse<PulledRows>;
 
 impl PulledPage {
     /// A page from the bytes of a pull's answer.
-    pub fn decode(schema: &'static Schema, bytes: &[u8]) -> Result<PulledPage, String> {
+    pub fn decode(schema: &'static Schema, bytes: &[u8]) -> Result<PulledPage, DecodeError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let mut raw = PageSeed(schema)
             .deserialize(&mut de)
             .and_then(|p| de.end().map(|()| p))
-            .map_err(|e| format!("a pull page that is not the protocol: {e}"))?;
+            .map_err(|e| DecodeError::Page(e.into()))?;
         let version = schema.version();
         let mut changes = Vec::new();
         for table in schema.synced() {
@@ -38,11 +39,14 @@ impl PulledPage {
                 .into_iter()
                 .map(|r| WireRow::from_raw(table, r, version, true))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("the server sent a bad {} row: {e}", table.name))?;
+                .map_err(|error| DecodeError::PageRow {
+                    table: table.name.clone(),
+                    error,
+                })?;
             changes.push((table, rows));
         }
         Ok(PullResponse {
-            cursor: raw.cursor.ok_or("a pull page without a cursor")?,
+            cursor: raw.cursor.ok_or(DecodeError::NoCursor)?,
             has_more: raw.has_more,
             server_time: raw.server_time.unwrap_or_default(),
             changes,

@@ -1,6 +1,7 @@
 //! A push request's body, decoded against the schema straight from the request's bytes: each
 //! row's fields land in their columns' slots as they are read (see [`super::page`] for why).
 
+use crate::protocol::DecodeError;
 use crate::protocol::wire::{RawRow, RowSeed};
 use crate::schema::{Schema, Table};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -20,12 +21,12 @@ pub struct PushBody {
 pub type PushedTable = (String, Option<&'static Table>, Vec<Option<RawRow>>);
 
 impl PushBody {
-    pub fn decode(schema: &'static Schema, bytes: &[u8]) -> Result<PushBody, String> {
+    pub fn decode(schema: &'static Schema, bytes: &[u8]) -> Result<PushBody, DecodeError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         PushSeed(schema)
             .deserialize(&mut de)
             .and_then(|p| de.end().map(|()| p))
-            .map_err(|e| e.to_string())
+            .map_err(|e| DecodeError::PushBody(e.into()))
     }
 }
 

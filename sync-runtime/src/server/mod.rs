@@ -20,7 +20,7 @@ pub mod sync;
 
 use crate::App;
 use crate::ddl::Dialect;
-use crate::migrate::{self, Migration};
+use crate::migrate::{self, Ledger, Migration};
 use db::{Db, DbError, PgDb, SqliteDb};
 use error::ApiError;
 use sea_query::{
@@ -235,7 +235,8 @@ pub const RUNTIME_SCOPE: &str = "sync-server";
 pub const APP_SCOPE: &str = "app";
 
 /// Applies migrations on PostgreSQL, each in a transaction under an advisory lock, so that
-/// server processes starting together migrate once.
+/// server processes starting together migrate once. What is recorded and when a migration runs
+/// is the one runner's ([`migrate::apply_sqlite`] on SQLite); this only executes it here.
 pub async fn apply_postgres(
     db: &PgDb,
     scope: &str,
@@ -245,39 +246,33 @@ pub async fn apply_postgres(
     let mut applied = Vec::new();
     for m in migrations {
         let tx = client.transaction().await?;
-        tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(7301946612);
-             CREATE TABLE IF NOT EXISTS sync_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL,
-                 name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (scope, version))",
-        )
+        tx.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock(7301946612); {}",
+            Ledger::create(Dialect::Postgres)
+        ))
         .await?;
-        let done = tx
-            .query_opt(
-                "SELECT name FROM sync_migrations WHERE scope = $1 AND version = $2",
-                &[&scope, &i64::from(m.version)],
+        let version = i64::from(m.version);
+        let recorded = tx
+            .query_opt(Ledger::RECORDED, &[&scope, &version])
+            .await?
+            .map(|row| row.get(0));
+        let pending = Ledger::pending(scope, m, recorded).map_err(|d| {
+            DbError::Migrate(format!(
+                "{}/{} is recorded as `{}` but this build calls it `{}`",
+                d.scope, d.version, d.recorded, d.expected
+            ))
+        })?;
+        if pending {
+            tx.batch_execute(&m.sql)
+                .await
+                .map_err(|e| DbError::Migrate(format!("{scope}/{}: {e}", m.name)))?;
+            let name: &str = m.name.as_ref();
+            tx.execute(
+                Ledger::RECORD,
+                &[&scope, &version, &name, &Ledger::applied_at()],
             )
             .await?;
-        match done {
-            Some(row) => {
-                let name: String = row.get(0);
-                if name != m.name {
-                    return Err(DbError::Migrate(format!(
-                        "{scope}/{} is recorded as `{name}` but this build calls it `{}`",
-                        m.version, m.name
-                    )));
-                }
-            }
-            None => {
-                tx.batch_execute(&m.sql)
-                    .await
-                    .map_err(|e| DbError::Migrate(format!("{scope}/{}: {e}", m.name)))?;
-                tx.execute(
-                    "INSERT INTO sync_migrations (scope, version, name, applied_at) VALUES ($1, $2, $3, $4)",
-                    &[&scope, &i64::from(m.version), &m.name.as_ref(), &crate::Timestamp::now().to_wire()],
-                )
-                .await?;
-                applied.push(m.version);
-            }
+            applied.push(m.version);
         }
         tx.commit().await?;
     }

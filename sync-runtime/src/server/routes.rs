@@ -252,7 +252,7 @@ fn check_schema_version(s: &Server, v: u32) -> Result<(), ApiError> {
 /// The push request of `body`, decoded against the schema as it is read, then checked.
 fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput), ApiError> {
     let bad = |m: String| ApiError::BadRequest(format!("the body is not the expected JSON: {m}"));
-    let req = PushBody::decode(&s.app.schema, body).map_err(bad)?;
+    let req = PushBody::decode(&s.app.schema, body).map_err(|e| bad(e.to_string()))?;
     let (Some(device_id), Some(version), Some(tables)) =
         (req.device_id, req.schema_version, req.changes)
     else {

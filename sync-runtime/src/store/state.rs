@@ -69,18 +69,31 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
         "0003_account_email",
         "ALTER TABLE sync_state ADD COLUMN remote_email TEXT;",
     ),
+    // Whether the server refused the stored token (the user must sign in again), as state
+    // rather than read from the text of the last error. A database that is in that state
+    // already (its last error the refusal's, the token forgotten) keeps it.
+    Migration::new(
+        4,
+        "0004_token_refused",
+        "ALTER TABLE sync_state ADD COLUMN token_refused BOOLEAN NOT NULL DEFAULT FALSE;
+    UPDATE sync_state SET token_refused = (auth_token IS NULL AND remote_user_id IS NOT NULL
+        AND substr(last_error, 1, 13) = 'sign in again') WHERE id = 1;",
+    ),
 ];
 
-/// The columns of `sync_state` a status shows: remote_url, remote_user_id, auth_token,
-/// last_sync_at, last_error, is_syncing.
-pub type StateRow = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    bool,
-);
+/// The columns of `sync_state` a status shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRow {
+    pub remote_url: Option<String>,
+    /// The account signed in to (kept after a disconnect).
+    pub account: Option<String>,
+    pub token: Option<String>,
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+    pub syncing: bool,
+    /// The server refused the stored token: the user must sign in again.
+    pub token_refused: bool,
+}
 
 /// A row the server refused, kept dirty and shown in the status.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -292,9 +305,19 @@ impl Store {
     /// The columns of `sync_state` a status shows.
     pub fn status_row(&self) -> Result<StateRow, StoreError> {
         Ok(self.conn.query_row(
-            "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE) FROM sync_state WHERE id = 1",
+            "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE), token_refused FROM sync_state WHERE id = 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok(StateRow {
+                    remote_url: r.get(0)?,
+                    account: r.get(1)?,
+                    token: r.get(2)?,
+                    last_sync_at: r.get(3)?,
+                    last_error: r.get(4)?,
+                    syncing: r.get(5)?,
+                    token_refused: r.get(6)?,
+                })
+            },
         )?)
     }
 
@@ -364,7 +387,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records a session with an account: its id fills account-id columns from now on.
+    /// Records a session with an account: its id fills account-id columns from now on. A
+    /// refused token's state ends here (the sign-in succeeded).
     pub fn save_session(
         &mut self,
         url: &str,
@@ -373,7 +397,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
-            "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL WHERE id = 1",
+            "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL, token_refused = FALSE WHERE id = 1",
             (url, user_id, token),
         )?;
         for t in self.app.schema.tables.iter() {
@@ -426,18 +450,34 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of a sync: when, the error if any, and the clock's high-water mark.
+    /// Records the end of a sync: when, the error if any, and the clock's high-water mark. Any
+    /// end other than a refused token's ([`Store::refuse_token`]) says nothing of a sign-in.
     pub fn finish_sync(&self, error: Option<&str>) -> Result<(), StoreError> {
         let now = Timestamp::now().to_wire();
         let clock = self.clock.high_water().to_wire();
         if error.is_none() {
             self.conn.execute(
-                "UPDATE sync_state SET is_syncing = FALSE, last_sync_at = ?1, last_error = NULL, clock = ?2 WHERE id = 1",
+                "UPDATE sync_state SET is_syncing = FALSE, last_sync_at = ?1, last_error = NULL, clock = ?2, token_refused = FALSE WHERE id = 1",
                 (&now, &clock),
             )?;
         } else {
-            self.conn.execute("UPDATE sync_state SET is_syncing = FALSE, last_error = ?1, clock = ?2 WHERE id = 1", (error, &clock))?;
+            self.conn.execute("UPDATE sync_state SET is_syncing = FALSE, last_error = ?1, clock = ?2, token_refused = FALSE WHERE id = 1", (error, &clock))?;
         }
+        Ok(())
+    }
+
+    /// Records the end of a sync the server refused the token of: the token is forgotten (the
+    /// local data stays), and the status asks the user to sign in again until a sign-in
+    /// succeeds ([`Store::save_session`]). A disconnect leaves that as it is: the account
+    /// still wants its password.
+    pub fn refuse_token(&mut self, error: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.finish_sync(Some(error))?;
+        self.conn.execute(
+            "UPDATE sync_state SET auth_token = NULL, token_refused = TRUE WHERE id = 1",
+            [],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 }

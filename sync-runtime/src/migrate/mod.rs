@@ -2,11 +2,16 @@
 //!
 //! `cargo xtask migrations` diffs the committed snapshot of the entities against the current
 //! ones and writes one numbered file per target; the runtime applies the files in order, each
-//! in one transaction, recording what ran in `sync_migrations`.
+//! in one transaction, recording what ran in `sync_migrations` ([`run`]).
+
+mod run;
+
+#[cfg(feature = "server")]
+pub(crate) use run::Ledger;
+pub use run::{MigrateError, apply_sqlite};
 
 use crate::ddl::{self, DeviceForm, Dialect, quote_ident};
 use crate::schema::{Column, ColumnType, Schema, Table, UPDATED_AT};
-use rusqlite::{Connection, OptionalExtension};
 use std::borrow::Cow;
 
 /// A line in a migration file asking the migrator to turn foreign keys off around its
@@ -484,115 +489,4 @@ fn copy_and_swap(table: &str, tmp: &str, cols: &[String], out: &mut Sql) {
         quote_ident(tmp),
         quote_ident(table)
     ));
-}
-
-/// Why migrating a database failed. The database is left as it was before that migration.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("migration {scope}/{name} failed: {source}")]
-    Failed {
-        scope: String,
-        name: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("migration {scope}/{name} left foreign keys that point nowhere (table `{table}`)")]
-    ForeignKeys {
-        scope: String,
-        name: String,
-        table: String,
-    },
-    #[error(
-        "the database has migration {scope}/{version} recorded as `{recorded}`, but this build calls it `{expected}`"
-    )]
-    Diverged {
-        scope: String,
-        version: u32,
-        recorded: String,
-        expected: String,
-    },
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS sync_migrations (\
-    scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, \
-    PRIMARY KEY (scope, version))";
-
-/// Applies the migrations of `scope` that the database has not run yet, in order, each in its
-/// own transaction; returns the versions applied. Running it again applies nothing.
-pub fn apply_sqlite(
-    conn: &mut Connection,
-    scope: &str,
-    migrations: &[Migration],
-) -> Result<Vec<u32>, MigrateError> {
-    conn.execute_batch(MIGRATIONS_TABLE)?;
-    let mut applied = Vec::new();
-    for m in migrations {
-        let recorded: Option<String> = conn
-            .query_row(
-                "SELECT name FROM sync_migrations WHERE scope = ?1 AND version = ?2",
-                (scope, m.version),
-                |r| r.get(0),
-            )
-            .optional()?;
-        match recorded {
-            Some(name) if name == m.name => continue,
-            Some(name) => {
-                return Err(MigrateError::Diverged {
-                    scope: scope.into(),
-                    version: m.version,
-                    recorded: name,
-                    expected: m.name.to_string(),
-                });
-            }
-            None => {}
-        }
-        apply_one(conn, scope, m)?;
-        applied.push(m.version);
-    }
-    Ok(applied)
-}
-
-fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<(), MigrateError> {
-    let fk_off = m.needs_foreign_keys_off();
-    let fk_was_on: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
-    if fk_off && fk_was_on {
-        // Must happen outside the transaction: SQLite ignores it inside one.
-        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
-    }
-    let result = (|| {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let failed = |source| MigrateError::Failed {
-            scope: scope.into(),
-            name: m.name.to_string(),
-            source,
-        };
-        tx.execute_batch(&m.sql).map_err(failed)?;
-        if fk_off {
-            let broken: Option<String> = tx
-                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
-                .optional()?;
-            if let Some(table) = broken {
-                return Err(MigrateError::ForeignKeys {
-                    scope: scope.into(),
-                    name: m.name.to_string(),
-                    table,
-                });
-            }
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO sync_migrations (scope, version, name, applied_at) VALUES (?1, ?2, ?3, {})",
-                ddl::SQLITE_NOW
-            ),
-            (scope, m.version, m.name.as_ref()),
-        )?;
-        tx.commit()?;
-        Ok(())
-    })();
-    if fk_off && fk_was_on {
-        conn.execute_batch("PRAGMA foreign_keys = ON")?;
-    }
-    result
 }
