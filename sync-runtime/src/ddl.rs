@@ -264,19 +264,11 @@ pub fn server_create_table(t: &Table, dialect: Dialect) -> Vec<String> {
     out
 }
 
-/// The layout of the server's indexes that [`server_indexes`] builds today. A schema snapshot
-/// records the layout its migrations built, so that changing the layout is a migration even
-/// when no entity changed.
-///
-/// 1. Pull order, natural keys, and one `(user_id, column)` index per reference.
-/// 2. No reference index whose columns a natural key's index starts with: it is never needed,
-///    and PostgreSQL without statistics chose it, the smaller one, for natural-key lookups.
-pub const SERVER_INDEX_LAYOUT: u32 = 2;
 
 /// The server's indexes, as `CREATE INDEX` statements of the current layout: pull order per
 /// user, natural keys per user, and reference lookups for cascades.
 pub fn server_indexes(t: &Table, dialect: Dialect) -> Vec<String> {
-    server_index_layout(t, dialect, SERVER_INDEX_LAYOUT)
+    server_index_layout(t, dialect, crate::schema::SERVER_INDEX_LAYOUT)
         .into_iter()
         .map(|(_, sql)| sql)
         .collect()
@@ -322,7 +314,7 @@ pub fn server_index_changes(
     dialect: Dialect,
 ) -> Vec<String> {
     let before = server_index_layout(old, dialect, old_layout);
-    let after = server_index_layout(t, dialect, SERVER_INDEX_LAYOUT);
+    let after = server_index_layout(t, dialect, crate::schema::SERVER_INDEX_LAYOUT);
     let mut out: Vec<String> = before
         .iter()
         .filter(|i| !after.contains(i))

@@ -7,6 +7,15 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The layout of the server's indexes that `ddl::server_indexes` builds today. A schema
+/// snapshot records the layout its migrations built, so that changing the layout is a
+/// migration even when no entity changed.
+///
+/// 1. Pull order, natural keys, and one `(user_id, column)` index per reference.
+/// 2. No reference index whose columns a natural key's index starts with: it is never needed,
+///    and PostgreSQL without statistics chose it, the smaller one, for natural-key lookups.
+pub const SERVER_INDEX_LAYOUT: u32 = 2;
+
 /// Bookkeeping columns the framework adds; an entity may not use these names.
 pub const RESERVED_COLUMNS: &[&str] = &["remote_id", "deleted_at", "dirty", "device_id", "seq"];
 
@@ -158,7 +167,7 @@ pub struct SchemaError(pub String);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schema {
     pub tables: Vec<Table>,
-    /// The layout of the server's indexes ([`crate::ddl::SERVER_INDEX_LAYOUT`]) the migrations
+    /// The layout of the server's indexes ([`SERVER_INDEX_LAYOUT`]) the migrations
     /// of this snapshot built; snapshots older than the field built layout 1.
     #[serde(default = "first_server_index_layout")]
     pub server_index_layout: u32,
@@ -203,7 +212,7 @@ impl Schema {
         }
         Ok(Schema {
             tables: ordered,
-            server_index_layout: crate::ddl::SERVER_INDEX_LAYOUT,
+            server_index_layout: SERVER_INDEX_LAYOUT,
         })
     }
 
