@@ -264,7 +264,6 @@ pub fn server_create_table(t: &Table, dialect: Dialect) -> Vec<String> {
     out
 }
 
-
 /// The server's indexes, as `CREATE INDEX` statements of the current layout: pull order per
 /// user, natural keys per user, and reference lookups for cascades.
 pub fn server_indexes(t: &Table, dialect: Dialect) -> Vec<String> {

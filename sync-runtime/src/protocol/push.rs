@@ -22,6 +22,14 @@ pub struct PushRequest<'a> {
     pub changes: &'a RawValue,
 }
 
+/// The JSON keys of a [`PushRequest`], for the server's decoder ([`super::push_body`]), which
+/// reads the body against its schema rather than through the derive.
+pub(crate) mod keys {
+    pub const DEVICE_ID: &str = "device_id";
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    pub const CHANGES: &str = "changes";
+}
+
 /// The results of a push, per table name.
 pub type PushResults = BTreeMap<String, Vec<RowOutcome>>;
 
@@ -91,6 +99,22 @@ mod tests {
             remote_id: "0193a4c2-0000-7000-8000-000000000001".into(),
             result,
         }
+    }
+
+    #[test]
+    fn the_decoders_keys_are_the_fields_the_device_writes() {
+        let changes = RawValue::from_string("{}".into()).unwrap();
+        let request = PushRequest {
+            device_id: "d",
+            schema_version: 1,
+            changes: &changes,
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        let mut written: Vec<&str> = json.as_object().unwrap().keys().map(|k| &**k).collect();
+        written.sort_unstable();
+        let mut read = vec![keys::DEVICE_ID, keys::SCHEMA_VERSION, keys::CHANGES];
+        read.sort_unstable();
+        assert_eq!(written, read);
     }
 
     #[test]

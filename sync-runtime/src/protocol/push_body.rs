@@ -2,13 +2,15 @@
 //! row's fields land in their columns' slots as they are read (see [`super::page`] for why).
 
 use crate::protocol::DecodeError;
+use crate::protocol::push::keys;
 use crate::protocol::wire::{RawRow, RowSeed};
 use crate::schema::{Schema, Table};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
-/// A push request's body, its rows matched to the schema's tables as they are read (no JSON
-/// object is built per row). What the envelope must hold is checked by the caller.
+/// A [`super::push::PushRequest`] as the server reads it: its rows matched to the schema's
+/// tables as they are read (no JSON object is built per row). What the envelope must hold is
+/// checked by the caller.
 #[derive(Debug, Default)]
 pub struct PushBody {
     pub device_id: Option<String>,
@@ -48,9 +50,9 @@ impl<'de> Visitor<'de> for PushSeed {
         let mut body = PushBody::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "device_id" => body.device_id = Some(map.next_value()?),
-                "schema_version" => body.schema_version = Some(map.next_value()?),
-                "changes" => body.changes = Some(map.next_value_seed(PushChangesSeed(self.0))?),
+                keys::DEVICE_ID => body.device_id = Some(map.next_value()?),
+                keys::SCHEMA_VERSION => body.schema_version = Some(map.next_value()?),
+                keys::CHANGES => body.changes = Some(map.next_value_seed(PushChangesSeed(self.0))?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
