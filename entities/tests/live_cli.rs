@@ -64,10 +64,7 @@ async fn an_insert_reaches_a_watching_device_through_two_server_processes_on_pos
         eprintln!("skipped: this test needs PostgreSQL; set SYNC_TEST_POSTGRES_URL");
         return;
     };
-    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = common::postgres(&admin_url).await;
     let name = format!("live_cli_{}", uuid::Uuid::now_v7().simple());
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))

@@ -546,16 +546,7 @@ on_both_backends!(
 async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
     let (_, token) = s.register("bad@example.org").await;
     let dev = id();
-    let push = |body: Vec<u8>| {
-        s.raw(
-            Method::POST,
-            "/api/sync/push",
-            Some(&token),
-            Some(body),
-            "application/json",
-            &[],
-        )
-    };
+    let push = |body: Vec<u8>| s.push_body(&token, body);
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
         (
             b"{not json".to_vec(),
@@ -691,27 +682,11 @@ async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
         "device_id=x",
         "since=%ZZ",
     ] {
-        let (st, b) = s
-            .call(
-                Method::GET,
-                &format!("/api/sync/pull?{q}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let (st, b) = s.pull_query(&token, q).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {b}");
         assert_eq!(b["error"], "bad_request");
     }
-    let (st, b) = s
-        .raw(
-            Method::GET,
-            "/api/sync/pull",
-            Some(&token),
-            None,
-            "",
-            &[("x-sync-schema-version", "9")],
-        )
-        .await;
+    let (st, b) = s.pull_as_version(&token, "9").await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (st, b) = s.pull_page(&token, Some("c1.9.0"), None, None).await;
     assert_eq!(
@@ -749,16 +724,7 @@ async fn bodies_and_pushes_over_the_limits_are_413(s: TestServer) {
         "{{\"device_id\": \"{dev}\", \"schema_version\": 1, \"changes\": {{}}, \"pad\": \"{}\"}}",
         "x".repeat(17 * 1024 * 1024)
     );
-    let (st, b) = s
-        .raw(
-            Method::POST,
-            "/api/sync/push",
-            Some(&token),
-            Some(huge.into_bytes()),
-            "application/json",
-            &[],
-        )
-        .await;
+    let (st, b) = s.push_body(&token, huge).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert!(s.pull_all(&token, None, 1000, None).await.0.is_empty());
 }
