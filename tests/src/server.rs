@@ -340,6 +340,11 @@ impl TestServer {
     }
 }
 
+/// The status of row `i` of `table` in a push's results ("" when there is none).
+pub fn status<'a>(results: &'a Json, table: &str, i: usize) -> &'a str {
+    results[table][i]["status"].as_str().unwrap_or_default()
+}
+
 /// A new UUIDv7, as a remote id or device id.
 pub fn id() -> String {
     sync_runtime::server::db::new_id()

@@ -187,6 +187,16 @@ pub fn ok(db: &Path, args: &[&str]) -> String {
     stdout.into_owned()
 }
 
+/// `sync-client --db <db> connect <url>` as `email`, registering the account first if asked;
+/// it must succeed.
+pub fn connect(db: &Path, url: &str, email: &str, password: &str, register: bool) -> String {
+    let mut args = vec!["connect", url, "--email", email, "--password", password];
+    if register {
+        args.push("--register");
+    }
+    ok(db, &args)
+}
+
 /// A new directory under the system's temporary one, named after `purpose`.
 pub fn temp_dir(purpose: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
