@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, ok, sqlite_server};
+use common::{client, connect, ok, sqlite_server};
 use serde_json::Value as Json;
 use std::process::Command;
 
@@ -16,18 +16,7 @@ fn two_databases_sync_through_the_command_line() {
     let dir = temp_dir();
     let (_server, url) = sqlite_server(&dir);
     let (a, b) = (dir.join("a.sqlite"), dir.join("b.sqlite"));
-    ok(
-        &a,
-        &[
-            "connect",
-            &url,
-            "--email",
-            "cli@example.org",
-            "--password",
-            "cli password",
-            "--register",
-        ],
-    );
+    connect(&a, &url, "cli@example.org", "cli password", true);
     let out = ok(&a, &["insert", "profiles", "name=Zoë", "avatar=Z"]);
     assert!(out.contains("inserted profiles 1"), "{out}");
     ok(&a, &["insert", "lists", "profile_id=1", "name=Watch later"]);
@@ -46,17 +35,7 @@ fn two_databases_sync_through_the_command_line() {
     assert_eq!(status["pending"]["list_items"], 1);
     assert_eq!(status["connected"], true);
     assert!(ok(&a, &["sync"]).contains("pushed 3 rows"));
-    ok(
-        &b,
-        &[
-            "connect",
-            &url,
-            "--email",
-            "cli@example.org",
-            "--password",
-            "cli password",
-        ],
-    );
+    connect(&b, &url, "cli@example.org", "cli password", false);
     let items: Json = serde_json::from_str(&ok(&b, &["list", "list_items", "--json"])).unwrap();
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["meta_id"], "tt0111161");
@@ -146,18 +125,7 @@ fn a_full_re_pull_keeps_every_row_the_device_pushed() {
     let dir = temp_dir();
     let (_server, url) = sqlite_server(&dir);
     let a = dir.join("a.sqlite");
-    ok(
-        &a,
-        &[
-            "connect",
-            &url,
-            "--email",
-            "repull@example.org",
-            "--password",
-            "repull password",
-            "--register",
-        ],
-    );
+    connect(&a, &url, "repull@example.org", "repull password", true);
     ok(&a, &["insert", "profiles", "name=Ann", "avatar=A"]);
     {
         // The app writes 2,500 rows through its store.

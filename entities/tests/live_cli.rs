@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Running, ok as client, server};
+use common::{Running, connect, ok as client, server};
 use std::path::Path;
 use std::process::Command;
 
@@ -26,12 +26,9 @@ fn temp_dir() -> std::path::PathBuf {
 /// A's database by another process reaches B's database on its own.
 fn an_insert_shows_on_the_other_watching_device(dir: &Path, url_a: &str, url_b: &str) {
     let (a, b) = (dir.join("a.sqlite"), dir.join("b.sqlite"));
-    let credentials = ["--email", "live@example.org", "--password", "live password"];
-    client(
-        &a,
-        &[&["connect", url_a][..], &credentials, &["--register"]].concat(),
-    );
-    client(&b, &[&["connect", url_b][..], &credentials].concat());
+    let (email, password) = ("live@example.org", "live password");
+    connect(&a, url_a, email, password, true);
+    connect(&b, url_b, email, password, false);
     let (watch_a, watch_b) = (watch(&a), watch(&b));
     for w in [&watch_a, &watch_b] {
         w.wait_for("live sync", |l| l.ends_with("; live"));
@@ -64,10 +61,7 @@ async fn an_insert_reaches_a_watching_device_through_two_server_processes_on_pos
         eprintln!("skipped: this test needs PostgreSQL; set SYNC_TEST_POSTGRES_URL");
         return;
     };
-    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = common::postgres(&admin_url).await;
     let name = format!("live_cli_{}", uuid::Uuid::now_v7().simple());
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))

@@ -2,14 +2,16 @@
 //! socket: timeouts, the connection cap, JSON from hyper's own answers, and bounded memory.
 //! Traffic goes to 127.0.0.1 only; every test is bounded in count and time.
 
+mod common;
+
+use common::{Running, address, answer};
 use serde_json::{Value as Json, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Process {
-    child: Child,
+    server: Running,
     addr: String,
     path: std::path::PathBuf,
 }
@@ -23,24 +25,12 @@ impl Process {
         ));
         let _ = std::fs::remove_file(&path);
         let database = format!("sqlite://{}", path.display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
-            .args(["--listen", "127.0.0.1:0", "--database", &database])
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sync-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected: {line}"))
-            .to_owned();
-        Process { child, addr, path }
+        let (server, url) = common::server_with(&database, args, "error");
+        Process {
+            server,
+            addr: address(&url),
+            path,
+        }
     }
 
     fn connect(&self) -> TcpStream {
@@ -49,57 +39,22 @@ impl Process {
 
     /// The process's peak resident memory, in MiB.
     fn peak_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap();
-        kib / 1024
+        self.server.peak_mib()
     }
 
     /// One request over a fresh connection: (status, JSON body or null).
     fn http(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Json) {
-        let mut stream = self.connect();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body.as_bytes()).unwrap();
-        answer(&mut stream)
+        common::http(&self.addr, method, path, token, body)
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.stop();
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }
-}
-
-/// Reads an answer to its end (the server closes the connection): (status, JSON body or null).
-fn answer(stream: &mut TcpStream) -> (u16, Json) {
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let text = String::from_utf8_lossy(&bytes);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no answer: {text:?}"));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let json = if body.is_empty() {
-        Json::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {text}"))
-    };
-    (status, json)
 }
 
 /// Whether the server closed `stream` within `within` (reads end, or the connection resets).

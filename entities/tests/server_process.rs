@@ -1,35 +1,24 @@
 //! The `sync-server` binary over a real socket: started as a process, spoken to in HTTP/1.1,
 //! stopped with SIGTERM; and two processes sharing one PostgreSQL database.
 
+mod common;
+
+use common::{Running, address};
 use serde_json::{Value as Json, json};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 struct Process {
-    child: Child,
+    server: Running,
     addr: String,
 }
 
 impl Process {
     fn start(database: &str) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
-            .args(["--listen", "127.0.0.1:0", "--database", database])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sync-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected: {line}"))
-            .to_owned();
-        Process { child, addr }
+        let (server, url) = common::server(database);
+        Process {
+            server,
+            addr: address(&url),
+        }
     }
 
     /// One request over a fresh connection; (status, JSON body or null).
@@ -40,42 +29,14 @@ impl Process {
         token: Option<&str>,
         body: Option<&Json>,
     ) -> (u16, Json) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
         let body = body.map(Json::to_string).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8(response).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let json = if body.is_empty() {
-            Json::Null
-        } else {
-            serde_json::from_str(body).unwrap_or_else(|_| panic!("{body}"))
-        };
-        (status, json)
+        common::http(&self.addr, method, path, token, &body)
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.server.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.child.wait().unwrap()
     }
 }
 
@@ -155,10 +116,7 @@ fn two_processes_on_one_postgres_merge_a_natural_key_pushed_to_both_at_once() {
         .unwrap();
     let admin = |sql: String| {
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let client = common::postgres(&url).await;
             client.batch_execute(&sql).await.unwrap();
         })
     };

@@ -1,6 +1,6 @@
 //! Devices and a real server over loopback HTTP, for end-to-end tests of the device runtime.
 
-use crate::server::{Backend, Cleanup, fresh_database};
+use crate::server::{Backend, Cleanup, fresh_database, postgres};
 use std::path::PathBuf;
 use std::sync::Arc;
 use sync_runtime::Store;
@@ -143,14 +143,6 @@ impl LiveServer {
         }
         self.restart().await;
     }
-}
-
-async fn postgres(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 async fn tables(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {

@@ -123,10 +123,9 @@ impl FaultyTransport {
     }
 
     /// Notes each pushed row's result, and the writes the server acknowledged.
-    fn record_push(&self, changes: &RawValue, answer: &PushResponse) {
-        let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
+    fn record_push(&self, sent: &Map<String, Json>, answer: &PushResponse) {
         let mut record = self.lock();
-        for (table, rows) in &sent {
+        for (table, rows) in sent {
             for row in rows.as_array().into_iter().flatten() {
                 let (rid, stamp) = (row["remote_id"].as_str(), row["updated_at"].as_str());
                 let (Some(rid), Some(stamp)) = (rid, stamp) else {
@@ -173,8 +172,7 @@ impl FaultyTransport {
     }
 }
 
-fn rows_in(changes: &RawValue) -> usize {
-    let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
+fn rows_in(sent: &Map<String, Json>) -> usize {
     sent.values()
         .map(|rows| rows.as_array().map_or(0, Vec::len))
         .sum()
@@ -212,8 +210,10 @@ impl Transport for FaultyTransport {
         schema_version: u32,
         changes: &RawValue,
     ) -> Result<PushResponse, RemoteError> {
+        // Read once, for the row limit and for the record of the results.
+        let sent: Map<String, Json> = serde_json::from_str(changes.get()).unwrap_or_default();
         let limit = self.lock().armed.as_ref().map(|a| a.max_push_rows);
-        if let Some(limit) = limit.filter(|l| rows_in(changes) > *l) {
+        if let Some(limit) = limit.filter(|l| rows_in(&sent) > *l) {
             self.note(format!(
                 "push of more than {limit} rows refused as too large"
             ));
@@ -244,7 +244,7 @@ impl Transport for FaultyTransport {
             return Err(self.lost("push answer, after the server committed,"));
         }
         if let Ok(answer) = &answer {
-            self.record_push(changes, answer);
+            self.record_push(&sent, answer);
         }
         answer
     }

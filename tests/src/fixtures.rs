@@ -1,6 +1,6 @@
 //! Entity values and local counts that device tests share.
 
-use entities::{Profile, WatchHistory};
+use entities::{Addon, List, ListItem, Profile, SettingsProfile, WatchHistory};
 use sync_runtime::protocol::page::PulledPage;
 use sync_runtime::store::PageSummary;
 use sync_runtime::{Store, Timestamp};
@@ -17,6 +17,61 @@ pub fn profile(name: &str, settings: Option<i64>) -> Profile {
         is_default: Some(true),
         settings_profile_id: settings,
         created_at: Some(Timestamp::now()),
+        updated_at: Timestamp::now(),
+    }
+}
+
+/// A settings profile named `name`, the account's default, with no catalogue configuration.
+pub fn settings_profile(name: &str) -> SettingsProfile {
+    SettingsProfile {
+        id: None,
+        user_id: String::new(),
+        name: name.into(),
+        is_default: Some(true),
+        created_at: Some(Timestamp::now()),
+        updated_at: Timestamp::now(),
+        tmdb_catalog_config: None,
+    }
+}
+
+/// An add-on at `url`, with nothing but its name.
+pub fn addon(url: &str, name: &str) -> Addon {
+    Addon {
+        id: None,
+        manifest_url: url.into(),
+        name: name.into(),
+        version: None,
+        description: None,
+        logo: None,
+        logo_url: None,
+        behavior_hints: None,
+        created_at: None,
+    }
+}
+
+/// A list of `profile` named `name`.
+pub fn list(profile: i64, name: &str) -> List {
+    List {
+        id: None,
+        profile_id: profile,
+        name: name.into(),
+        is_default: None,
+        created_at: None,
+        updated_at: Timestamp::now(),
+    }
+}
+
+/// A movie item of list `list`.
+pub fn list_item(list: i64, meta: &str) -> ListItem {
+    ListItem {
+        id: None,
+        list_id: list,
+        meta_id: meta.into(),
+        r#type: "movie".into(),
+        title: None,
+        poster: None,
+        imdb_rating: None,
+        created_at: None,
         updated_at: Timestamp::now(),
     }
 }

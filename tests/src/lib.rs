@@ -248,6 +248,38 @@ pub fn dump_table(conn: &Connection, table: &str, columns: &[String]) -> Vec<Vec
     .unwrap()
 }
 
+/// An index of a SQLite table: whether it is unique, and its columns in order.
+pub struct SqliteIndex {
+    pub unique: bool,
+    pub columns: Vec<String>,
+}
+
+/// The indexes of SQLite table `table` (`PRAGMA index_list`, then `index_info` of each).
+pub fn sqlite_indexes(conn: &Connection, table: &str) -> Vec<SqliteIndex> {
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA index_list(\"{table}\")"))
+        .unwrap();
+    let names: Vec<(String, bool)> = stmt
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    names
+        .into_iter()
+        .map(|(name, unique)| {
+            let mut s = conn
+                .prepare(&format!("PRAGMA index_info(\"{name}\")"))
+                .unwrap();
+            let columns = s
+                .query_map([], |r| r.get::<_, String>(2))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            SqliteIndex { unique, columns }
+        })
+        .collect()
+}
+
 pub mod device;
 pub mod faulty;
 pub mod fixtures;

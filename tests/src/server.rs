@@ -80,6 +80,22 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A connection to the PostgreSQL database at `url`, driven by a task of its own.
+pub async fn postgres(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// A connection to the PostgreSQL server the tests were given (`SYNC_TEST_POSTGRES_URL`), for
+/// what a test does beside the server under test: watching or ending its connections.
+pub async fn postgres_admin() -> tokio_postgres::Client {
+    let url = std::env::var(crate::POSTGRES_URL_VAR).expect("a PostgreSQL URL");
+    postgres(&url).await
+}
+
 /// A database URL for a fresh, empty store on `backend` (None: PostgreSQL is not configured).
 pub async fn fresh_database(backend: Backend, test: &str) -> Option<(String, Cleanup)> {
     match backend {
@@ -90,11 +106,8 @@ pub async fn fresh_database(backend: Backend, test: &str) -> Option<(String, Cle
         Backend::Postgres => {
             let url = crate::postgres_url(test)?;
             let schema = unique("srv");
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            postgres(&url)
                 .await
-                .expect("connect to PostgreSQL");
-            tokio::spawn(conn);
-            client
                 .batch_execute(&format!("CREATE SCHEMA {schema}"))
                 .await
                 .expect("create a test schema");
@@ -240,6 +253,43 @@ impl TestServer {
             .await
     }
 
+    /// Pushes `body` as it is, bytes the test wrote (not always valid JSON).
+    pub async fn push_body(&self, token: &str, body: impl Into<Vec<u8>>) -> (StatusCode, Json) {
+        self.raw(
+            Method::POST,
+            paths::PUSH,
+            Some(token),
+            Some(body.into()),
+            "application/json",
+            &[],
+        )
+        .await
+    }
+
+    /// A pull with `query` as the test wrote it (`since=…&limit=…`, valid or not).
+    pub async fn pull_query(&self, token: &str, query: &str) -> (StatusCode, Json) {
+        self.call(
+            Method::GET,
+            &format!("{}?{query}", paths::PULL),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// The first page of a pull by a client of schema `version` (its `x-sync-schema-version`).
+    pub async fn pull_as_version(&self, token: &str, version: &str) -> (StatusCode, Json) {
+        self.raw(
+            Method::GET,
+            paths::PULL,
+            Some(token),
+            None,
+            "",
+            &[("x-sync-schema-version", version)],
+        )
+        .await
+    }
+
     pub async fn pull_page(
         &self,
         token: &str,
@@ -288,6 +338,11 @@ impl TestServer {
             }
         }
     }
+}
+
+/// The status of row `i` of `table` in a push's results ("" when there is none).
+pub fn status<'a>(results: &'a Json, table: &str, i: usize) -> &'a str {
+    results[table][i]["status"].as_str().unwrap_or_default()
 }
 
 /// A new UUIDv7, as a remote id or device id.

@@ -9,6 +9,7 @@
 
 use crate::device::{Device, LiveServer};
 use crate::faulty::{Ack, FaultyTransport, sync_or_kill};
+use crate::fixtures::addon;
 use crate::server::Backend;
 use entities::*;
 use serde_json::{Value as Json, json};
@@ -249,19 +250,7 @@ fn operate(rng: &mut Rng, d: &mut SimDevice, trace: &mut Trace) {
                     .find(|a| a.manifest_url == url)
                 {
                     Some(a) => a.id.unwrap(),
-                    None => s
-                        .insert(&mut Addon {
-                            id: None,
-                            manifest_url: url.into(),
-                            name: "A".into(),
-                            version: None,
-                            description: None,
-                            logo: None,
-                            logo_url: None,
-                            behavior_hints: None,
-                            created_at: None,
-                        })
-                        .map_err(e)?,
+                    None => s.insert(&mut addon(url, "A")).map_err(e)?,
                 };
                 let id = s
                     .insert(&mut ProfileAddon {
@@ -485,34 +474,28 @@ async fn faulty_sync(
     }
     let before = held_clean(&d.device.store);
     let outcome = sync_or_kill(&mut d.device.store, transport.clone(), limits, kill_at).await;
-    let (lines, acked) = transport.take();
-    trace.extend(lines);
-    acks.extend(acked);
     let how = format!(
         "(push {}, pages of {}{})",
         limits.push_batch,
         limits.pull_limit,
         if faults { ", faults armed" } else { "" }
     );
-    match outcome {
-        None => {
-            trace.push(format!(
-                "device {}: killed after {} steps of a sync {how}",
-                d.index,
-                kill_at.unwrap_or_default()
-            ));
-            d.open();
-        }
+    let ended = match outcome {
+        None => Ended::Killed(format!(
+            "device {}: killed after {} steps of a sync {how}",
+            d.index,
+            kill_at.unwrap_or_default()
+        )),
         Some(Ok(report)) => {
-            trace.push(format!("device {}: synced {how}: {report:?}", d.index));
+            let mut lines = vec![format!("device {}: synced {how}: {report:?}", d.index)];
             if report.full_pull {
-                trace.push(format!("device {}: finished a full pull", d.index));
-                check_full_pull(srv, d, &before).await?;
+                lines.push(format!("device {}: finished a full pull", d.index));
             }
+            Ended::Synced(lines, report.full_pull)
         }
-        Some(Err(e)) => trace.push(format!("device {}: sync failed {how}: {e}", d.index)),
-    }
-    Ok(())
+        Some(Err(e)) => Ended::Failed(format!("device {}: sync failed {how}: {e}", d.index)),
+    };
+    end_faulty_sync(&transport, ended, d, srv, &before, acks, trace).await
 }
 
 /// One sync run by the device's `SyncService` (on its own connection to the database, as apps
@@ -541,17 +524,51 @@ async fn service_sync(
     // wake-up it sees first (a seed replays the same syncs).
     let result = service.sync_now().await;
     service.stop();
+    let ended = match result {
+        Ok(report) => Ended::Synced(
+            vec![format!("device {}: service sync: {report:?}", d.index)],
+            report.full_pull,
+        ),
+        Err(e) => Ended::Failed(format!("device {}: service sync failed: {e}", d.index)),
+    };
+    end_faulty_sync(&transport, ended, d, srv, &before, acks, trace).await
+}
+
+/// How a sync over the faulty transport ended, in the trace's words.
+enum Ended {
+    /// Killed between two steps: the device is reopened, as a restarted process.
+    Killed(String),
+    /// Finished: its lines, and whether it ran a full pull (checked then).
+    Synced(Vec<String>, bool),
+    Failed(String),
+}
+
+/// The end that [`faulty_sync`] and [`service_sync`] share: the transport's trace lines and
+/// the writes the server acknowledged, then how the sync ended, then the check of a full pull.
+async fn end_faulty_sync(
+    transport: &FaultyTransport,
+    ended: Ended,
+    d: &mut SimDevice,
+    srv: &LiveServer,
+    before: &BTreeSet<(String, String)>,
+    acks: &mut Vec<Ack>,
+    trace: &mut Trace,
+) -> Result<(), String> {
     let (lines, acked) = transport.take();
     trace.extend(lines);
     acks.extend(acked);
-    match result {
-        Ok(report) => {
-            trace.push(format!("device {}: service sync: {report:?}", d.index));
-            if report.full_pull {
-                check_full_pull(srv, d, &before).await?;
+    match ended {
+        Ended::Killed(line) => {
+            trace.push(line);
+            d.open();
+        }
+        Ended::Synced(lines, full_pull) => {
+            trace.extend(lines);
+            if full_pull {
+                check_full_pull(srv, d, before).await?;
             }
         }
-        Err(e) => trace.push(format!("device {}: service sync failed: {e}", d.index)),
+        Ended::Failed(line) => trace.push(line),
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 use entities::Profile;
 use serde_json::{Value as Json, json};
 use std::time::Duration;
-use sync_runtime::Timestamp;
 use sync_runtime::client::ServiceOptions;
 use sync_runtime::server::ServerConfig;
 use tests::device::{Device, LiveServer};
@@ -13,18 +12,10 @@ use tests::local_app::LocalApp;
 use tests::server::Backend;
 
 fn profile(name: &str) -> Profile {
-    let now = Timestamp::now();
     Profile {
-        id: None,
-        user_id: String::new(),
-        name: name.into(),
-        avatar: "A".into(),
         avatar_type: None,
-        avatar_style: None,
         is_default: Some(false),
-        settings_profile_id: None,
-        created_at: Some(now),
-        updated_at: now,
+        ..tests::fixtures::profile(name, None)
     }
 }
 

@@ -5,7 +5,7 @@ use sync_runtime::client::{self, Activity, LocalData, Remote, SyncError, Transpo
 use sync_runtime::{Store, Timestamp};
 use tests::device::{Device, LiveServer};
 use tests::faulty::{FaultyTransport, sync_or_kill};
-use tests::fixtures::{history, live_count, profile};
+use tests::fixtures::{addon, history, live_count, profile, settings_profile};
 use tests::server::Backend;
 
 async fn server(test: &str) -> LiveServer {
@@ -74,13 +74,8 @@ fn item(list: i64, meta: &str) -> ListItem {
 fn create_everything(s: &mut Store) -> Ids {
     let settings = s
         .insert(&mut SettingsProfile {
-            id: None,
-            user_id: String::new(),
-            name: "Default".into(),
-            is_default: Some(true),
-            created_at: Some(now()),
-            updated_at: now(),
             tmdb_catalog_config: Some(serde_json::json!({"lang": "fr"})),
+            ..settings_profile("Default")
         })
         .unwrap();
     let profile = s.insert(&mut profile("Alice", Some(settings))).unwrap();
@@ -589,17 +584,7 @@ async fn a_rejected_row_does_not_stop_the_others_and_shows_in_the_status() {
     // add-on for both the profile and the settings profile in one row: two natural keys, two records.
     let addon2 = a
         .store
-        .insert(&mut Addon {
-            id: None,
-            manifest_url: "https://two.example/manifest.json".into(),
-            name: "Two".into(),
-            version: None,
-            description: None,
-            logo: None,
-            logo_url: None,
-            behavior_hints: None,
-            created_at: None,
-        })
+        .insert(&mut addon("https://two.example/manifest.json", "Two"))
         .unwrap();
     a.store
         .insert(&mut ProfileAddon {
@@ -628,17 +613,7 @@ async fn a_rejected_row_does_not_stop_the_others_and_shows_in_the_status() {
     a.sync().await.unwrap();
     let b_addon2 = b
         .store
-        .insert(&mut Addon {
-            id: None,
-            manifest_url: "https://two.example/manifest.json".into(),
-            name: "Two".into(),
-            version: None,
-            description: None,
-            logo: None,
-            logo_url: None,
-            behavior_hints: None,
-            created_at: None,
-        })
+        .insert(&mut addon("https://two.example/manifest.json", "Two"))
         .unwrap();
     let bad = b
         .store

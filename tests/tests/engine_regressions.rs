@@ -3,7 +3,7 @@
 use entities::*;
 use serde_json::json;
 use sync_runtime::{Store, Timestamp};
-use tests::fixtures::apply_page;
+use tests::fixtures::{addon, apply_page, list, list_item, profile, settings_profile};
 use tests::server::{at, id, row};
 
 /// A push's `results` as the server writes them.
@@ -16,47 +16,9 @@ fn store() -> Store {
 }
 
 fn profile_and_list(s: &mut Store, name: &str) -> (i64, i64) {
-    let now = Timestamp::now();
-    let p = s
-        .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "P".into(),
-            avatar: "a".into(),
-            avatar_type: None,
-            avatar_style: None,
-            is_default: None,
-            settings_profile_id: None,
-            created_at: None,
-            updated_at: now,
-        })
-        .unwrap();
-    let l = s
-        .insert(&mut List {
-            id: None,
-            profile_id: p,
-            name: name.into(),
-            is_default: None,
-            created_at: None,
-            updated_at: now,
-        })
-        .unwrap();
+    let p = s.insert(&mut profile("P", None)).unwrap();
+    let l = s.insert(&mut list(p, name)).unwrap();
     (p, l)
-}
-
-/// A movie item of list `list`.
-fn list_item(list: i64, meta: &str) -> ListItem {
-    ListItem {
-        id: None,
-        list_id: list,
-        meta_id: meta.into(),
-        r#type: "movie".into(),
-        title: None,
-        poster: None,
-        imdb_rating: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
-    }
 }
 
 fn clean_all(s: &Store) {
@@ -104,12 +66,8 @@ fn a_row_merged_into_a_record_held_here_hands_over_its_values_without_a_key_clas
     clean_all(&s);
     let mine = s
         .insert(&mut List {
-            id: None,
-            profile_id: p,
-            name: "Kids".into(),
             is_default: Some(true),
-            created_at: None,
-            updated_at: Timestamp::now(),
+            ..list(p, "Kids")
         })
         .unwrap();
     let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
@@ -183,16 +141,7 @@ fn children_of_a_merged_row_join_the_survivors_children_without_a_key_clash() {
     };
     let kept = s.insert(&mut item(survivor, "survivor's")).unwrap();
     clean_all(&s);
-    let mine = s
-        .insert(&mut List {
-            id: None,
-            profile_id: p,
-            name: "Kids".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let mine = s.insert(&mut list(p, "Kids")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(3));
     let moved = s.insert(&mut item(mine, "edited here, unpushed")).unwrap();
     // Only the list goes up in this push; its item is still to push.
@@ -225,19 +174,7 @@ fn a_removed_addon_that_the_account_still_uses_is_kept() {
     let mut s = store();
     let (p, _) = profile_and_list(&mut s, "Favourites");
     let url = "https://b.example/manifest.json";
-    let addon = s
-        .insert(&mut Addon {
-            id: None,
-            manifest_url: url.into(),
-            name: "B".into(),
-            version: None,
-            description: None,
-            logo: None,
-            logo_url: None,
-            behavior_hints: None,
-            created_at: None,
-        })
-        .unwrap();
+    let addon = s.insert(&mut addon(url, "B")).unwrap();
     s.insert(&mut ProfileAddon {
         id: None,
         profile_id: Some(p),
@@ -596,32 +533,9 @@ fn a_tombstone_with_an_unpushed_row_under_it_keeps_its_key() {
 #[test]
 fn a_row_rejected_before_a_full_pull_is_tried_again_after_it() {
     let mut s = store();
-    let settings = s
-        .insert(&mut SettingsProfile {
-            id: None,
-            user_id: String::new(),
-            name: "Default".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-            tmdb_catalog_config: None,
-        })
-        .unwrap();
+    let settings = s.insert(&mut settings_profile("Default")).unwrap();
     clean_all(&s);
-    let p = s
-        .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "P".into(),
-            avatar: "a".into(),
-            avatar_type: None,
-            avatar_style: None,
-            is_default: None,
-            settings_profile_id: Some(settings),
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let p = s.insert(&mut profile("P", Some(settings))).unwrap();
     let batch = s.prepare_push(100, &Default::default()).unwrap().unwrap();
     s.reject(&batch.rows[0], "settings_profile_id: no such record")
         .unwrap();
@@ -669,17 +583,7 @@ fn a_full_pull_drops_held_back_versions_of_records_it_did_not_return() {
 #[test]
 fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
     let mut s = store();
-    let sp = s
-        .insert(&mut SettingsProfile {
-            id: None,
-            user_id: String::new(),
-            name: "Default".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-            tmdb_catalog_config: None,
-        })
-        .unwrap();
+    let sp = s.insert(&mut settings_profile("Default")).unwrap();
     let a = s
         .insert(&mut AppearanceSettings {
             id: None,
@@ -731,16 +635,7 @@ fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
 fn a_dirty_row_under_a_parent_the_full_pull_removes_becomes_a_tombstone_to_push() {
     let mut s = store();
     let (p, kept) = profile_and_list(&mut s, "Favourites");
-    let gone = s
-        .insert(&mut List {
-            id: None,
-            profile_id: p,
-            name: "Deleted elsewhere".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let gone = s.insert(&mut list(p, "Deleted elsewhere")).unwrap();
     let item = s.insert(&mut list_item(kept, "tt1")).unwrap();
     clean_all(&s);
     // Moved offline under the list another device deleted.
@@ -785,31 +680,8 @@ fn a_dirty_row_under_a_parent_the_full_pull_removes_becomes_a_tombstone_to_push(
 #[test]
 fn a_parent_kept_for_a_dirty_child_still_releases_its_set_null_references() {
     let mut s = store();
-    let settings = s
-        .insert(&mut SettingsProfile {
-            id: None,
-            user_id: String::new(),
-            name: "Gone elsewhere".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: Timestamp::now(),
-            tmdb_catalog_config: None,
-        })
-        .unwrap();
-    let p = s
-        .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "P".into(),
-            avatar: "a".into(),
-            avatar_type: None,
-            avatar_style: None,
-            is_default: None,
-            settings_profile_id: Some(settings),
-            created_at: None,
-            updated_at: Timestamp::now(),
-        })
-        .unwrap();
+    let settings = s.insert(&mut settings_profile("Gone elsewhere")).unwrap();
+    let p = s.insert(&mut profile("P", Some(settings))).unwrap();
     clean_all(&s);
     let appearance = s
         .insert(&mut AppearanceSettings {

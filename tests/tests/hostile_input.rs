@@ -113,16 +113,7 @@ async fn a_table_named_twice_in_changes_is_400(s: TestServer) {
         row("settings_profiles", &a, &at(0), json!({"name": "A"})),
         row("settings_profiles", &b, &at(0), json!({"name": "B"})),
     );
-    let (st, body) = s
-        .raw(
-            Method::POST,
-            "/api/sync/push",
-            Some(&token),
-            Some(body.into_bytes()),
-            "application/json",
-            &[],
-        )
-        .await;
+    let (st, body) = s.push_body(&token, body).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("twice"),
@@ -290,14 +281,7 @@ async fn answers(s: &TestServer, ids: &[String]) -> Vec<Json> {
         "limit=99999999999999999999",
         "device_id=%00",
     ] {
-        let (st, b) = s
-            .call(
-                Method::GET,
-                &format!("/api/sync/pull?{q}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let (st, b) = s.pull_query(&token, q).await;
         let mut b = strip(b);
         // Rows carry their writer and stamps, which are the same inputs: kept.
         if let Some(changes) = b.get_mut("changes") {

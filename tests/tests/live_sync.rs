@@ -12,7 +12,7 @@ use sync_runtime::server::{Server, ServerConfig, router};
 use tests::by_backend;
 use tests::device::Device;
 use tests::fixtures::profile;
-use tests::server::{Backend, Cleanup, TestServer, fresh_database};
+use tests::server::{Backend, Cleanup, TestServer, fresh_database, postgres_admin};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
@@ -352,12 +352,7 @@ async fn a_bad_wait_is_a_400_and_changes_nothing(s: TestServer) {
     let cursor = page["cursor"].as_str().unwrap().to_owned();
     for wait in ["abc", "-1", "1.5", "99999999999999999999999"] {
         let (status, body) = s
-            .call(
-                Method::GET,
-                &format!("/api/sync/pull?since={cursor}&wait={wait}"),
-                Some(&token),
-                None,
-            )
+            .pull_query(&token, &format!("since={cursor}&wait={wait}"))
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "wait={wait}: {body}");
         assert_eq!(body["error"], "bad_request");
@@ -418,11 +413,7 @@ async fn a_listener_whose_connection_is_cut_listens_again_and_wakes_pulls() {
     let Some((db, _cleanup)) = database(Backend::Postgres, "live_listener_cut").await else {
         return;
     };
-    let admin_url = std::env::var(tests::POSTGRES_URL_VAR).unwrap();
-    let (admin, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = postgres_admin().await;
     // Connections named after this test: other tests' servers listen on the same database.
     let name = format!("listener_cut_{}", std::process::id());
     let db = format!("{db}&application_name={name}");

@@ -272,10 +272,7 @@ async fn the_added_column_migrates_postgres_too() {
     let base = entities::schema();
     generate::update(&dir.0, &base).unwrap();
     generate::update(&dir.0, &with_column(&base, "watch_history", rating())).unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = tests::server::postgres(&url).await;
     let ns = format!("evolution_test_{}", std::process::id());
     client
         .batch_execute(&format!(

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use sync_runtime::protocol::wire::{self, RefResolver, WireRow};
 use sync_runtime::schema::Reference;
 use sync_runtime::{Store, Syncable, Timestamp};
+use tests::fixtures::addon;
 
 fn t(s: &str) -> Timestamp {
     Timestamp::parse_wire(s).unwrap()
@@ -90,17 +91,7 @@ fn samples() -> Samples {
                 behavior_hints: Some(r#"{"adult":false}"#.into()),
                 created_at: Some(now),
             },
-            Addon {
-                id: None,
-                manifest_url: "https://other.example/manifest.json".into(),
-                name: "Other".into(),
-                version: None,
-                description: None,
-                logo: None,
-                logo_url: None,
-                behavior_hints: None,
-                created_at: None,
-            },
+            addon("https://other.example/manifest.json", "Other"),
         ],
         profile_addons: [
             ProfileAddon {

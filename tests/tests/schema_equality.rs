@@ -146,26 +146,10 @@ fn sqlite_columns(conn: &Connection, table: &str) -> Vec<(Expected, bool)> {
 }
 
 fn sqlite_unique_indexes(conn: &Connection, table: &str) -> BTreeSet<Vec<String>> {
-    let mut stmt = conn
-        .prepare(&format!("PRAGMA index_list(\"{table}\")"))
-        .unwrap();
-    let names: Vec<(String, bool)> = stmt
-        .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    names
+    tests::sqlite_indexes(conn, table)
         .into_iter()
-        .filter(|(_, unique)| *unique)
-        .map(|(name, _)| {
-            let mut s = conn
-                .prepare(&format!("PRAGMA index_info(\"{name}\")"))
-                .unwrap();
-            s.query_map([], |r| r.get::<_, String>(2))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        })
+        .filter(|i| i.unique)
+        .map(|i| i.columns)
         .collect()
 }
 
@@ -448,10 +432,7 @@ async fn server_postgres_schema_from_migrations_equals_the_entities() {
     else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = tests::server::postgres(&url).await;
     let ns = format!("schema_test_{}", std::process::id());
     client
         .batch_execute(&format!(

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use std::collections::BTreeSet;
 use sync_runtime::migrate::{self, Migration};
 use sync_runtime::schema::Table;
-use tests::server::{Backend, fresh_database};
+use tests::server::{Backend, fresh_database, postgres};
 
 type Columns = Vec<String>;
 
@@ -47,25 +47,9 @@ fn check(table: &str, got: Vec<Columns>) {
 }
 
 fn sqlite_indexes(conn: &Connection, table: &str) -> Vec<Columns> {
-    let mut stmt = conn
-        .prepare(&format!("PRAGMA index_list(\"{table}\")"))
-        .unwrap();
-    let names: Vec<String> = stmt
-        .query_map([], |r| r.get(1))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    names
-        .iter()
-        .map(|name| {
-            let mut s = conn
-                .prepare(&format!("PRAGMA index_info(\"{name}\")"))
-                .unwrap();
-            s.query_map([], |r| r.get::<_, String>(2))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        })
+    tests::sqlite_indexes(conn, table)
+        .into_iter()
+        .map(|i| i.columns)
         .collect()
 }
 
@@ -109,10 +93,7 @@ async fn postgres_server_indexes_repeat_no_start_of_another() {
     let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = postgres(&url).await;
     let (first, rest) = first_and_rest(entities::app().server_postgres_migrations);
     for m in first {
         client.batch_execute(&m.sql).await.unwrap();

@@ -3,19 +3,12 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use tests::on_both_backends;
-use tests::server::{TestServer, at, id, row};
+use tests::server::{TestServer, at, id, row, status};
 
 fn find<'a>(rows: &'a [(String, Json)], table: &str, remote_id: &str) -> Option<&'a Json> {
     rows.iter()
         .find(|(t, r)| t == table && r["remote_id"] == remote_id)
         .map(|(_, r)| r)
-}
-
-fn status(results: &Json, table: &str, i: usize) -> String {
-    results[table][i]["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// One record of each of the eight tables, ids and rows.
@@ -29,6 +22,15 @@ struct Graph {
     appearance: String,
     addon: String,
     changes: Json,
+}
+
+/// A new account holding [`graph`] at 0, pushed by a device: (token, device, graph).
+async fn pushed_graph(s: &TestServer, email: &str) -> (String, String, Graph) {
+    let (_, token) = s.register(email).await;
+    let dev = id();
+    let g = graph(0);
+    s.push(&token, &dev, g.changes.clone()).await;
+    (token, dev, g)
 }
 
 fn graph(t: i64) -> Graph {
@@ -218,10 +220,7 @@ on_both_backends!(
 );
 
 async fn a_rename_into_another_records_key_merges_and_moves_the_children(s: TestServer) {
-    let (_, token) = s.register("rename@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "rename@example.org").await;
     let (other, its_item) = (id(), id());
     s.push(
         &token,
@@ -261,10 +260,7 @@ on_both_backends!(
 );
 
 async fn a_parent_tombstone_cascades_and_nulls_set_null_references(s: TestServer) {
-    let (_, token) = s.register("cascade@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "cascade@example.org").await;
     let (_, first) = s.pull_page(&token, None, None, None).await;
     let cursor = first["cursor"].as_str().unwrap().to_owned();
     let mut tomb = row(
@@ -368,10 +364,7 @@ on_both_backends!(
 );
 
 async fn pages_of_1_and_of_1000_cover_every_row_exactly_once(s: TestServer) {
-    let (_, token) = s.register("pages@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "pages@example.org").await;
     let mut history = vec![];
     for i in 0..40 {
         history.push(row(
@@ -426,10 +419,7 @@ on_both_backends!(
 );
 
 async fn tombstones_are_pulled_then_purged_and_an_old_cursor_expires(s: TestServer) {
-    let (_, token) = s.register("purge@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "purge@example.org").await;
     let (_, old_cursor) = s.pull_all(&token, None, 1000, None).await;
     let mut tomb = row(
         "list_items",
@@ -471,10 +461,7 @@ on_both_backends!(
 /// tombstone's reference names a record the server no longer knows; refusing it left the
 /// record live here forever.
 async fn a_tombstone_whose_parent_is_unknown_here_is_applied(s: TestServer) {
-    let (_, token) = s.register("tomb-parent@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "tomb-parent@example.org").await;
     let (_, cursor) = s.pull_all(&token, None, 1000, None).await;
     let mut tomb = row(
         "list_items",
@@ -546,16 +533,7 @@ on_both_backends!(
 async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
     let (_, token) = s.register("bad@example.org").await;
     let dev = id();
-    let push = |body: Vec<u8>| {
-        s.raw(
-            Method::POST,
-            "/api/sync/push",
-            Some(&token),
-            Some(body),
-            "application/json",
-            &[],
-        )
-    };
+    let push = |body: Vec<u8>| s.push_body(&token, body);
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
         (
             b"{not json".to_vec(),
@@ -691,27 +669,11 @@ async fn bad_requests_get_json_errors_and_store_nothing(s: TestServer) {
         "device_id=x",
         "since=%ZZ",
     ] {
-        let (st, b) = s
-            .call(
-                Method::GET,
-                &format!("/api/sync/pull?{q}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let (st, b) = s.pull_query(&token, q).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {b}");
         assert_eq!(b["error"], "bad_request");
     }
-    let (st, b) = s
-        .raw(
-            Method::GET,
-            "/api/sync/pull",
-            Some(&token),
-            None,
-            "",
-            &[("x-sync-schema-version", "9")],
-        )
-        .await;
+    let (st, b) = s.pull_as_version(&token, "9").await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (st, b) = s.pull_page(&token, Some("c1.9.0"), None, None).await;
     assert_eq!(
@@ -749,16 +711,7 @@ async fn bodies_and_pushes_over_the_limits_are_413(s: TestServer) {
         "{{\"device_id\": \"{dev}\", \"schema_version\": 1, \"changes\": {{}}, \"pad\": \"{}\"}}",
         "x".repeat(17 * 1024 * 1024)
     );
-    let (st, b) = s
-        .raw(
-            Method::POST,
-            "/api/sync/push",
-            Some(&token),
-            Some(huge.into_bytes()),
-            "application/json",
-            &[],
-        )
-        .await;
+    let (st, b) = s.push_body(&token, huge).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert!(s.pull_all(&token, None, 1000, None).await.0.is_empty());
 }
@@ -1032,10 +985,7 @@ on_both_backends!(documented_pull, the_documented_pull_is_the_pull_served);
 /// natural key as its own earlier tombstone, at a lower stamp. The write lost the merge, and the
 /// survivor's version, written last by that very device, never reached it by pull.
 async fn a_write_that_loses_a_natural_key_merge_is_answered_with_the_survivor(s: TestServer) {
-    let (_, token) = s.register("lost-merge@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "lost-merge@example.org").await;
     let mut tomb = row(
         "list_items",
         &g.item,
@@ -1075,10 +1025,7 @@ on_both_backends!(
 /// Found by the simulation (seed 46): a live list merged by its natural key into a deleted list
 /// (the deleted one's stamp being greater) moved its live items under the deleted list.
 async fn children_moved_to_a_deleted_survivor_are_deleted_too(s: TestServer) {
-    let (_, token) = s.register("dead-survivor@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, dev, g) = pushed_graph(&s, "dead-survivor@example.org").await;
     let mut tomb = row(
         "lists",
         &g.list,
@@ -1116,10 +1063,7 @@ on_both_backends!(
 /// merged away in the same push, was stored under the merged-away id and so escaped the merge
 /// with the same item under the surviving list.
 async fn a_new_tombstone_reads_its_references_through_aliases(s: TestServer) {
-    let (_, token) = s.register("alias-tombstone@example.org").await;
-    let dev = id();
-    let g = graph(0);
-    s.push(&token, &dev, g.changes.clone()).await;
+    let (token, _, g) = pushed_graph(&s, "alias-tombstone@example.org").await;
     let (other_list, gone_item) = (id(), id());
     let mut tomb = row(
         "list_items",

@@ -4,11 +4,7 @@
 
 use serde_json::{Value as Json, json};
 use tests::on_both_backends;
-use tests::server::{TestServer, at, id, row};
-
-fn status<'a>(results: &'a Json, table: &str, i: usize) -> &'a str {
-    results[table][i]["status"].as_str().unwrap_or_default()
-}
+use tests::server::{TestServer, at, id, row, status};
 
 fn list(remote_id: &str, ms: i64, profile: &str, name: &str) -> Json {
     row(

@@ -12,7 +12,7 @@ use sync_runtime::migrate;
 use sync_runtime::server::db::{Db, PgDb};
 use sync_runtime::server::sync::natural_key_lookup;
 use sync_runtime::server::{APP_SCOPE, Server, ServerConfig, apply_postgres};
-use tests::server::{Backend, TestServer, at, fresh_database, id, row};
+use tests::server::{Backend, TestServer, at, fresh_database, id, postgres, row};
 
 const ROWS: i64 = 10_000;
 
@@ -85,10 +85,7 @@ async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statisti
     let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
         return;
     };
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = postgres(&url).await;
     for m in entities::app().server_postgres_migrations {
         client.batch_execute(&m.sql).await.unwrap();
     }

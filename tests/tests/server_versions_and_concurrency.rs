@@ -88,16 +88,7 @@ async fn an_older_client_is_served_the_columns_it_knows(backend: Backend) {
         .call(Method::POST, "/api/sync/push", Some(&token), Some(v1(json!({"lists": [row("lists", &list, &at(20), json!({"profile_id": profile, "name": "Renamed"}))]}))))
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
-    let (st, v1_page) = s
-        .raw(
-            Method::GET,
-            "/api/sync/pull",
-            Some(&token),
-            None,
-            "",
-            &[("x-sync-schema-version", "1")],
-        )
-        .await;
+    let (st, v1_page) = s.pull_as_version(&token, "1").await;
     assert_eq!(st, StatusCode::OK);
     let v1_list = &v1_page["changes"]["lists"][0];
     assert_eq!(v1_list["name"], "Renamed");
@@ -132,14 +123,7 @@ async fn an_older_client_is_served_the_columns_it_knows(backend: Backend) {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     // An upgraded client's old cursor is refused: it pulls everything again.
     let cursor = v1_page["cursor"].as_str().unwrap();
-    let (st, b) = s
-        .call(
-            Method::GET,
-            &format!("/api/sync/pull?since={cursor}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let (st, b) = s.pull_query(&token, &format!("since={cursor}")).await;
     assert_eq!(
         (st, b["error"].as_str()),
         (StatusCode::GONE, Some("cursor_expired"))
@@ -153,16 +137,7 @@ async fn an_older_client_is_served_the_columns_it_knows(backend: Backend) {
         return;
     };
     let (_, t2) = s2.register("min@example.org").await;
-    let (st, b) = s2
-        .raw(
-            Method::GET,
-            "/api/sync/pull",
-            Some(&t2),
-            None,
-            "",
-            &[("x-sync-schema-version", "1")],
-        )
-        .await;
+    let (st, b) = s2.pull_as_version(&t2, "1").await;
     assert_eq!(
         (st, b["error"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("unsupported_schema"))

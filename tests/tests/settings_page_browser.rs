@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use sync_runtime::Timestamp;
 use tests::device::{Device, LiveServer};
+use tests::fixtures::profile;
 use tests::local_app::LocalApp;
 use tests::server::Backend;
 use tests::slow_proxy::SlowProxy;
@@ -193,16 +194,8 @@ fn fill_device(app: &LocalApp, items: usize) {
     let now = Timestamp::now();
     let profile = store
         .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "Alice".into(),
-            avatar: "A".into(),
             avatar_type: None,
-            avatar_style: None,
-            is_default: Some(true),
-            settings_profile_id: None,
-            created_at: Some(now),
-            updated_at: now,
+            ..profile("Alice", None)
         })
         .unwrap();
     let list = store
@@ -375,20 +368,13 @@ async fn drive(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let now = Timestamp::now();
     phone
         .store
         .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "Bob, from the phone".into(),
             avatar: "B".into(),
             avatar_type: None,
-            avatar_style: None,
             is_default: Some(false),
-            settings_profile_id: None,
-            created_at: Some(now),
-            updated_at: now,
+            ..profile("Bob, from the phone", None)
         })
         .map_err(|e| e.to_string())?;
     phone.sync().await.map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 use entities::*;
 use sync_runtime::store::StoreError;
 use sync_runtime::{Store, Syncable, Timestamp};
+use tests::fixtures::{self, addon, profile, settings_profile};
 
 fn open() -> Store {
     Store::open_in_memory(entities::app()).unwrap()
@@ -47,42 +48,17 @@ struct Tree {
 
 fn tree(store: &mut Store) -> Tree {
     let now = Timestamp::now();
-    let settings = store
-        .insert(&mut SettingsProfile {
-            id: None,
-            user_id: String::new(),
-            name: "Default".into(),
-            is_default: Some(true),
-            created_at: Some(now),
-            updated_at: now,
-            tmdb_catalog_config: None,
-        })
-        .unwrap();
+    let settings = store.insert(&mut settings_profile("Default")).unwrap();
     let profile = store
         .insert(&mut Profile {
-            id: None,
-            user_id: String::new(),
-            name: "Alice".into(),
-            avatar: "A".into(),
             avatar_type: None,
-            avatar_style: None,
-            is_default: Some(true),
-            settings_profile_id: Some(settings),
-            created_at: Some(now),
-            updated_at: now,
+            ..profile("Alice", Some(settings))
         })
         .unwrap();
     let addon = store
         .insert(&mut Addon {
-            id: None,
-            manifest_url: "https://addon.example/manifest.json".into(),
-            name: "Addon".into(),
-            version: None,
-            description: None,
-            logo: None,
-            logo_url: None,
-            behavior_hints: None,
             created_at: Some(now),
+            ..addon("https://addon.example/manifest.json", "Addon")
         })
         .unwrap();
     let profile_addon = store
@@ -119,14 +95,7 @@ fn tree(store: &mut Store) -> Tree {
         })
         .unwrap();
     let list = store
-        .insert(&mut List {
-            id: None,
-            profile_id: profile,
-            name: "Favourites".into(),
-            is_default: None,
-            created_at: None,
-            updated_at: now,
-        })
+        .insert(&mut fixtures::list(profile, "Favourites"))
         .unwrap();
     let item = store.insert(&mut list_item(list, "tt0111161")).unwrap();
     let history = store
@@ -163,15 +132,8 @@ fn tree(store: &mut Store) -> Tree {
 
 fn list_item(list: i64, meta: &str) -> ListItem {
     ListItem {
-        id: None,
-        list_id: list,
-        meta_id: meta.into(),
-        r#type: "movie".into(),
         title: Some("A film".into()),
-        poster: None,
-        imdb_rating: None,
-        created_at: None,
-        updated_at: Timestamp::now(),
+        ..fixtures::list_item(list, meta)
     }
 }
 
