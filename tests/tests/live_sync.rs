@@ -146,6 +146,32 @@ async fn a_held_pull_is_answered_when_the_account_changes(backend: Backend) {
     );
 }
 
+/// A re-check (asked for when the listener may have missed announcements) that finds nothing
+/// new keeps the pull held: answering its empty page would end the hold early. Found as a
+/// flaky PostgreSQL test whose listeners were cut: the re-listen's re-check answered a pull
+/// held for a change that had not been made yet.
+async fn a_recheck_that_finds_nothing_keeps_the_pull_held(backend: Backend) {
+    let Some((db, _cleanup)) = database(backend, "live_recheck").await else {
+        return;
+    };
+    let p = Process::start(&db, ServerConfig::default()).await;
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(&p.url, "recheck@example.org", true).await;
+    b.connect(&p.url, "recheck@example.org", false).await;
+    let held = hold(&b, &p.url, 20);
+    p.held(1).await;
+    p.server.live.recheck_all();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "still held after a re-check");
+    assert_eq!(p.server.live.waiting(), 1);
+    a.store
+        .insert(&mut profile("After the re-check", None))
+        .unwrap();
+    a.sync().await.unwrap();
+    let held = timeout(PATIENCE, held).await.unwrap().unwrap();
+    assert_eq!(profile_names(&held.page), ["After the re-check"]);
+}
+
 async fn a_devices_own_push_does_not_end_its_held_pull(backend: Backend) {
     let Some((db, _cleanup)) = database(backend, "live_own").await else {
         return;
@@ -339,6 +365,7 @@ by_backend!(
     a_held_pull_is_answered_when_the_account_changes
 );
 by_backend!(own_push, a_devices_own_push_does_not_end_its_held_pull);
+by_backend!(recheck, a_recheck_that_finds_nothing_keeps_the_pull_held);
 by_backend!(other_account, a_held_pull_of_another_account_is_never_woken);
 by_backend!(at_once, pulls_that_need_no_waiting_are_answered_at_once);
 by_backend!(caps, held_pulls_beyond_the_caps_are_answered_at_once);

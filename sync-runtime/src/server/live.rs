@@ -36,8 +36,10 @@ struct Account {
 /// Why a held pull stopped waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Woken {
-    /// The account's sequence passed the cursor, or it may have (a re-check was asked for).
+    /// The account's sequence passed the cursor.
     Changed,
+    /// It may have: the listener missed notifications, so every waiter reads its account again.
+    Recheck,
     TimedOut,
     ShuttingDown,
 }
@@ -149,7 +151,7 @@ impl Waiter<'_> {
                 // The hub is gone: the server is going away.
                 Err(_) => Woken::ShuttingDown,
             },
-            () = &mut recheck => Woken::Changed,
+            () = &mut recheck => Woken::Recheck,
             _ = self.closed.wait_for(|c| *c) => Woken::ShuttingDown,
             () = tokio::time::sleep_until(until) => Woken::TimedOut,
         }
@@ -218,6 +220,6 @@ mod tests {
         let mut w = hub.waiter("a").unwrap();
         let far = Instant::now() + Duration::from_secs(60);
         let (woken, ()) = tokio::join!(w.changed_after(0, far), async { hub.recheck_all() });
-        assert_eq!(woken, Woken::Changed);
+        assert_eq!(woken, Woken::Recheck);
     }
 }

@@ -67,9 +67,15 @@ where
         let page = pull_page(copy(&input)).await?;
         let empty = !page.has_more && page.changes.values().all(Vec::is_empty);
         match page.next {
-            // Only the device's own writes passed its cursor (the pull leaves them out):
-            // nothing to tell it yet, so hold on from the new cursor.
-            PullFrom::After(next) if empty && woken == Woken::Changed && next > at => {
+            // Only the device's own writes passed its cursor (the pull leaves them out), or a
+            // re-check found nothing new: nothing to tell it yet, so hold on from the new
+            // cursor. (Answering the re-check's empty page would end the hold early, and the
+            // device would poll again for nothing.)
+            PullFrom::After(next)
+                if empty
+                    && ((woken == Woken::Changed && next > at)
+                        || (woken == Woken::Recheck && next >= at)) =>
+            {
                 at = next;
                 input.from = Some(PullFrom::After(next));
                 woken = waiter.changed_after(at, until).await;
