@@ -93,8 +93,7 @@ impl From<crate::server::db::DbError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "request failed");
+            ApiError::Internal(_) => {
                 "the server failed to handle this request; it stored nothing".to_owned()
             }
             other => other.to_string(),
@@ -109,6 +108,12 @@ impl IntoResponse for ApiError {
             reason,
         };
         let mut response = (self.status_code(), axum::Json(body)).into_response();
+        if let ApiError::Internal(detail) = &self {
+            // For the operator's log (`json_errors`), never for the client.
+            response
+                .extensions_mut()
+                .insert(InternalDetail(detail.clone()));
+        }
         if let ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after } = self {
             response
                 .headers_mut()
@@ -118,9 +123,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What went wrong inside the server, carried by a 500 answer to the layer that logs it.
+#[derive(Clone)]
+pub struct InternalDetail(pub String);
+
 /// Gives every error answer the JSON body of the protocol, whoever made it (axum's own 405 and
-/// rejections answer with an empty or plain-text body). Its headers (`Allow`) are kept.
+/// rejections answer with an empty or plain-text body). Its headers (`Allow`) are kept. A
+/// failure inside the server is logged here, once, with what the client is not told.
 pub async fn json_errors(response: Response) -> Response {
+    if let Some(InternalDetail(detail)) = response.extensions().get::<InternalDetail>() {
+        tracing::error!(error = %detail, "request failed");
+    }
     let status = response.status();
     let is_json = response
         .headers()
@@ -175,4 +188,29 @@ pub fn envelope(status: StatusCode) -> String {
         reason: None,
     };
     serde_json::to_string(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure inside the server tells the client only that it failed and stored nothing;
+    /// what went wrong travels with the answer to the layer that logs it.
+    #[tokio::test]
+    async fn an_internal_failure_keeps_its_detail_from_the_client() {
+        let response = ApiError::Internal("connection to 10.0.0.7 refused".into()).into_response();
+        let response = json_errors(response).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let detail = response.extensions().get::<InternalDetail>().map(|d| &d.0);
+        assert_eq!(
+            detail.map(String::as_str),
+            Some("connection to 10.0.0.7 refused")
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "internal");
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+    }
 }

@@ -3,10 +3,11 @@
 
 use crate::server::error::ApiError;
 use crate::server::{Server, auth};
-use axum::extract::{FromRequestParts, Query};
-use axum::http::header;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// The user a request's bearer token belongs to.
@@ -56,4 +57,70 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             ))),
         }
     }
+}
+
+/// The address a request came from (`None` when the router is driven in-process, without a
+/// socket).
+pub struct PeerAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(PeerAddress(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The most a small JSON body (credentials) may hold.
+const SMALL_BODY_BYTES: usize = 64 * 1024;
+
+/// A small JSON body (`Content-Type: application/json`, at most 64 KiB, within the server's
+/// body timeout), read as `T`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &Arc<Server>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(s, &parts.headers, body, SMALL_BODY_BYTES).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
+    }
+}
+
+/// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
+/// would otherwise hold its buffer for as long as it likes).
+pub async fn read_body(
+    s: &Server,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::BadRequest(
+            "send a JSON body with `Content-Type: application/json`".into(),
+        ));
+    }
+    let timeout = s.config.body_timeout;
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                timeout.as_secs()
+            ))
+        })?
+        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
 }

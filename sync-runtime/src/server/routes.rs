@@ -12,20 +12,19 @@ use crate::protocol::wire::{WireError, WireRow, normalise_id};
 use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError};
-use crate::server::extract::{ApiQuery, SignedIn};
+use crate::server::extract::{ApiJson, ApiQuery, PeerAddress, SignedIn, read_body};
 use crate::server::page_rows::PageRows;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
 use crate::timestamp::Timestamp;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -79,53 +78,13 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
+                // Outside `json_errors`, which logs the other failures.
+                tracing::error!("a handler panicked");
                 ApiError::Internal("a handler panicked".into()).into_response()
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(server)
-}
-
-/// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    s: &Server,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = read_body(s, headers, body, limit).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))
-}
-
-/// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
-/// would otherwise hold its buffer for as long as it likes).
-async fn read_body(
-    s: &Server,
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, ApiError> {
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
-        return Err(ApiError::BadRequest(
-            "send a JSON body with `Content-Type: application/json`".into(),
-        ));
-    }
-    let timeout = s.config.body_timeout;
-    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::RequestTimeout(format!(
-                "the body did not arrive within {} s",
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
 }
 
 #[utoipa::path(get, path = "/api/health", responses((status = 200, body = Health)))]
@@ -172,20 +131,14 @@ async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
     })
 }
 
-/// The address a request came from (none when the router is driven in-process).
-fn peer_address(req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-}
-
 #[utoipa::path(post, path = "/api/auth/register", request_body = Credentials,
     responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn register(State(s): State<Arc<Server>>, req: Request) -> Result<Response, ApiError> {
-    let addr = peer_address(&req);
-    let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
+async fn register(
+    State(s): State<Arc<Server>>,
+    PeerAddress(addr): PeerAddress,
+    ApiJson(c): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
     let email = auth::normalise_email(&c.email)?;
     check_password(&c.password)?;
     // Counted before the hash: a burst of registrations cannot outrun the limit.
@@ -201,11 +154,9 @@ async fn register(State(s): State<Arc<Server>>, req: Request) -> Result<Response
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<Server>>,
-    req: Request,
+    PeerAddress(addr): PeerAddress,
+    ApiJson(c): ApiJson<Credentials>,
 ) -> Result<axum::Json<Session>, ApiError> {
-    let addr = peer_address(&req);
-    let (parts, body) = req.into_parts();
-    let c: Credentials = read_json(&s, &parts.headers, body, 64 * 1024).await?;
     let email = auth::normalise_email(&c.email)?;
     // Counted before the password is checked, so concurrent guesses cannot outrun the limit;
     // a right password gives the attempt back.
