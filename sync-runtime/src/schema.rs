@@ -249,6 +249,8 @@ impl Schema {
 }
 
 fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), SchemaError> {
+    // Long on purpose: one check per rule an entity must meet, each with its message, in the
+    // order a reader of the derive's documentation meets them.
     let err = |m: String| Err(SchemaError(format!("table `{}`: {m}", t.name)));
     let mut seen = BTreeSet::new();
     for c in &t.columns {

@@ -240,6 +240,8 @@ impl SyncService {
         options: ServiceOptions,
         transport: Option<T>,
     ) -> SyncService {
+        // Long on purpose: the service's one loop, whose every wake-up (the period, a request,
+        // a local write, the held pull) is read best beside the others it races.
         let initial = status(&store, Activity::Idle).unwrap_or_else(|_| SyncStatus {
             connected: false,
             remote_url: None,

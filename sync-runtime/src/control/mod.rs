@@ -274,16 +274,7 @@ impl SyncControl {
         self: &Arc<Self>,
         req: ConnectRequest,
     ) -> Result<StatusView, ControlError> {
-        let url = check_remote_url(req.remote_url.as_deref().unwrap_or(client::DEFAULT_REMOTE))?;
-        let email = req.email.trim();
-        if email.is_empty() || !email.contains('@') || email.len() > 254 {
-            return Err(ControlError::BadRequest(
-                "enter the account's email address".into(),
-            ));
-        }
-        if req.password.is_empty() {
-            return Err(ControlError::BadRequest("enter the password".into()));
-        }
+        let (url, email) = check_connect_request(&req)?;
         let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
         if client::status(&ops, Activity::Idle)?.connected {
             return Err(ControlError::AlreadyConnected);
@@ -473,4 +464,20 @@ async fn check_server(url: &str, version: u32) -> Result<(), ControlError> {
         )));
     }
     Ok(())
+}
+
+/// The server's URL and the email of a connect request, checked before anything is asked of
+/// the network.
+fn check_connect_request(req: &ConnectRequest) -> Result<(String, &str), ControlError> {
+    let url = check_remote_url(req.remote_url.as_deref().unwrap_or(client::DEFAULT_REMOTE))?;
+    let email = req.email.trim();
+    if email.is_empty() || !email.contains('@') || email.len() > 254 {
+        return Err(ControlError::BadRequest(
+            "enter the account's email address".into(),
+        ));
+    }
+    if req.password.is_empty() {
+        return Err(ControlError::BadRequest("enter the password".into()));
+    }
+    Ok((url, email))
 }

@@ -290,6 +290,8 @@ fn alter_table(
     sqlite: &mut Sql,
     pg: &mut Sql,
 ) -> Result<(), PlanError> {
+    // Long on purpose: one case per kind of change to a table, each writing its statements for
+    // the three targets side by side, so that they cannot drift apart.
     if old.synced != t.synced || old.id_column != t.id_column {
         return Err(PlanError(format!(
             "table `{}` changed whether it syncs or its id column; migrate it by hand",

@@ -142,6 +142,7 @@ pub enum StartError {
 /// The runtime's own server tables, built with sea-query for either backend: accounts (with
 /// each user's change sequence and purge watermark), tokens, aliases and the server's identity.
 pub fn runtime_migrations(dialect: Dialect) -> Vec<Migration> {
+    // Long on purpose: it is data, the runtime's tables one after another.
     let text = |name: &str| {
         let mut c = ColumnDef::new(name.to_owned());
         c.custom("TEXT".to_owned()).not_null();

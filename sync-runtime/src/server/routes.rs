@@ -371,6 +371,44 @@ async fn pull(
     request_headers: HeaderMap,
     ApiQuery(query): ApiQuery<PullQuery>,
 ) -> Result<Response, ApiError> {
+    let version = client_schema_version(&s, &request_headers)?;
+    let input = pull_input(&s, signed_in.user_id, version, &query)?;
+    let wait = query.wait.map(Duration::from_secs);
+    let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
+    let page = answer.page;
+    let changes = PageRows::new(&s.app.schema, version, page.changes);
+    let cursor = Cursor {
+        schema_version: version,
+        from: page.next,
+    }
+    .encode();
+    // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
+    // this one's head arrives, while its body is still being read and decoded.
+    let headers = [
+        (headers::CURSOR, cursor.clone()),
+        (headers::HAS_MORE, page.has_more.to_string()),
+    ];
+    let mut response = (
+        headers,
+        axum::Json(PullResponse {
+            changes,
+            cursor,
+            has_more: page.has_more,
+            server_time: Timestamp::now().to_wire(),
+        }),
+    )
+        .into_response();
+    // Tells a client that asked to wait that this server holds pulls, and for how long.
+    if let Some(granted) = answer.granted {
+        response
+            .headers_mut()
+            .insert(headers::WAIT, granted.as_secs().into());
+    }
+    Ok(response)
+}
+
+/// The schema version the client speaks (`X-Sync-Schema-Version`; absent: the server's own).
+fn client_schema_version(s: &Server, request_headers: &HeaderMap) -> Result<u32, ApiError> {
     let version = match request_headers.get(headers::SCHEMA_VERSION) {
         None => s.app.schema.version(),
         Some(v) => v
@@ -381,7 +419,17 @@ async fn pull(
                 ApiError::BadRequest("X-Sync-Schema-Version must be a positive integer".into())
             })?,
     };
-    check_schema_version(&s, version)?;
+    check_schema_version(s, version)?;
+    Ok(version)
+}
+
+/// A pull's query, checked, as the input of a page for `user_id`.
+fn pull_input(
+    s: &Server,
+    user_id: String,
+    version: u32,
+    query: &PullQuery,
+) -> Result<PullInput, ApiError> {
     let limit = match query.limit {
         None => 1000,
         Some(l) if l > 0 => l.min(s.config.max_pull_limit as i64) as usize,
@@ -415,45 +463,13 @@ async fn pull(
             Some(normalise_id("device_id", d).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
-    let input = PullInput {
-        user_id: signed_in.user_id,
+    Ok(PullInput {
+        user_id,
         from,
         limit,
         exclude_device,
         max_bytes: s.config.max_page_bytes,
-    };
-    let wait = query.wait.map(Duration::from_secs);
-    let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
-    let page = answer.page;
-    let changes = PageRows::new(&s.app.schema, version, page.changes);
-    let cursor = Cursor {
-        schema_version: version,
-        from: page.next,
-    }
-    .encode();
-    // The cursor and `has_more` in headers too: a client can ask for the next page as soon as
-    // this one's head arrives, while its body is still being read and decoded.
-    let headers = [
-        (headers::CURSOR, cursor.clone()),
-        (headers::HAS_MORE, page.has_more.to_string()),
-    ];
-    let mut response = (
-        headers,
-        axum::Json(PullResponse {
-            changes,
-            cursor,
-            has_more: page.has_more,
-            server_time: Timestamp::now().to_wire(),
-        }),
-    )
-        .into_response();
-    // Tells a client that asked to wait that this server holds pulls, and for how long.
-    if let Some(granted) = answer.granted {
-        response
-            .headers_mut()
-            .insert(headers::WAIT, granted.as_secs().into());
-    }
-    Ok(response)
+    })
 }
 
 /// One page of a pull, in one read transaction: the cursor checked, then the changes after it.
