@@ -941,12 +941,26 @@ async fn live(z: &Sizes, table: &mut Vec<(String, String, Stat, String)>) -> Res
     let database = format!("sqlite://{}", db.display());
     let per_account = 25;
     // The accounts sign up on another process: argon2's memory would stay in the measured one.
+    // Its registration limit (100 an hour from one address by default) is raised to let this one
+    // address register them all.
     let accounts = {
-        let signup = ServerProcess::start(&database, &[])?;
+        let limit = idle.div_ceil(per_account).to_string();
+        let signup = ServerProcess::start(&database, &["--max-registrations", &limit])?;
         idle_accounts(&signup.url, idle.div_ceil(per_account)).await?
     };
     {
-        let server = ServerProcess::start(&database, &["--max-wait-seconds", "3600"])?;
+        // Room for every held pull's connection beside the measuring ones (the default cap is
+        // 8192 connections).
+        let connections = (idle + 100).to_string();
+        let server = ServerProcess::start(
+            &database,
+            &[
+                "--max-wait-seconds",
+                "3600",
+                "--max-connections",
+                &connections,
+            ],
+        )?;
         let before = server.rss_mib().ok_or("no resident memory")?;
         let held = idle_pulls(&server.url, &accounts, idle, per_account).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
