@@ -303,13 +303,7 @@ impl TestServer {
             device_id: device.map(str::to_owned),
             wait: None,
         };
-        self.call(
-            Method::GET,
-            &format!("{}?{}", paths::PULL, query.encode()),
-            Some(token),
-            None,
-        )
-        .await
+        self.pull_query(token, &query.encode()).await
     }
 
     /// Pulls every page after `since`; returns the rows per table (in pull order) and the cursor.

@@ -75,6 +75,14 @@ async fn database(backend: Backend, test: &str) -> Option<(String, Cleanup)> {
     fresh_database(backend, test).await
 }
 
+/// Two devices of one account: A registers `email` on `url_a`, B signs in to it on `url_b`.
+async fn one_account(url_a: &str, url_b: &str, email: &str) -> (Device, Device) {
+    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
+    a.connect(url_a, email, true).await;
+    b.connect(url_b, email, false).await;
+    (a, b)
+}
+
 /// What a held pull answered: the page, how long the server agreed to hold it, and how long
 /// it took.
 struct Held {
@@ -127,9 +135,7 @@ async fn a_held_pull_is_answered_when_the_account_changes(backend: Backend) {
         return;
     };
     let p = Process::start(&db, ServerConfig::default()).await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p.url, "wake@example.org", true).await;
-    b.connect(&p.url, "wake@example.org", false).await;
+    let (mut a, b) = one_account(&p.url, &p.url, "wake@example.org").await;
     let before = b.store.cursor().unwrap().unwrap();
     let held = hold(&b, &p.url, 10);
     p.held(1).await;
@@ -155,9 +161,7 @@ async fn a_recheck_that_finds_nothing_keeps_the_pull_held(backend: Backend) {
         return;
     };
     let p = Process::start(&db, ServerConfig::default()).await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p.url, "recheck@example.org", true).await;
-    b.connect(&p.url, "recheck@example.org", false).await;
+    let (mut a, b) = one_account(&p.url, &p.url, "recheck@example.org").await;
     let held = hold(&b, &p.url, 20);
     p.held(1).await;
     p.server.live.recheck_all();
@@ -177,9 +181,7 @@ async fn a_devices_own_push_does_not_end_its_held_pull(backend: Backend) {
         return;
     };
     let p = Process::start(&db, ServerConfig::default()).await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p.url, "own@example.org", true).await;
-    b.connect(&p.url, "own@example.org", false).await;
+    let (mut a, mut b) = one_account(&p.url, &p.url, "own@example.org").await;
     let held = hold(&b, &p.url, 10);
     p.held(1).await;
     // B's own write passes its cursor, but its pull leaves it out: nothing to answer yet.
@@ -244,9 +246,7 @@ async fn pulls_that_need_no_waiting_are_answered_at_once(backend: Backend) {
         ..ServerConfig::default()
     };
     let p = Process::start(&db, config).await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p.url, "at-once@example.org", true).await;
-    b.connect(&p.url, "at-once@example.org", false).await;
+    let (mut a, b) = one_account(&p.url, &p.url, "at-once@example.org").await;
     // Changes after the cursor: no waiting, whatever `wait` says.
     a.store.insert(&mut profile("Waiting for B", None)).unwrap();
     a.sync().await.unwrap();
@@ -403,9 +403,7 @@ async fn two_server_processes_on_postgres_wake_each_others_pulls() {
         Process::start(&db, ServerConfig::default()).await,
         Process::start(&db, ServerConfig::default()).await,
     );
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p1.url, "two-processes@example.org", true).await;
-    b.connect(&p2.url, "two-processes@example.org", false).await;
+    let (mut a, b) = one_account(&p1.url, &p2.url, "two-processes@example.org").await;
     let held = hold(&b, &p2.url, 20);
     p2.held(1).await;
     a.store.insert(&mut profile("Across", None)).unwrap();
@@ -458,9 +456,7 @@ async fn a_listener_whose_connection_is_cut_listens_again_and_wakes_pulls() {
         .expect("both processes listening")
     };
     both_listening().await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p1.url, "listener-cut@example.org", true).await;
-    b.connect(&p2.url, "listener-cut@example.org", false).await;
+    let (mut a, mut b) = one_account(&p1.url, &p2.url, "listener-cut@example.org").await;
     // The database ends both listening connections (a failover, an idle timeout, an admin).
     let cut: i64 = admin
         .query_one(
@@ -532,9 +528,7 @@ async fn wait_for_profile(path: &std::path::Path, name: &str) -> i64 {
 /// through the store shows in B's database, B's app is told which row changed, and B's status
 /// says it is live.
 async fn an_insert_on_one_device_shows_on_the_other(url_a: &str, url_b: &str, email: &str) {
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(url_a, email, true).await;
-    b.connect(url_b, email, false).await;
+    let (mut a, mut b) = one_account(url_a, url_b, email).await;
     let service_a = SyncService::start(a.store.reopen().unwrap(), live_options());
     a.store.set_write_hook(service_a.write_hook());
     let service_b = SyncService::start(b.store.reopen().unwrap(), live_options());
@@ -611,9 +605,7 @@ async fn a_service_falls_back_to_the_period_when_pulls_are_not_held(backend: Bac
         ..ServerConfig::default()
     };
     let p = Process::start(&db, config).await;
-    let (mut a, mut b) = (Device::new("a"), Device::new("b"));
-    a.connect(&p.url, "fallback@example.org", true).await;
-    b.connect(&p.url, "fallback@example.org", false).await;
+    let (mut a, b) = one_account(&p.url, &p.url, "fallback@example.org").await;
     let options = ServiceOptions {
         period: Duration::from_millis(300),
         backoff_min: Duration::from_millis(100),

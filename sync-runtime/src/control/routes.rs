@@ -134,13 +134,12 @@ async fn connect(
     req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     let (parts, body) = req.into_parts();
-    let json_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
+    if !crate::protocol::headers::is_json(
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    ) {
         return Err(ControlError::BadRequest(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));

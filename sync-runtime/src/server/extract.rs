@@ -1,6 +1,7 @@
 //! Request parts read the axum way (extractors), each failure answered as the protocol's JSON
 //! error rather than axum's plain-text rejection.
 
+use crate::protocol::headers;
 use crate::server::error::ApiError;
 use crate::server::{Server, auth};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
@@ -99,16 +100,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
 /// would otherwise hold its buffer for as long as it likes).
 pub async fn read_body(
     s: &Server,
-    headers: &HeaderMap,
+    request_headers: &HeaderMap,
     body: axum::body::Body,
     limit: usize,
 ) -> Result<axum::body::Bytes, ApiError> {
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
+    if !headers::is_json(
+        request_headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    ) {
         return Err(ApiError::BadRequest(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));

@@ -100,32 +100,28 @@ impl Store {
 
     /// The `remote_id` of row `id` of a synced table (tombstones included).
     pub fn remote_id(&self, table: &str, id: i64) -> Result<Option<String>, StoreError> {
-        let table = self.table(table)?;
-        let sql = format!(
-            "SELECT remote_id FROM {} WHERE {} = ?1",
-            quote_ident(&table.name),
-            quote_ident(&table.id_column)
-        );
-        Ok(self
-            .conn
-            .query_row(&sql, [id], |r| r.get(0))
-            .optional()?
-            .flatten())
+        Ok(self.bookkeeping(table, id, "remote_id")?.flatten())
     }
 
     /// Whether row `id` waits to be pushed.
     pub fn is_dirty(&self, table: &str, id: i64) -> Result<bool, StoreError> {
+        Ok(self.bookkeeping(table, id, "dirty")?.unwrap_or(false))
+    }
+
+    /// The sync column `column` of row `id` of `table`; `None` when there is no such row.
+    fn bookkeeping<T: rusqlite::types::FromSql>(
+        &self,
+        table: &str,
+        id: i64,
+        column: &str,
+    ) -> Result<Option<T>, StoreError> {
         let table = self.table(table)?;
         let sql = format!(
-            "SELECT dirty FROM {} WHERE {} = ?1",
+            "SELECT {column} FROM {} WHERE {} = ?1",
             quote_ident(&table.name),
             quote_ident(&table.id_column)
         );
-        Ok(self
-            .conn
-            .query_row(&sql, [id], |r| r.get(0))
-            .optional()?
-            .unwrap_or(false))
+        Ok(self.conn.query_row(&sql, [id], |r| r.get(0)).optional()?)
     }
 
     /// How many rows of each synced table wait to be pushed, parents first.

@@ -5,7 +5,7 @@ use crate::protocol::cursor::PullFrom;
 use crate::schema::{ColumnType, Schema, Table};
 use crate::server::db::{DbError, SyncTx};
 use crate::value::Value;
-use sea_query::{Cond, Expr, ExprTrait, Order, Query};
+use sea_query::{Cond, Expr, ExprTrait, Order, Query, SelectStatement};
 use std::collections::BTreeMap;
 
 /// A pull request after validation.
@@ -67,16 +67,8 @@ pub async fn pull<T: SyncTx>(
     let mut seqs: Vec<i64> = Vec::new();
     for table in schema.synced() {
         let (names, types) = select_columns(table);
-        let mut q = Query::select();
-        q.columns(names)
-            .from(table.name.clone())
-            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
-            .and_where(Expr::col("seq").gt(since))
-            .order_by("seq", Order::Asc)
-            .limit(input.limit as u64 + 1);
-        if let Some(began) = full_began {
-            q.cond_where(full_pull_rows(began));
-        }
+        let mut q = page_window(table, input, since, full_began);
+        q.columns(names);
         if let Some(cut) = byte_cut {
             q.and_where(Expr::col("seq").lte(cut));
         }
@@ -118,13 +110,31 @@ pub async fn pull<T: SyncTx>(
     })
 }
 
-/// The rows a full pull that began at sequence `began` returns: tombstones written before it
-/// began concern nothing the caller keeps; later ones delete records an earlier page may have
-/// delivered live.
-fn full_pull_rows(began: i64) -> Cond {
-    Cond::any()
-        .add(Expr::col("deleted_at").is_null())
-        .add(Expr::col("seq").gt(began))
+/// The rows of `table` a page may hold, without its columns: the first `limit + 1` changes of
+/// the account after `since`, in sequence order. Both the page and its byte cut-off read these,
+/// so the cut-off measures the very rows the page sends. A full pull that began at sequence
+/// `full_began` leaves out tombstones written before it began (they concern nothing the caller
+/// keeps); later ones delete records an earlier page may have delivered live.
+fn page_window(
+    table: &Table,
+    input: &PullInput,
+    since: i64,
+    full_began: Option<i64>,
+) -> SelectStatement {
+    let mut q = Query::select();
+    q.from(table.name.clone())
+        .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
+        .and_where(Expr::col("seq").gt(since))
+        .order_by("seq", Order::Asc)
+        .limit(input.limit as u64 + 1);
+    if let Some(began) = full_began {
+        q.cond_where(
+            Cond::any()
+                .add(Expr::col("deleted_at").is_null())
+                .add(Expr::col("seq").gt(began)),
+        );
+    }
+    q
 }
 
 /// Bytes counted for a row beside its text and JSON values: its ids, stamps and other columns.
@@ -156,17 +166,8 @@ async fn page_byte_cutoff<T: SyncTx>(
             .join(" + ");
         // BIGINT on both backends (PostgreSQL's octet_length is a 4-byte integer).
         let size = format!("CAST({size} AS BIGINT)");
-        let mut q = Query::select();
-        q.column("seq")
-            .expr(Expr::cust(size))
-            .from(table.name.clone())
-            .and_where(Expr::col("user_id").eq(input.user_id.as_str()))
-            .and_where(Expr::col("seq").gt(since))
-            .order_by("seq", Order::Asc)
-            .limit(input.limit as u64 + 1);
-        if let Some(began) = full_began {
-            q.cond_where(full_pull_rows(began));
-        }
+        let mut q = page_window(table, input, since, full_began);
+        q.column("seq").expr(Expr::cust(size));
         for r in tx
             .fetch(&q, &[ColumnType::Integer, ColumnType::Integer])
             .await?
