@@ -224,6 +224,62 @@ async fn values_over_the_size_limit_are_rejected(s: TestServer) {
 }
 on_both_backends!(value_size, values_over_the_size_limit_are_rejected);
 
+/// A pull's query string is read as a form (percent-encoding and `+` decoded, unknown keys
+/// ignored); anything that does not read as one, or repeats a key, is a 400 with the JSON
+/// error, and changes nothing: the same token pulls the same page after it.
+async fn a_malformed_pull_query_is_400_and_changes_nothing(s: TestServer) {
+    let (_, token) = s.register("query@example.org").await;
+    let device = id();
+    let profile = row(
+        "profiles",
+        &id(),
+        &at(0),
+        json!({"name": "Q", "avatar": "Q", "is_default": false}),
+    );
+    s.push(&token, &device, json!({"profiles": [profile]}))
+        .await;
+    let (st, first) = s.pull_query(&token, "limit=1").await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    for q in [
+        "limit=abc",
+        "limit=0",
+        "limit=-1",
+        "limit=1.5",
+        "limit=1&limit=2",
+        "since=a&since=b",
+        "wait=%FF",
+        "since=%ZZ",
+        "since=c1.1.0%00",
+        "device_id=%FF%FE",
+        "device_id=not-a-uuid",
+    ] {
+        let (st, body) = s.pull_query(&token, q).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert_eq!(body["error"], "bad_request", "{q}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Percent-encoded, a cursor is the same cursor; an unknown key is ignored.
+    let encoded = cursor.replace('.', "%2E");
+    for q in [
+        format!("since={encoded}"),
+        format!("since={cursor}&colour=blue"),
+    ] {
+        let (st, page) = s.pull_query(&token, &q).await;
+        assert_eq!(st, StatusCode::OK, "{q}: {page}");
+        assert_eq!(page["has_more"], false, "{q}");
+        assert_eq!(page["cursor"], cursor.as_str(), "{q}");
+    }
+    let (st, again) = s.pull_query(&token, "limit=1").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(again["changes"], first["changes"]);
+    assert_eq!(again["cursor"], first["cursor"]);
+}
+on_both_backends!(
+    malformed_query,
+    a_malformed_pull_query_is_400_and_changes_nothing
+);
+
 /// The answers to a run of awkward inputs, with what differs by nature (times, tokens, user
 /// ids) left out.
 async fn answers(s: &TestServer, ids: &[String]) -> Vec<Json> {
