@@ -125,6 +125,15 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
     }
 }
 
+/// As [`decode_value`], taking the JSON: a document or a text is kept, not copied.
+fn decode_owned_value(col: &Column, j: Json) -> Result<Value, WireError> {
+    match (col.ty, &col.reference, j) {
+        (ColumnType::Json, None, j) if !j.is_null() => Ok(Value::Json(j)),
+        (ColumnType::Text, None, Json::String(s)) => Ok(Value::Text(s)),
+        (_, _, j) => decode_value(col, &j),
+    }
+}
+
 /// A value as JSON, written straight to the serializer ([`encode_value`] collects it as a tree).
 struct ValueJson<'a>(&'a Value);
 
@@ -301,7 +310,7 @@ impl WireRow {
                 values.push(Value::DateTime(updated_at));
             } else if c.on_wire() && c.since <= schema_version {
                 let v = v.take().ok_or_else(|| missing(&c.name))?;
-                match decode_value(c, &v) {
+                match decode_owned_value(c, v) {
                     Ok(v) => values.push(v),
                     Err(e @ WireError::BadValue { .. }) => {
                         wrong_type.get_or_insert(e);
@@ -515,6 +524,55 @@ impl<'de> Visitor<'de> for KeySeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// Taking the JSON decodes every value as borrowing it does: the shortcuts for texts and
+    /// documents keep nothing else apart.
+    #[test]
+    fn a_value_decodes_the_same_taken_or_borrowed() {
+        let column = |ty: ColumnType, nullable: bool, reference: bool| Column {
+            name: "c".into(),
+            ty,
+            nullable,
+            default: None,
+            reference: reference.then(|| crate::schema::Reference {
+                table: "parents".into(),
+                on_delete: crate::schema::OnDelete::Cascade,
+                by_key: None,
+            }),
+            role: Default::default(),
+            since: 1,
+        };
+        let inputs = [
+            json!(null),
+            json!("text"),
+            json!("01A2221B-9B43-70FC-8E78-E216410D756A"),
+            json!(7),
+            json!(1.5),
+            json!(true),
+            json!({"a": [1, "b"]}),
+            json!("2026-11-30T10:00:00.000Z"),
+        ];
+        for ty in [
+            ColumnType::Integer,
+            ColumnType::Real,
+            ColumnType::Text,
+            ColumnType::Boolean,
+            ColumnType::DateTime,
+            ColumnType::Json,
+        ] {
+            for (nullable, reference) in [(false, false), (true, false), (true, true)] {
+                let c = column(ty, nullable, reference);
+                for j in &inputs {
+                    assert_eq!(
+                        decode_owned_value(&c, j.clone()),
+                        decode_value(&c, j),
+                        "{ty:?} nullable {nullable} reference {reference}: {j}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The fast path for canonical ids agrees with parsing: canonical ids pass as they are,
     /// others are normalised or refused as before.

@@ -288,7 +288,7 @@ impl tokio_postgres::types::ToSql for PgValue<'_> {
             Value::Text(s) => s.as_str().to_sql(ty, out),
             Value::Boolean(b) => b.to_sql(ty, out),
             Value::DateTime(t) => t.to_wire().to_sql(ty, out),
-            Value::Json(j) => j.to_string().to_sql(ty, out),
+            Value::Json(j) => crate::value::json_text(j).to_sql(ty, out),
         }
     }
 

@@ -126,6 +126,8 @@ pub struct Server {
     _listener: Option<notify::Task>,
     /// When to gather PostgreSQL's statistics of a table a large upload grew.
     pub pushed_since_analyze: statistics::PushedSinceAnalyze,
+    /// The statements pushes build, built once (for this server's backend).
+    pub statements: Arc<sync::Statements>,
 }
 
 /// Why the server could not start.
@@ -350,6 +352,7 @@ impl Server {
             live,
             _listener: listener,
             pushed_since_analyze,
+            statements: Arc::default(),
         }))
     }
 

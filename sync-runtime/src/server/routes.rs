@@ -305,11 +305,13 @@ async fn push(
     let body = read_body(&s, &headers, body, s.config.max_body_bytes).await?;
     let (version, input) = parse_push(&s, &body, signed_in.user_id)?;
     let (app, server_device) = (s.app, s.device_id.clone());
+    let statements = s.statements.clone();
     let (user, announced) = (input.user_id.clone(), input.user_id.clone());
     let (results, seq) = crate::with_tx!(&s.db, true, |tx| {
         let ctx = PushContext {
             schema: &app.schema,
             server_device: &server_device,
+            statements: &statements,
         };
         let results = sync::push(tx, &ctx, input).await?;
         // Announced on commit: the account's held pulls, in every server process, wake.

@@ -7,10 +7,10 @@
 //!
 //! By concern, one file each:
 //! - `record.rs`: the record as stored ([`Record`]) and its codec;
-//! - `read_ahead.rs`: what a push reads, a batch at a time, and the per-row statements it
-//!   builds once;
+//! - `read_ahead.rs`: what a push reads, a batch at a time;
 //! - `push.rs`: the push and the flow of one pushed row (identity, references, decision, write);
 //! - `merge.rs`: the decision against what is stored, natural-key merges and cascades;
+//! - `statements.rs`: the statements a push builds, kept for the server's life;
 //! - `pull.rs`: a page of changes;
 //! - `purge.rs`: tombstones past the horizon.
 //!
@@ -22,9 +22,11 @@ mod purge;
 mod push;
 mod read_ahead;
 mod record;
+mod statements;
 
 pub use pull::{PullInput, PullPage, pull, user_sequence};
 pub use purge::purge;
 pub use push::{PushContext, PushInput, PushedRows, RowStatus, push};
 pub use read_ahead::natural_key_lookup;
 pub use record::{Record, load, row_json};
+pub use statements::Statements;

@@ -5,6 +5,7 @@
 use super::merge::Verdict;
 use super::read_ahead::{Parent, ReadAhead};
 use super::record::{Record, sea, text};
+use super::statements::Statements;
 use crate::ddl::SERVER_COLUMNS;
 use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnType, OnDelete, Schema, Table};
@@ -41,6 +42,8 @@ pub struct PushInput {
 pub struct PushContext<'a> {
     pub schema: &'a Schema,
     pub server_device: &'a str,
+    /// The server's built statements.
+    pub statements: &'a Statements,
 }
 
 /// One push in its transaction: who pushes, the sequence reached, the writes not sent yet and
@@ -52,6 +55,7 @@ pub(super) struct PushSession<'a, T> {
     pub(super) device: &'a str,
     pub(super) version: u32,
     pub(super) server_device: &'a str,
+    pub(super) statements: &'a Statements,
     seq: i64,
     /// Records written but not sent yet: sent a table's batch at a time, in one multi-row
     /// statement per table and client version, before the push reads anything again.
@@ -129,6 +133,7 @@ pub async fn push<T: SyncTx>(
         device: &input.device_id,
         version: input.client_version,
         server_device: ctx.server_device,
+        statements: ctx.statements,
         seq,
         unsent: Vec::new(),
         refused: None,
@@ -195,25 +200,50 @@ impl<T: SyncTx> PushSession<'_, T> {
         row: &mut Record,
         version: u32,
     ) -> Result<(), ApiError> {
+        let values = row.values.clone();
+        self.store_values(table, row, values, version).await
+    }
+
+    /// As [`PushSession::store`], with the record's values moved into the statement: the
+    /// caller keeps what `row` says but not its values. Most pushed rows take this way, and
+    /// copying each row's texts and documents once more was a tenth of a push.
+    async fn store_taking_values(
+        &mut self,
+        table: &Table,
+        row: &mut Record,
+        version: u32,
+    ) -> Result<(), ApiError> {
+        let values = std::mem::take(&mut row.values);
+        self.store_values(table, row, values, version).await
+    }
+
+    async fn store_values(
+        &mut self,
+        table: &Table,
+        row: &mut Record,
+        values: Vec<Value>,
+        version: u32,
+    ) -> Result<(), ApiError> {
         row.seq = self.next_seq();
         self.read.forget(&table.name, &row.remote_id);
         if let Some(holders) = self.read.holders.get_mut(&table.name)
-            && !holders.write(table, &row.remote_id, &row.values)
+            && !holders.write(table, &row.remote_id, &values)
         {
             self.read.holders.remove(&table.name);
         }
         // The statement's parameters: the columns' values (the account of the conflict clause
         // is added when sent).
-        let mut params: Vec<Value> = vec![
+        let mut params: Vec<Value> = Vec::with_capacity(5 + values.len());
+        params.extend([
             Value::Text(row.remote_id.clone()),
             Value::Text(row.user_id.clone()),
             Value::Integer(row.seq),
             Value::Text(row.device_id.clone()),
             row.deleted_at.map_or(Value::Null, Value::DateTime),
-        ];
-        for (c, v) in table.columns.iter().zip(&row.values) {
+        ]);
+        for (c, v) in table.columns.iter().zip(values) {
             if c.on_wire() && c.since <= version {
-                params.push(v.clone());
+                params.push(v);
             }
         }
         // One statement may not write a record twice (PostgreSQL refuses it).
@@ -255,26 +285,29 @@ impl<T: SyncTx> PushSession<'_, T> {
                 .ok_or_else(|| DbError::Decode(format!("unknown table {}", unsent.table)))?;
             let width = unsent.rows.first().map_or(1, Vec::len);
             let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
-            let mut rest = &unsent.rows[..];
-            while !rest.is_empty() {
+            let mut left = unsent.rows.len();
+            // The rows' values are moved into the statement's parameters, not copied.
+            let mut rows = unsent.rows.into_iter();
+            while left > 0 {
                 // The largest power of two that fits.
-                let n = 1usize << (rest.len().min(most).ilog2());
-                let (chunk, after) = rest.split_at(n);
-                rest = after;
-                let mut params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                let n = 1usize << (left.min(most).ilog2());
+                left -= n;
+                let mut params: Vec<Value> = Vec::with_capacity(n * width + 1);
+                params.extend(rows.by_ref().take(n).flatten());
                 params.push(Value::Text(self.user.to_owned()));
                 let variant = (u64::from(unsent.version) << 32) | n as u64;
                 let sql = self.statement(("upsert", &table.name, variant), &params, || {
-                    upsert(table, chunk, &params[params.len() - 1], unsent.version)
+                    upsert(table, &params, width, unsent.version)
                 })?;
                 let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
-                if written.len() != chunk.len() {
+                if written.len() != n {
                     let written: Vec<&str> = written
                         .iter()
                         .filter_map(|r| r.first().and_then(text))
                         .collect();
-                    let refused = chunk
-                        .iter()
+                    // Each row's parameters start with its id.
+                    let refused = params[..n * width]
+                        .chunks(width)
                         .filter_map(|r| r.first().and_then(text))
                         .find(|id| !written.contains(id))
                         .unwrap_or_default();
@@ -288,14 +321,18 @@ impl<T: SyncTx> PushSession<'_, T> {
     }
 
     pub(super) fn stored_from(&self, row: &WireRow, device: &str) -> Record {
+        self.record_of(row.clone(), device)
+    }
+
+    fn record_of(&self, row: WireRow, device: &str) -> Record {
         Record {
-            remote_id: row.remote_id.clone(),
+            remote_id: row.remote_id,
             user_id: self.user.to_owned(),
             seq: 0,
             device_id: device.to_owned(),
             deleted_at: row.deleted_at,
             updated_at: row.updated_at,
-            values: row.values.clone(),
+            values: row.values,
         }
     }
 
@@ -310,7 +347,11 @@ impl<T: SyncTx> PushSession<'_, T> {
             Ok(refs) => refs,
             Err(why) => return Ok(RowStatus::Rejected(why)),
         };
-        let merged = aliased || refs.through_alias;
+        // Record under canonical ids where the row used aliases: the answer carries that
+        // version, since the pushing device's own pulls leave it out (found by the simulation,
+        // seed 1082: an item added under a list merged away meanwhile kept the old list on its
+        // device).
+        let merged = (aliased || refs.through_alias).then(|| row.remote_id.clone());
         let deleted_parent = refs.orphaned_by.or(refs.nulled_by);
         let now = match self
             .decide(table, &row, stored.as_ref(), deleted_parent)
@@ -332,17 +373,15 @@ impl<T: SyncTx> PushSession<'_, T> {
                 let orphaned = refs.orphaned_by.is_some();
                 return self.write_derived(table, &row, parent_at, orphaned).await;
             }
-            Verdict::Store => Some(self.write_as_sent(table, &row, stored.as_ref()).await?),
+            Verdict::Store => {
+                self.write_as_sent(table, row, stored.as_ref(), merged.is_some())
+                    .await?
+            }
             Verdict::Repeat => stored,
         };
-        Ok(if merged {
-            // Record under canonical ids where the row used aliases: the answer carries that
-            // version, since the pushing device's own pulls leave it out (found by the
-            // simulation, seed 1082: an item added under a list merged away meanwhile kept
-            // the old list on its device).
-            RowStatus::Merged(row.remote_id, now.map(Box::new))
-        } else {
-            RowStatus::Applied
+        Ok(match merged {
+            Some(id) => RowStatus::Merged(id, now.map(Box::new)),
+            None => RowStatus::Applied,
         })
     }
 
@@ -473,31 +512,37 @@ impl<T: SyncTx> PushSession<'_, T> {
     }
 
     /// Writes `row` as sent over `stored`; a tombstone of a live record reaches its children.
-    /// Returns what was stored.
+    /// Returns what was stored when `answered` (the answer carries it), and nothing otherwise.
     async fn write_as_sent(
         &mut self,
         table: &Table,
-        row: &WireRow,
+        row: WireRow,
         stored: Option<&Record>,
-    ) -> Result<Record, ApiError> {
+        answered: bool,
+    ) -> Result<Option<Record>, ApiError> {
         let was_live = stored.is_some_and(|s| s.deleted_at.is_none());
-        let mut incoming = self.stored_from(row, self.device);
-        self.store(table, &mut incoming, self.version).await?;
+        let mut incoming = self.record_of(row, self.device);
+        if answered {
+            self.store(table, &mut incoming, self.version).await?;
+        } else {
+            self.store_taking_values(table, &mut incoming, self.version)
+                .await?;
+        }
         if incoming.deleted_at.is_some() && was_live {
             self.cascade(table, &incoming.remote_id, incoming.updated_at)
                 .await?;
         }
-        Ok(incoming)
+        Ok(answered.then_some(incoming))
     }
 }
 
-/// The upsert of `rows` records of `table` for a client of `version`, each row's parameters
-/// as [`PushSession::store`] lists them, then `user`, the account that must own them. It returns
-/// the ids it wrote: a record of another account is left as it is.
+/// The upsert of records of `table` for a client of `version`: `params` holds each record's
+/// `width` parameters as [`PushSession::store`] lists them, then the account that must own
+/// them. It returns the ids it wrote: a record of another account is left as it is.
 fn upsert(
     table: &Table,
-    rows: &[Vec<Value>],
-    user: &Value,
+    params: &[Value],
+    width: usize,
     version: u32,
 ) -> sea_query::InsertStatement {
     let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
@@ -511,16 +556,19 @@ fn upsert(
         .filter(|c| *c != "remote_id" && *c != "user_id")
         .cloned()
         .collect();
+    let (rows, user) = params.split_at(params.len() - 1);
     let mut ins = Query::insert();
     ins.into_table(table.name.clone()).columns(cols);
-    for row in rows {
+    for row in rows.chunks(width) {
         ins.values_panic(row.iter().map(|v| Expr::from(sea(v))));
     }
     ins.on_conflict(
         OnConflict::column("remote_id")
             .update_columns(update)
             // Never over another user's record.
-            .action_and_where(Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(user)))
+            .action_and_where(
+                Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(&user[0])),
+            )
             .to_owned(),
     )
     .returning_col("remote_id");

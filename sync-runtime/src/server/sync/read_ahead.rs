@@ -11,6 +11,7 @@ use crate::timestamp::Timestamp;
 use crate::value::Value;
 use sea_query::{Expr, ExprTrait, Query};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Reads of one push, by table then id (looked up without building a key). See
 /// [`PushSession::read`].
@@ -24,17 +25,14 @@ pub(super) struct ReadAhead {
     pub(super) parents: ByTable<Parent>,
     /// Natural-key holders of the batch's keys, by table; see [`KeyHolders`].
     pub(super) holders: HashMap<String, KeyHolders>,
-    /// Statements run per row, built once per push by [`PushSession::statement`].
-    statements: Vec<((&'static str, String, u64), String)>,
 }
 
 /// The records of one table holding the natural keys a batch names, read in a few statements
 /// and kept current as the push writes that table, so that each row's natural-key check is
 /// answered in memory. A key not here is looked up in the database.
-#[derive(Default)]
 pub(super) struct KeyHolders {
-    /// (key number, key values) -> the records holding it.
-    keys: HashMap<(usize, String), Vec<String>>,
+    /// Per key number, the key's values -> the records holding it.
+    keys: Vec<HashMap<String, Vec<String>>>,
     /// The keys each known record holds now (`None` for a key holding a NULL); a record the push
     /// never saw is absent, and writing one drops the table's holders (they may be stale).
     held: HashMap<String, Vec<Option<String>>>,
@@ -49,10 +47,34 @@ fn key_text(table: &Table, n: usize, values: &[Value]) -> Option<String> {
         if v.is_null() {
             return None;
         }
-        // Debug keeps the type apart: the text "1" is not the integer 1.
-        out.push_str(&format!("{v:?}\u{1f}"));
+        push_key_part(&mut out, v);
     }
     Some(out)
+}
+
+/// Appends one value of a key: a letter keeps the types apart (the text "1" is not the integer
+/// 1), and a text carries its length, so that no two lists of values write the same key.
+/// Written out rather than through `Debug`: every pushed row of a table with natural keys
+/// makes its keys a few times, and formatting them was a tenth of a push.
+fn push_key_part(out: &mut String, v: &Value) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = match v {
+        Value::Null => write!(out, "N;"),
+        Value::Integer(i) => write!(out, "I{i};"),
+        Value::Real(f) => write!(out, "R{f:?};"),
+        Value::Boolean(b) => write!(out, "B{};", u8::from(*b)),
+        Value::DateTime(t) => write!(out, "D{};", t.as_millis()),
+        Value::Text(s) => {
+            let _ = write!(out, "T{}:", s.len());
+            out.push_str(s);
+            Ok(())
+        }
+        Value::Json(j) => {
+            let text = crate::value::json_text(j);
+            write!(out, "J{}:{text}", text.len())
+        }
+    };
 }
 
 fn all_keys(table: &Table, values: &[Value]) -> Vec<Option<String>> {
@@ -91,13 +113,13 @@ impl KeyHolders {
             return false;
         };
         for (n, k) in before.iter().enumerate() {
-            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys[n].get_mut(k)) {
                 ids.retain(|h| h != id);
             }
         }
         let now = all_keys(table, values);
         for (n, k) in now.iter().enumerate() {
-            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(n, k.clone()))) {
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys[n].get_mut(k)) {
                 ids.push(id.to_owned());
             }
         }
@@ -121,7 +143,7 @@ impl KeyHolders {
         }
         let keys = all_keys(table, &values);
         for (m, k) in keys.iter().enumerate() {
-            if let Some(ids) = k.as_ref().and_then(|k| self.keys.get_mut(&(m, k.clone())))
+            if let Some(ids) = k.as_ref().and_then(|k| self.keys[m].get_mut(k))
                 && !ids.contains(&id)
             {
                 ids.push(id.clone());
@@ -171,36 +193,28 @@ pub(super) enum Parent {
 }
 
 impl<T: SyncTx> PushSession<'_, T> {
-    /// The SQL of a statement run per row, keyed by (what, table, variant), built by sea-query
-    /// the first time. `params` are the values the caller binds, in order: the build must bind
-    /// exactly as many.
+    /// The SQL of a statement a push runs, keyed by (what, table, variant), built by sea-query
+    /// the first time the server runs it (see [`super::statements`]). `params` are the values the
+    /// caller binds, in order: the build must bind exactly as many.
     pub(super) fn statement<S: sea_query::QueryStatementBuilder>(
         &mut self,
         key: (&'static str, &str, u64),
         params: &[Value],
         build: impl FnOnce() -> S,
-    ) -> Result<String, DbError> {
+    ) -> Result<Arc<str>, DbError> {
         let (what, table, variant) = key;
-        if let Some((_, sql)) = self
-            .read
-            .statements
-            .iter()
-            .find(|((w, t, v), _)| *w == what && *v == variant && t == table)
-        {
-            return Ok(sql.clone());
-        }
-        let (sql, built) = self.tx.build(&build());
-        if built.len() != params.len() {
-            return Err(DbError::Decode(format!(
-                "the {what} statement of {table} binds {} values, not {}",
-                built.len(),
-                params.len()
-            )));
-        }
-        self.read
-            .statements
-            .push(((what, table.to_owned(), variant), sql.clone()));
-        Ok(sql)
+        let tx = &*self.tx;
+        self.statements.get_or_build(key, || {
+            let (sql, built) = tx.build(&build());
+            if built.len() != params.len() {
+                return Err(DbError::Decode(format!(
+                    "the {what} statement of {table} (variant {variant}) binds {} values, not {}",
+                    built.len(),
+                    params.len()
+                )));
+            }
+            Ok(sql)
+        })
     }
 
     /// Reads the aliases and stored records of `ids` of `table` in a few statements.
@@ -262,7 +276,10 @@ impl<T: SyncTx> PushSession<'_, T> {
         if table.natural_keys.is_empty() {
             return Ok(());
         }
-        let mut holders = KeyHolders::default();
+        let mut holders = KeyHolders {
+            keys: vec![HashMap::new(); table.natural_keys.len()],
+            held: HashMap::new(),
+        };
         // The batch's own records, as stored (absent ones hold no key).
         if let Some(records) = self.read.records.get(&table.name) {
             for (id, stored) in records {
@@ -281,10 +298,10 @@ impl<T: SyncTx> PushSession<'_, T> {
                 let Some(k) = key_text(table, n, &row.values) else {
                     continue;
                 };
-                if holders.keys.contains_key(&(n, k.clone())) {
+                if holders.keys[n].contains_key(&k) {
                     continue;
                 }
-                holders.keys.insert((n, k.clone()), Vec::new());
+                holders.keys[n].insert(k.clone(), Vec::new());
                 let values = table.natural_keys[n]
                     .iter()
                     .map(|c| row.values[table.column_index(c).unwrap_or_default()].clone())
@@ -421,7 +438,7 @@ impl<T: SyncTx> PushSession<'_, T> {
                 self.read
                     .holders
                     .get(&table.name)
-                    .and_then(|h| h.keys.get(&(n, k)))
+                    .and_then(|h| h.keys[n].get(&k))
             });
             if let Some(ids) = read {
                 for id in ids {
@@ -486,4 +503,44 @@ fn key_holders_lookup(
         q.union(sea_query::UnionType::All, b);
     }
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(values: &[Value]) -> String {
+        let mut out = String::new();
+        for v in values {
+            push_key_part(&mut out, v);
+        }
+        out
+    }
+
+    #[test]
+    fn keys_of_different_values_differ() {
+        let t = |s: &str| Value::Text(s.to_owned());
+        let distinct = [
+            key(&[t("1")]),
+            key(&[Value::Integer(1)]),
+            key(&[Value::Real(1.0)]),
+            key(&[Value::Boolean(true)]),
+            key(&[t("ab"), t("c")]),
+            key(&[t("a"), t("bc")]),
+            key(&[t("a;T1:b")]),
+            key(&[t("a"), t("b")]),
+            key(&[Value::DateTime(Timestamp::from_millis(1))]),
+            key(&[Value::Json(serde_json::json!({"a": 1}))]),
+            key(&[Value::Json(serde_json::json!("a"))]),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in &distinct[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            key(&[t("a"), Value::Integer(7)]),
+            key(&[t("a"), Value::Integer(7)])
+        );
+    }
 }
