@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sync_runtime::Value;
 use sync_runtime::migrate;
 use sync_runtime::server::db::{Db, PgDb};
-use sync_runtime::server::sync::natural_key_lookup;
+use sync_runtime::server::sync::{key_set_lookup, keys_document, natural_key_lookup};
 use sync_runtime::server::{APP_SCOPE, Server, ServerConfig, apply_postgres};
 use tests::server::{Backend, TestServer, at, fresh_database, id, postgres, row};
 
@@ -294,5 +294,73 @@ async fn postgres_statistics_are_gathered_after_large_uploads() {
             "the statistics never counted the 300 rows"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_batch_of_keys_is_looked_up_one_by_one_through_the_natural_key_index() {
+    let name = "postgres_a_batch_of_keys_is_looked_up_one_by_one_through_the_natural_key_index";
+    let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
+        return;
+    };
+    let client = postgres(&url).await;
+    for m in entities::app().server_postgres_migrations {
+        client.batch_execute(&m.sql).await.unwrap();
+    }
+    // One profile's history, written without ANALYZE.
+    client.batch_execute(&history_rows(ROWS)).await.unwrap();
+    let table = entities::app().schema.table("watch_history").unwrap();
+    let columns: Vec<&String> = table.natural_keys[0].iter().collect();
+    let sql = key_set_lookup(table, 0, &columns);
+    let key = |meta: &str| {
+        vec![
+            Value::Text("profile-1".into()),
+            Value::Text(meta.into()),
+            Value::Integer(-1),
+            Value::Integer(-1),
+        ]
+    };
+    // Two keys held, one not: the holders come back with their key columns.
+    let keys = [key("tt0000042"), key("tt0009999"), key("tt9999999")];
+    let document = keys_document(table, 0, keys.iter().map(Vec::as_slice));
+    let rows = client.query(&sql, &[&"user-1", &document]).await.unwrap();
+    let mut found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(2))).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("r42".to_owned(), "tt0000042".to_owned()),
+            ("r9999".to_owned(), "tt0009999".to_owned())
+        ]
+    );
+    // Another account holds nothing.
+    let rows = client.query(&sql, &[&"user-2", &document]).await.unwrap();
+    assert!(rows.is_empty());
+
+    // Planned without statistics, for the values at hand and as a generic plan.
+    client
+        .batch_execute(&format!("PREPARE keys(text, text) AS {sql}"))
+        .await
+        .unwrap();
+    let literal = document.replace('\'', "''");
+    for mode in ["auto", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .unwrap();
+        let (indexes, plan) = explain(
+            &client,
+            &format!("EXPLAIN (FORMAT JSON) EXECUTE keys('user-1', '{literal}')"),
+        )
+        .await;
+        assert_eq!(
+            indexes,
+            ["watch_history_natural_key_1"],
+            "plan ({mode}): {plan}"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod requests;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use sync_runtime::client::{self, Activity, Limits, Transport};
+use sync_runtime::server::ServerConfig;
 use sync_runtime::{Store, Timestamp};
 use tests::device::LiveServer;
 use tests::server::Backend;
@@ -159,6 +160,16 @@ fn insert_history(conn: &rusqlite::Connection, profile: i64, rows: usize, synced
     }
     drop(stmt);
     tx.commit().unwrap();
+}
+
+/// A server in the bench process. Its hundreds of accounts all sign up from this one address,
+/// past the registration cap a server has by default against sign-up floods.
+async fn bench_server(backend: Backend, name: &str) -> Option<LiveServer> {
+    let config = ServerConfig {
+        max_registrations: 100_000,
+        ..ServerConfig::default()
+    };
+    LiveServer::start_with(backend, name, config).await
 }
 
 fn quiet() -> impl FnMut(Activity) + Send {
@@ -329,7 +340,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         "yardstick".into(),
     ));
 
-    let srv = LiveServer::start(Backend::Sqlite, "bench")
+    let srv = bench_server(Backend::Sqlite, "bench")
         .await
         .ok_or("no server")?;
     // The account holding the history, uploaded once, for the device process's memory.
@@ -343,7 +354,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         if !want(Workload::FirstSync) && !want(Workload::Upload) {
             break;
         }
-        let Some(server) = LiveServer::start(backend, "bench_transfer").await else {
+        let Some(server) = bench_server(backend, "bench_transfer").await else {
             eprintln!("first sync and upload on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
         };
@@ -525,7 +536,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         if !want(Workload::Load) {
             break;
         }
-        let Some(srv) = LiveServer::start(backend, "bench_load").await else {
+        let Some(srv) = bench_server(backend, "bench_load").await else {
             eprintln!("load on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
         };
@@ -664,7 +675,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         if !want(Workload::Requests) {
             break;
         }
-        let Some(server) = LiveServer::start(backend, "bench_requests").await else {
+        let Some(server) = bench_server(backend, "bench_requests").await else {
             eprintln!("requests on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
         };
@@ -730,7 +741,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         if !want(Workload::Growth) {
             break;
         }
-        let Some(server) = LiveServer::start(backend, "bench_growth").await else {
+        let Some(server) = bench_server(backend, "bench_growth").await else {
             eprintln!("growth on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
         };
@@ -804,7 +815,7 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         if !want(Workload::SmallPushes) {
             break;
         }
-        let Some(server) = LiveServer::start(backend, "bench_small_pushes").await else {
+        let Some(server) = bench_server(backend, "bench_small_pushes").await else {
             eprintln!("small pushes on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
             continue;
         };

@@ -8,6 +8,8 @@
 //! By concern, one file each:
 //! - `record.rs`: the record as stored ([`Record`]) and its codec;
 //! - `read_ahead.rs`: what a push reads, a batch at a time;
+//! - `pg_sets.rs`: on PostgreSQL, a batch's natural-key holders and its writes in one statement
+//!   each, the batch passed as one JSON document;
 //! - `push.rs`: the push and the flow of one pushed row (identity, references, decision, write);
 //! - `merge.rs`: the decision against what is stored, natural-key merges and cascades;
 //! - `statements.rs`: the statements a push builds, kept for the server's life;
@@ -17,6 +19,7 @@
 //! [`SyncTx`]: crate::server::db::SyncTx
 
 mod merge;
+mod pg_sets;
 mod pull;
 mod purge;
 mod push;
@@ -24,6 +27,7 @@ mod read_ahead;
 mod record;
 mod statements;
 
+pub use pg_sets::{key_set_lookup, keys_document};
 pub use pull::{PullInput, PullPage, pull, user_sequence};
 pub use purge::purge;
 pub use push::{PushContext, PushInput, PushedRows, RowStatus, push};

@@ -301,23 +301,37 @@ impl<T: SyncTx> PushSession<'_, T> {
                 })?;
                 let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
                 if written.len() != n {
-                    let written: Vec<&str> = written
-                        .iter()
-                        .filter_map(|r| r.first().and_then(text))
-                        .collect();
                     // Each row's parameters start with its id.
-                    let refused = params[..n * width]
+                    let sent: Vec<String> = params[..n * width]
                         .chunks(width)
-                        .filter_map(|r| r.first().and_then(text))
-                        .find(|id| !written.contains(id))
-                        .unwrap_or_default();
-                    self.refused.get_or_insert_with(|| {
-                        format!("{} {refused} belongs to another account", table.name)
-                    });
+                        .filter_map(|r| r.first().and_then(text).map(str::to_owned))
+                        .collect();
+                    self.note_refused(table, &sent, &written);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Notes the first of `sent` that `written` (the ids an upsert returned) lacks: another
+    /// account's record, which the push may not write.
+    fn note_refused<'s>(
+        &mut self,
+        table: &Table,
+        sent: impl IntoIterator<Item = &'s String>,
+        written: &[Vec<Value>],
+    ) {
+        let written: Vec<&str> = written
+            .iter()
+            .filter_map(|r| r.first().and_then(text))
+            .collect();
+        let refused = sent
+            .into_iter()
+            .find(|id| !written.contains(&id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        self.refused
+            .get_or_insert_with(|| format!("{} {refused} belongs to another account", table.name));
     }
 
     pub(super) fn stored_from(&self, row: &WireRow, device: &str) -> Record {

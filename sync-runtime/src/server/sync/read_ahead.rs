@@ -3,8 +3,10 @@
 //! once. The lookups of one row go through here, to memory when the answer was read ahead and to
 //! the database otherwise.
 
+use super::pg_sets::{KEYS_PER_STATEMENT, key_set_lookup, keys_document};
 use super::push::{PushSession, PushedRows};
 use super::record::{Record, decode, load, sea, select_columns, server_ty, text};
+use crate::ddl::Dialect;
 use crate::schema::{ColumnType, Reference, Table};
 use crate::server::db::{DbError, SyncTx};
 use crate::timestamp::Timestamp;
@@ -307,6 +309,21 @@ impl<T: SyncTx> PushSession<'_, T> {
                     .map(|c| row.values[table.column_index(c).unwrap_or_default()].clone())
                     .collect();
                 wanted.push((k, values));
+            }
+            if self.tx.dialect() == Dialect::Postgres {
+                for chunk in wanted.chunks(KEYS_PER_STATEMENT) {
+                    let document = keys_document(table, n, chunk.iter().map(|(_, v)| &v[..]));
+                    let params = [Value::Text(self.user.to_owned()), Value::Text(document)];
+                    let sql = self
+                        .statements
+                        .get_or_build(("key set holders", &table.name, n as u64), || {
+                            Ok(key_set_lookup(table, n, &key_columns))
+                        })?;
+                    for r in self.tx.query(&sql, &params, &types).await? {
+                        holders.hold(table, &key_columns, r);
+                    }
+                }
+                continue;
             }
             for chunk in wanted.chunks(KEY_READ_CHUNK) {
                 let mut params = Vec::new();
