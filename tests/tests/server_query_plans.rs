@@ -12,7 +12,7 @@ use sync_runtime::migrate;
 use sync_runtime::server::db::{Db, PgDb};
 use sync_runtime::server::sync::{key_set_lookup, keys_document, natural_key_lookup};
 use sync_runtime::server::{APP_SCOPE, Server, ServerConfig, apply_postgres};
-use tests::server::{Backend, TestServer, at, fresh_database, id, postgres, row};
+use tests::server::{Backend, Cleanup, TestServer, at, fresh_database, id, postgres, row};
 
 const ROWS: i64 = 10_000;
 
@@ -75,21 +75,14 @@ fn history_rows(rows: i64) -> String {
     )
 }
 
-#[cfg_attr(
-    not(postgres),
-    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
-    let name = "postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics";
-    let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
-        return;
-    };
+/// A fresh PostgreSQL database of the server's tables holding one profile's history of [`ROWS`]
+/// episodes, written without ANALYZE: the table has no statistics.
+async fn history_without_statistics(name: &str) -> Option<(tokio_postgres::Client, Cleanup)> {
+    let (url, cleanup) = fresh_database(Backend::Postgres, name).await?;
     let client = postgres(&url).await;
     for m in entities::app().server_postgres_migrations {
         client.batch_execute(&m.sql).await.unwrap();
     }
-    // One profile's history, written without ANALYZE.
     client.batch_execute(&history_rows(ROWS)).await.unwrap();
     let statistics: i64 = client
         .query_one(
@@ -101,6 +94,19 @@ async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statisti
         .unwrap()
         .get(0);
     assert_eq!(statistics, 0, "the table has no statistics");
+    Some((client, cleanup))
+}
+
+#[cfg_attr(
+    not(postgres),
+    ignore = "needs PostgreSQL: set SYNC_TEST_POSTGRES_URL (.ci/run does)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics() {
+    let name = "postgres_natural_key_lookup_uses_the_natural_key_index_without_statistics";
+    let Some((client, _cleanup)) = history_without_statistics(name).await else {
+        return;
+    };
 
     // Planned for the values at hand, and as the generic plan a prepared statement turns to.
     let with_values = lookup().to_string(PostgresQueryBuilder);
@@ -304,15 +310,9 @@ async fn postgres_statistics_are_gathered_after_large_uploads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_batch_of_keys_is_looked_up_one_by_one_through_the_natural_key_index() {
     let name = "postgres_a_batch_of_keys_is_looked_up_one_by_one_through_the_natural_key_index";
-    let Some((url, _cleanup)) = fresh_database(Backend::Postgres, name).await else {
+    let Some((client, _cleanup)) = history_without_statistics(name).await else {
         return;
     };
-    let client = postgres(&url).await;
-    for m in entities::app().server_postgres_migrations {
-        client.batch_execute(&m.sql).await.unwrap();
-    }
-    // One profile's history, written without ANALYZE.
-    client.batch_execute(&history_rows(ROWS)).await.unwrap();
     let table = entities::app().schema.table("watch_history").unwrap();
     let columns: Vec<&String> = table.natural_keys[0].iter().collect();
     let sql = key_set_lookup(table, 0, &columns);
