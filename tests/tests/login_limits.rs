@@ -162,6 +162,12 @@ async fn register_limit(backend: Backend) {
         (st, b["error"].as_str()),
         (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
     );
+    // Worded for someone signing up, not as failed logins they never made.
+    let message = b["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("too many accounts registered from this address; try again in"),
+        "{b}"
+    );
     let (st, b) = s
         .call_from(
             "10.0.0.10:1",

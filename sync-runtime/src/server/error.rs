@@ -34,6 +34,10 @@ pub enum ApiError {
     UnsupportedSchema(String),
     #[error("too many failed attempts; try again in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// The registrations one address may make in a window are made: the same 429 as failed
+    /// logins, worded for someone who is only signing up.
+    #[error("too many accounts registered from this address; try again in {retry_after} s")]
+    TooManyRegistrations { retry_after: u64 },
     /// Every password-hashing slot and queue place is taken.
     #[error("the server is busy; try again in {retry_after} s")]
     Busy { retry_after: u64 },
@@ -55,7 +59,9 @@ impl ApiError {
             ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedSchema(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyRegistrations { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -73,7 +79,9 @@ impl ApiError {
             ApiError::CursorExpired { .. } => ErrorCode::CursorExpired,
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::UnsupportedSchema(_) => ErrorCode::UnsupportedSchema,
-            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::RateLimited { .. } | ApiError::TooManyRegistrations { .. } => {
+                ErrorCode::RateLimited
+            }
             ApiError::Busy { .. } => ErrorCode::Busy,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -114,7 +122,10 @@ impl IntoResponse for ApiError {
                 .extensions_mut()
                 .insert(InternalDetail(detail.clone()));
         }
-        if let ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after } = self {
+        if let ApiError::RateLimited { retry_after }
+        | ApiError::TooManyRegistrations { retry_after }
+        | ApiError::Busy { retry_after } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));

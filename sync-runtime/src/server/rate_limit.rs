@@ -247,7 +247,7 @@ impl RegisterLimiter {
         let key = address_key(address);
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(retry_after) = w.full(&key, self.max, now) {
-            return Err(ApiError::RateLimited { retry_after });
+            return Err(ApiError::TooManyRegistrations { retry_after });
         }
         w.add(&key, now);
         Ok(())
