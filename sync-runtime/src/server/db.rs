@@ -62,6 +62,24 @@ pub trait SyncTx {
     /// Runs a statement; returns the rows it changed.
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
 
+    /// Runs a query whose first `width` parameters are arrays, one per column of `rows` (the
+    /// rows' values, one row after another), and whose others are `params`: a batch unpacked
+    /// by PostgreSQL's `UNNEST`. SQLite has no arrays, and answers with an error.
+    async fn query_columns(
+        &mut self,
+        sql: &str,
+        rows: &[Value],
+        width: usize,
+        params: &[Value],
+        types: &[ColumnType],
+    ) -> Result<Vec<Vec<Value>>, DbError> {
+        let _ = (sql, rows, width, params, types);
+        Err(DbError::Decode(format!(
+            "{:?} binds no arrays",
+            self.dialect()
+        )))
+    }
+
     /// Builds a sea-query statement for this backend.
     fn build(&self, stmt: &impl QueryStatementBuilder) -> (String, Vec<Value>) {
         let (sql, values) = match self.dialect() {
@@ -327,6 +345,21 @@ fn decode_pg(row: &tokio_postgres::Row, i: usize, ty: ColumnType) -> Result<Valu
     })
 }
 
+fn decode_rows(
+    rows: &[tokio_postgres::Row],
+    types: &[ColumnType],
+) -> Result<Vec<Vec<Value>>, DbError> {
+    rows.iter()
+        .map(|row| {
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| decode_pg(row, i, *ty))
+                .collect()
+        })
+        .collect()
+}
+
 impl SyncTx for PgTx<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
@@ -345,15 +378,33 @@ impl SyncTx for PgTx<'_> {
             .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let rows = self.tx.query(&stmt, &refs).await?;
-        rows.iter()
-            .map(|row| {
-                types
+        decode_rows(&rows, types)
+    }
+
+    async fn query_columns(
+        &mut self,
+        sql: &str,
+        rows: &[Value],
+        width: usize,
+        params: &[Value],
+        types: &[ColumnType],
+    ) -> Result<Vec<Vec<Value>>, DbError> {
+        let stmt = self.tx.prepare_cached(sql).await?;
+        let columns: Vec<Vec<PgValue<'_>>> = (0..width)
+            .map(|c| rows.iter().skip(c).step_by(width).map(PgValue).collect())
+            .collect();
+        let scalars: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .chain(
+                scalars
                     .iter()
-                    .enumerate()
-                    .map(|(i, ty)| decode_pg(row, i, *ty))
-                    .collect()
-            })
-            .collect()
+                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+            )
+            .collect();
+        let found = self.tx.query(&stmt, &refs).await?;
+        decode_rows(&found, types)
     }
 
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {

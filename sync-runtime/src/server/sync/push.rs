@@ -6,7 +6,7 @@ use super::merge::Verdict;
 use super::read_ahead::{Parent, ReadAhead};
 use super::record::{Record, sea, text};
 use super::statements::Statements;
-use crate::ddl::SERVER_COLUMNS;
+use crate::ddl::Dialect;
 use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnType, OnDelete, Schema, Table};
 use crate::server::db::{DbError, SyncTx};
@@ -91,8 +91,9 @@ struct Unsent {
 
 /// Parameters per multi-row upsert, under SQLite's (32,766) and PostgreSQL's (65,535) limits.
 const UPSERT_PARAMS: usize = 30_000;
-/// Rows per multi-row upsert at most. A batch is sent in chunks of powers of two, so that a
-/// table has a handful of statement texts, each prepared once per connection.
+/// Rows per multi-row upsert at most (SQLite; PostgreSQL binds a batch's columns as arrays). A
+/// batch is sent in chunks of powers of two, so that a table has a handful of statement texts,
+/// each prepared once per connection.
 const UPSERT_ROWS: usize = 512;
 
 /// Applies a push in the caller's transaction: parents before children whatever the body
@@ -283,32 +284,63 @@ impl<T: SyncTx> PushSession<'_, T> {
                 .schema
                 .table(&unsent.table)
                 .ok_or_else(|| DbError::Decode(format!("unknown table {}", unsent.table)))?;
-            let width = unsent.rows.first().map_or(1, Vec::len);
-            let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
-            let mut left = unsent.rows.len();
-            // The rows' values are moved into the statement's parameters, not copied.
-            let mut rows = unsent.rows.into_iter();
-            while left > 0 {
-                // The largest power of two that fits.
-                let n = 1usize << (left.min(most).ilog2());
-                left -= n;
-                let mut params: Vec<Value> = Vec::with_capacity(n * width + 1);
-                params.extend(rows.by_ref().take(n).flatten());
-                params.push(Value::Text(self.user.to_owned()));
-                let variant = (u64::from(unsent.version) << 32) | n as u64;
-                let sql = self.statement(("upsert", &table.name, variant), &params, || {
-                    upsert(table, &params, width, unsent.version)
-                })?;
-                let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
-                if written.len() != n {
-                    // Each row's parameters start with its id.
-                    let sent: Vec<String> = params[..n * width]
-                        .chunks(width)
-                        .filter_map(|r| r.first().and_then(text).map(str::to_owned))
-                        .collect();
-                    self.note_refused(table, &sent, &written);
-                }
+            if self.tx.dialect() == Dialect::Postgres {
+                self.send_as_columns(table, unsent).await?;
+            } else {
+                self.send_as_rows(table, unsent).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Sends `unsent` as multi-row upserts of at most [`UPSERT_ROWS`] rows.
+    async fn send_as_rows(&mut self, table: &Table, unsent: Unsent) -> Result<(), DbError> {
+        let width = unsent.rows.first().map_or(1, Vec::len);
+        let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
+        let mut left = unsent.rows.len();
+        // The rows' values are moved into the statement's parameters, not copied.
+        let mut rows = unsent.rows.into_iter();
+        while left > 0 {
+            // The largest power of two that fits.
+            let n = 1usize << (left.min(most).ilog2());
+            left -= n;
+            let mut params: Vec<Value> = Vec::with_capacity(n * width + 1);
+            params.extend(rows.by_ref().take(n).flatten());
+            params.push(Value::Text(self.user.to_owned()));
+            let variant = (u64::from(unsent.version) << 32) | n as u64;
+            let sql = self.statement(("upsert", &table.name, variant), &params, || {
+                upsert(table, &params, width, unsent.version)
+            })?;
+            let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
+            if written.len() != n {
+                // Each row's parameters start with its id.
+                let sent = params[..n * width]
+                    .chunks(width)
+                    .filter_map(|r| r.first().and_then(text));
+                self.note_refused(table, sent, &written);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `unsent` as one upsert whose columns travel as arrays (PostgreSQL): one statement
+    /// text per table and client version, a handful of parameters whatever the batch's size.
+    async fn send_as_columns(&mut self, table: &Table, unsent: Unsent) -> Result<(), DbError> {
+        let width = unsent.rows.first().map_or(1, Vec::len);
+        let n = unsent.rows.len();
+        let sql = self.statements.get_or_build(
+            ("upsert_columns", &table.name, u64::from(unsent.version)),
+            || Ok(super::pg_sets::upsert_columns(table, unsent.version)),
+        )?;
+        let rows: Vec<Value> = unsent.rows.into_iter().flatten().collect();
+        let account = [Value::Text(self.user.to_owned())];
+        let written = self
+            .tx
+            .query_columns(&sql, &rows, width, &account, &[ColumnType::Text])
+            .await?;
+        if written.len() != n {
+            let sent = rows.chunks(width).filter_map(|r| r.first().and_then(text));
+            self.note_refused(table, sent, &written);
         }
         Ok(())
     }
@@ -318,18 +350,14 @@ impl<T: SyncTx> PushSession<'_, T> {
     fn note_refused<'s>(
         &mut self,
         table: &Table,
-        sent: impl IntoIterator<Item = &'s String>,
+        mut sent: impl Iterator<Item = &'s str>,
         written: &[Vec<Value>],
     ) {
         let written: Vec<&str> = written
             .iter()
             .filter_map(|r| r.first().and_then(text))
             .collect();
-        let refused = sent
-            .into_iter()
-            .find(|id| !written.contains(&id.as_str()))
-            .cloned()
-            .unwrap_or_default();
+        let refused = sent.find(|id| !written.contains(id)).unwrap_or_default();
         self.refused
             .get_or_insert_with(|| format!("{} {refused} belongs to another account", table.name));
     }
@@ -559,12 +587,7 @@ fn upsert(
     width: usize,
     version: u32,
 ) -> sea_query::InsertStatement {
-    let mut cols: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
-    for c in &table.columns {
-        if c.on_wire() && c.since <= version {
-            cols.push(c.name.clone());
-        }
-    }
+    let (cols, _) = super::record::written_columns(table, version);
     let update: Vec<String> = cols
         .iter()
         .filter(|c| *c != "remote_id" && *c != "user_id")

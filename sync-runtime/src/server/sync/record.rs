@@ -71,6 +71,12 @@ pub(super) fn server_ty(c: &Column) -> ColumnType {
 }
 
 pub(super) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
+    written_columns(table, u32::MAX)
+}
+
+/// The columns a peer of `version` writes (the server's, then the app's it knows), with their
+/// types on the server: the columns of an upsert, in the order of its values.
+pub(super) fn written_columns(table: &Table, version: u32) -> (Vec<String>, Vec<ColumnType>) {
     let mut names: Vec<String> = SERVER_COLUMNS.iter().map(|s| s.to_string()).collect();
     let mut types = vec![
         ColumnType::Text,
@@ -79,7 +85,11 @@ pub(super) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
         ColumnType::Text,
         ColumnType::DateTime,
     ];
-    for c in table.columns.iter().filter(|c| c.on_wire()) {
+    for c in table
+        .columns
+        .iter()
+        .filter(|c| c.on_wire() && c.since <= version)
+    {
         names.push(c.name.clone());
         types.push(server_ty(c));
     }
