@@ -107,3 +107,102 @@ on_both_backends!(
     key_taken,
     a_key_taken_earlier_in_the_push_merges_a_later_row
 );
+
+/// Natural-key text that quoting, escaping or normalising would break. On PostgreSQL a push's
+/// keys travel to the lookup as one JSON document; on SQLite as bound parameters.
+const AWKWARD_NAMES: [&str; 20] = [
+    "plain",
+    "O'Brien",
+    "say \"hi\"",
+    "back\\slash",
+    "back\\\\slash",
+    "\\u0041",
+    "A",
+    "tab\there",
+    "line\nbreak",
+    "\u{1}\u{1f}\u{7f}",
+    "\u{e9}",
+    "e\u{301}",
+    "trailing ",
+    "trailing",
+    "'; DROP TABLE lists; --",
+    "{\"name\": null}",
+    "null",
+    "",
+    "a\u{200b}b 🎬 中文",
+    "%_*?",
+];
+
+/// More keys than one lookup statement takes, each an awkward name made distinct by a prefix
+/// (which keeps a trailing space or a combining accent where it was).
+fn awkward_names() -> Vec<String> {
+    let long = "x\\\"'".repeat(250);
+    (0..55)
+        .flat_map(|k| {
+            AWKWARD_NAMES
+                .iter()
+                .map(move |n| format!("{k}{n}"))
+                .chain(std::iter::once(format!("{k}{long}")))
+        })
+        .collect()
+}
+
+async fn awkward_natural_keys_merge_on_equal_text_and_only_on_equal_text(s: TestServer) {
+    let (token, device, profile) = account(&s, "awkward-keys@example.org").await;
+    let names = awkward_names();
+    assert!(names.len() > 1_000, "past one lookup statement's keys");
+    let first: Vec<String> = names.iter().map(|_| id()).collect();
+    let lists: Vec<Json> = names
+        .iter()
+        .zip(&first)
+        .enumerate()
+        .map(|(i, (name, rid))| list(rid, 10 + i as i64, &profile, name))
+        .collect();
+    let r = s.push(&token, &device, json!({ "lists": lists })).await;
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            status(&r, "lists", i),
+            "applied",
+            "{name:?} is a key of its own"
+        );
+    }
+    // A second device creates the same lists, in the other order: each merges into the first
+    // device's record of exactly its name.
+    let second: Vec<String> = names.iter().map(|_| id()).collect();
+    let lists: Vec<Json> = names
+        .iter()
+        .zip(&second)
+        .enumerate()
+        .rev()
+        .map(|(i, (name, rid))| list(rid, 100_000 + i as i64, &profile, name))
+        .collect();
+    let r = s.push(&token, &id(), json!({ "lists": lists })).await;
+    for (j, i) in (0..names.len()).rev().enumerate() {
+        assert_eq!(status(&r, "lists", j), "merged", "{:?}: {r}", names[i]);
+        assert_eq!(
+            r["lists"][j]["canonical_id"],
+            json!(first[i]),
+            "{:?} merged into the record of its own name",
+            names[i]
+        );
+    }
+    let (rows, _) = s.pull_all(&token, None, 1000, None).await;
+    let mut stored: Vec<(String, String)> = rows
+        .iter()
+        .filter(|(table, _)| table == "lists")
+        .map(|(_, r)| {
+            (
+                r["remote_id"].as_str().unwrap().to_owned(),
+                r["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    stored.sort();
+    let mut expected: Vec<(String, String)> = first.into_iter().zip(names).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "one record per name, its text as sent");
+}
+on_both_backends!(
+    awkward_keys,
+    awkward_natural_keys_merge_on_equal_text_and_only_on_equal_text
+);
