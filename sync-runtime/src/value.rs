@@ -12,7 +12,114 @@ pub enum Value {
     Text(String),
     Boolean(bool),
     DateTime(Timestamp),
-    Json(serde_json::Value),
+    Json(JsonText),
+}
+
+/// A JSON document as its text, known to be one valid JSON value other than `null` (which is
+/// [`Value::Null`]). It is stored and sent as it came, and parsed into a tree only where one is
+/// wanted (an entity's field): a push binds the text it received, a pull writes the text it
+/// read into the page.
+#[derive(Clone)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// `text` if it is one JSON value that a JSON tree can hold; checked without building one.
+    pub fn parse(text: String) -> Result<JsonText, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).and_then(JsonText::from_raw)
+    }
+
+    /// A document as a deserializer read it raw: it checked the syntax only, so a number
+    /// beyond a double or a lone surrogate escape is refused here, as parsing it into a tree
+    /// (any peer's, later) would refuse it.
+    pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> Result<JsonText, serde_json::Error> {
+        serde_json::from_str::<Parsable>(raw.get())?;
+        Ok(JsonText(raw))
+    }
+
+    /// The text of `j`.
+    pub fn of(j: &serde_json::Value) -> JsonText {
+        // Serializing a `serde_json::Value` cannot fail: its map keys are strings.
+        JsonText(serde_json::value::to_raw_value(j).unwrap_or_default())
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.as_str() == "null"
+    }
+
+    /// The document as a tree.
+    pub fn tree(&self) -> serde_json::Value {
+        // The text was checked when the value was made.
+        serde_json::from_str(self.as_str()).unwrap_or_default()
+    }
+}
+
+/// A JSON value walked as a tree would be parsed (numbers read, escapes decoded), with nothing
+/// kept.
+struct Parsable;
+
+impl<'de> serde::Deserialize<'de> for Parsable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parsable, D::Error> {
+        d.deserialize_any(Parsable)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Parsable {
+    type Value = Parsable;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_unit<E>(self) -> Result<Parsable, E> {
+        Ok(Parsable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Parsable, A::Error> {
+        while a.next_element::<Parsable>()?.is_some() {}
+        Ok(Parsable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Parsable, A::Error> {
+        while a.next_key::<Parsable>()?.is_some() {
+            a.next_value::<Parsable>()?;
+        }
+        Ok(Parsable)
+    }
+}
+
+/// Two documents are equal when their trees are: `{"a": 1}` is `{"a":1}`. Texts are compared
+/// first, which settles the usual case without parsing.
+impl PartialEq for JsonText {
+    fn eq(&self, other: &JsonText) -> bool {
+        self.as_str() == other.as_str() || self.tree() == other.tree()
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// A value that does not fit its field or column.
@@ -27,6 +134,15 @@ impl ValueError {
 }
 
 impl Value {
+    /// The value of a JSON document: `null` is [`Value::Null`].
+    pub fn json(j: &serde_json::Value) -> Value {
+        if j.is_null() {
+            Value::Null
+        } else {
+            Value::Json(JsonText::of(j))
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -61,7 +177,7 @@ impl Value {
                 Timestamp::parse_lenient(utf8(t)?).map_err(|e| ValueError(e.to_string()))?,
             ),
             (ColumnType::Json, R::Text(t)) => Value::Json(
-                serde_json::from_slice(t)
+                JsonText::parse(utf8(t)?.to_owned())
                     .map_err(|e| ValueError(format!("stored JSON is invalid: {e}")))?,
             ),
             (ty, other) => {
@@ -78,14 +194,6 @@ fn utf8(b: &[u8]) -> Result<&str, ValueError> {
     std::str::from_utf8(b).map_err(|_| ValueError("stored text is not UTF-8".into()))
 }
 
-/// A JSON document as the text stored for it. Through `serde_json::to_string`, which writes
-/// bytes straight into one buffer; `Display` goes through the formatter a token at a time, and
-/// was an eighth of storing a pulled page.
-pub fn json_text(j: &serde_json::Value) -> String {
-    // Serializing a `serde_json::Value` cannot fail: its map keys are strings.
-    serde_json::to_string(j).unwrap_or_default()
-}
-
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, Value as V, ValueRef};
@@ -96,7 +204,7 @@ impl rusqlite::ToSql for Value {
             Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Value::Boolean(b) => ToSqlOutput::Owned(V::Integer(i64::from(*b))),
             Value::DateTime(t) => ToSqlOutput::Owned(V::Text(t.to_wire())),
-            Value::Json(j) => ToSqlOutput::Owned(V::Text(json_text(j))),
+            Value::Json(j) => ToSqlOutput::Borrowed(ValueRef::Text(j.as_str().as_bytes())),
         })
     }
 }
@@ -194,11 +302,11 @@ impl FieldType for Timestamp {
 impl FieldType for serde_json::Value {
     const TYPE: ColumnType = ColumnType::Json;
     fn to_value(&self) -> Value {
-        Value::Json(self.clone())
+        Value::json(self)
     }
     fn from_value(v: Value) -> Result<Self, ValueError> {
         match v {
-            Value::Json(j) => Ok(j),
+            Value::Json(j) => Ok(j.tree()),
             other => Err(ValueError::mismatch("a JSON value", &other)),
         }
     }
@@ -220,8 +328,8 @@ impl<T: FieldType> FieldType for Option<T> {
 
 /// Conversions for `#[sync(json)]` fields of any serde type (`Option<T>` maps `None` to NULL).
 pub fn json_to_value<T: serde::Serialize>(v: &T) -> Value {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::Null) => Value::Null,
+    match serde_json::value::to_raw_value(v).map(JsonText) {
+        Ok(j) if j.is_null() => Value::Null,
         Ok(j) => Value::Json(j),
         // A type whose Serialize fails (e.g. a map with non-string keys) stores NULL rather
         // than panicking in the write path; its field is then read back as its `null` form.
@@ -230,10 +338,77 @@ pub fn json_to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 pub fn json_from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ValueError> {
-    let j = match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Json(j) => j,
+    let fits = match v {
+        Value::Null => serde_json::from_str("null"),
+        Value::Json(j) => serde_json::from_str(j.as_str()),
         other => return Err(ValueError::mismatch("a JSON value", &other)),
     };
-    serde_json::from_value(j).map_err(|e| ValueError(format!("JSON does not fit the field: {e}")))
+    fits.map_err(|e| ValueError(format!("JSON does not fit the field: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A document is kept as the text it came as, and refused where a tree would refuse it:
+    /// stored and sent on, it would fail every peer that reads it into one.
+    #[test]
+    fn a_document_is_kept_as_sent_and_refused_where_a_tree_would_refuse_it() {
+        let spaced = JsonText::parse(" {\"b\": 1,  \"a\": [1.50, \"é\"]} ".into()).unwrap();
+        assert_eq!(spaced.as_str(), "{\"b\": 1,  \"a\": [1.50, \"é\"]}");
+        assert_eq!(spaced.tree(), json!({"a": [1.5, "é"], "b": 1}));
+        for refused in [
+            "1e400",
+            "[1, {\"a\": -1e400}]",
+            "\"\\ud800\"",
+            "{\"a\": 1",
+            "[1,]",
+            "",
+        ] {
+            assert!(JsonText::parse(refused.into()).is_err(), "{refused}");
+            let tree: Result<serde_json::Value, _> = serde_json::from_str(refused);
+            assert!(tree.is_err(), "a tree refuses {refused} too");
+        }
+    }
+
+    #[test]
+    fn documents_are_equal_when_their_trees_are() {
+        let a = JsonText::parse("{\"a\": 1, \"b\": [true]}".into()).unwrap();
+        let b = JsonText::of(&json!({"b": [true], "a": 1}));
+        assert_eq!(a, b);
+        assert_ne!(a, JsonText::of(&json!({"a": 2, "b": [true]})));
+        assert_eq!(Value::json(&json!(null)), Value::Null);
+        // Collected as a tree (the control API's views), a document is its tree.
+        assert_eq!(
+            crate::protocol::wire::encode_value(&Value::Json(a)),
+            json!({"a": 1, "b": [true]})
+        );
+    }
+
+    /// An entity's JSON field goes to text and back unchanged, through the serde type's own
+    /// form, and a document that does not fit the field is an error, not a default.
+    #[test]
+    fn json_fields_round_trip_through_their_text() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Stream {
+            url: String,
+            size: u64,
+        }
+        let s = Stream {
+            url: "magnet:?xt=1".into(),
+            size: 1_500_000_000,
+        };
+        let v = json_to_value(&s);
+        assert_eq!(json_from_value::<Stream>(v).unwrap(), s);
+        assert_eq!(json_to_value(&Option::<Stream>::None), Value::Null);
+        let other = Value::json(&json!({"url": 7}));
+        assert!(json_from_value::<Stream>(other).is_err());
+        let tree = json!({"k": [1, 2.5, "x"]});
+        let v = <serde_json::Value as FieldType>::to_value(&tree);
+        assert_eq!(
+            <serde_json::Value as FieldType>::from_value(v).unwrap(),
+            tree
+        );
+    }
 }

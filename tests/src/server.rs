@@ -177,6 +177,22 @@ impl TestServer {
         self.send(req).await
     }
 
+    /// The first pull page's body as the bytes the server wrote.
+    pub async fn pull_text(&self, token: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(paths::PULL)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
     /// Sends a JSON request as if it came over a socket from `from`.
     pub async fn call_from(
         &self,

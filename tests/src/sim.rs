@@ -391,7 +391,7 @@ fn operate(rng: &mut Rng, d: &mut SimDevice, trace: &mut Trace) {
                     ColumnType::DateTime => {
                         Value::DateTime(Timestamp::from_millis(EPOCH + rng.below(1_000_000) as i64))
                     }
-                    ColumnType::Json => Value::Json(json!({"k": rng.below(9)})),
+                    ColumnType::Json => Value::json(&json!({"k": rng.below(9)})),
                 };
                 s.update_values(&t.name, id, values).map_err(e)?;
                 format!("edit {}.{} of {id}", t.name, c.name)

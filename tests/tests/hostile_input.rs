@@ -85,6 +85,78 @@ async fn a_nul_in_any_text_rejects_its_row_alone(s: TestServer) {
 }
 on_both_backends!(nul_in_text, a_nul_in_any_text_rejects_its_row_alone);
 
+/// A JSON document is stored and pulled as the text it was sent as (spacing, key order, digits),
+/// and one that a JSON tree cannot hold (a number beyond a double, a lone surrogate escape) is
+/// refused for its row alone: stored, it would fail every device that reads it.
+async fn documents_travel_as_sent_and_unreadable_ones_are_refused_alone(s: TestServer) {
+    let (_, token) = s.register("documents@example.org").await;
+    let device = id();
+    let kept = r#"{"z": 1,  "a": [1.50, "\u00e9", "é"], "n": 123456789012345678901234567890}"#;
+    let rows = [
+        (id(), kept),
+        (id(), r#"{"big": 1e400}"#),
+        (id(), r#"["\ud800"]"#),
+        (id(), "null"),
+    ];
+    let body: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (rid, doc))| {
+            // The row as the helper fills it, with the document's text put in as it is.
+            let fields = json!({"name": format!("D{i}"), "tmdb_catalog_config": "DOCUMENT"});
+            row("settings_profiles", rid, &at(i as i64), fields)
+                .to_string()
+                .replace("\"DOCUMENT\"", doc)
+        })
+        .collect();
+    let body = format!(
+        r#"{{"device_id": "{device}", "schema_version": 1, "changes": {{"settings_profiles": [{}]}}}}"#,
+        body.join(", ")
+    );
+    let (st, b) = s.push_body(&token, body).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let results = &b["results"]["settings_profiles"];
+    let statuses: Vec<&str> = (0..4)
+        .map(|i| results[i]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["applied", "rejected", "rejected", "applied"],
+        "{b}"
+    );
+    for i in [1, 2] {
+        assert!(
+            results[i]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tmdb_catalog_config"),
+            "{b}"
+        );
+    }
+    let (st, page) = s.pull_text(&token).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(&format!(r#""tmdb_catalog_config":{kept}"#)),
+        "the document as sent: {page}"
+    );
+    let page: Json = serde_json::from_str(&page).unwrap();
+    let pulled = page["changes"]["settings_profiles"].as_array().unwrap();
+    let ids: Vec<&str> = pulled
+        .iter()
+        .map(|r| r["remote_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [rows[0].0.as_str(), rows[3].0.as_str()],
+        "nothing else stored"
+    );
+    assert_eq!(pulled[1]["tmdb_catalog_config"], Json::Null);
+}
+on_both_backends!(
+    documents,
+    documents_travel_as_sent_and_unreadable_ones_are_refused_alone
+);
+
 async fn a_nul_in_an_email_is_400(s: TestServer) {
     for path in ["/api/auth/register", "/api/auth/login"] {
         let (st, b) = s

@@ -132,7 +132,9 @@ fn parse_value(table: &Table, col: &Column, raw: &str) -> Result<Value, String> 
             Timestamp::parse_lenient(raw)
                 .map_err(|_| bad("a timestamp like 2026-11-28T07:49:06Z"))?,
         ),
-        ColumnType::Json => Value::Json(serde_json::from_str(raw).map_err(|_| bad("JSON"))?),
+        ColumnType::Json => {
+            Value::json(&serde_json::from_str::<serde_json::Value>(raw).map_err(|_| bad("JSON"))?)
+        }
     })
 }
 

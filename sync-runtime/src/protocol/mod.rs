@@ -3,7 +3,7 @@
 //! [`headers`], the [`auth`] and [`health`] bodies, the [`push`] envelopes and row results,
 //! the [`pull`] query and page, the [`error`] body, the pull [`cursor`], the schema-driven
 //! decoders of pulled pages ([`page`]) and push bodies ([`push_body`]) with their one error
-//! ([`DecodeError`]), and the row codec ([`wire`]).
+//! ([`DecodeError`]), the row object as read ([`raw_row`]) and the row codec ([`wire`]).
 
 pub mod auth;
 pub mod cursor;
@@ -15,6 +15,7 @@ pub mod paths;
 pub mod pull;
 pub mod push;
 pub mod push_body;
+pub mod raw_row;
 pub mod wire;
 
 use std::sync::Arc;

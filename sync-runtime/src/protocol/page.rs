@@ -4,7 +4,8 @@
 
 use crate::protocol::DecodeError;
 use crate::protocol::pull::{PullResponse, keys};
-use crate::protocol::wire::{RawRow, RowSeed, WireRow};
+use crate::protocol::raw_row::{RawRow, RowSeed};
+use crate::protocol::wire::WireRow;
 use crate::schema::{Schema, Table};
 use crate::timestamp::Timestamp;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};

@@ -3,7 +3,7 @@
 
 use crate::protocol::DecodeError;
 use crate::protocol::push::keys;
-use crate::protocol::wire::{RawRow, RowSeed};
+use crate::protocol::raw_row::{RawRow, RowSeed};
 use crate::schema::{Schema, Table};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;

@@ -1,13 +1,12 @@
 //! Rows on the wire: one flat JSON object per record, the same shape in push and pull
 //! (docs/PROTOCOL.md, "Rows on the wire").
 
+use super::raw_row::{Field, RawRow};
 use crate::schema::{Column, ColumnType, Reference, Table};
 use crate::syncable::Syncable;
 use crate::timestamp::Timestamp;
-use crate::value::Value;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use crate::value::{JsonText, Value};
 use serde_json::{Map, Value as Json};
-use std::fmt;
 
 /// Why a wire row does not fit its table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,16 +120,20 @@ pub fn decode_value(col: &Column, j: &Json) -> Result<Value, WireError> {
                 .map(Value::DateTime)
                 .map_err(|e| malformed(&col.name, e.to_string()))
         }
-        ColumnType::Json => Ok(Value::Json(j.clone())),
+        ColumnType::Json => Ok(Value::Json(JsonText::of(j))),
     }
 }
 
-/// As [`decode_value`], taking the JSON: a document or a text is kept, not copied.
-fn decode_owned_value(col: &Column, j: Json) -> Result<Value, WireError> {
-    match (col.ty, &col.reference, j) {
-        (ColumnType::Json, None, j) if !j.is_null() => Ok(Value::Json(j)),
-        (ColumnType::Text, None, Json::String(s)) => Ok(Value::Text(s)),
-        (_, _, j) => decode_value(col, &j),
+/// As [`decode_value`], taking the field: a text is kept, not copied, and a document read raw
+/// is kept as the text it came as.
+fn decode_field(col: &Column, field: Field) -> Result<Value, WireError> {
+    match (col.ty, &col.reference, field) {
+        (ColumnType::Json, None, Field::Raw(raw)) if raw.get() != "null" => JsonText::from_raw(raw)
+            .map(Value::Json)
+            .map_err(|e| bad(&col.name, format!("not a JSON value every peer reads: {e}"))),
+        (_, _, Field::Raw(_)) => decode_value(col, &Json::Null),
+        (ColumnType::Text, None, Field::Tree(Json::String(s))) => Ok(Value::Text(s)),
+        (_, _, Field::Tree(j)) => decode_value(col, &j),
     }
 }
 
@@ -310,7 +313,7 @@ impl WireRow {
                 values.push(Value::DateTime(updated_at));
             } else if c.on_wire() && c.since <= schema_version {
                 let v = v.take().ok_or_else(|| missing(&c.name))?;
-                match decode_owned_value(c, v) {
+                match decode_field(c, v) {
                     Ok(v) => values.push(v),
                     Err(e @ WireError::BadValue { .. }) => {
                         wrong_type.get_or_insert(e);
@@ -345,55 +348,6 @@ impl WireRow {
             deleted_at: self.deleted_at,
             values: &self.values,
         }
-    }
-}
-
-/// A row's fields as read, matched to the envelope and to `table`'s columns, not yet checked:
-/// what [`WireRow::from_raw`] validates. A page decoded straight into these skips building a
-/// JSON object per row.
-#[derive(Debug, Clone)]
-pub struct RawRow {
-    /// `remote_id`, `updated_at`, `deleted_at`, `device_id`, `user_id`.
-    envelope: [Option<Json>; 5],
-    /// Per column of the table.
-    columns: Vec<Option<Json>>,
-    /// The first key that is neither.
-    unknown: Option<String>,
-}
-
-impl RawRow {
-    pub fn new(table: &Table) -> RawRow {
-        RawRow {
-            envelope: Default::default(),
-            columns: vec![None; table.columns.len()],
-            unknown: None,
-        }
-    }
-
-    /// The `remote_id` field, if it is a string.
-    pub fn remote_id(&self) -> Option<&str> {
-        self.envelope[0].as_ref().and_then(Json::as_str)
-    }
-
-    /// Sets field `key` (the last of repeated keys wins, as in a JSON object).
-    pub fn set(&mut self, table: &Table, key: &str, v: Json) {
-        let slot = match key {
-            "remote_id" => &mut self.envelope[0],
-            "updated_at" => &mut self.envelope[1],
-            "deleted_at" => &mut self.envelope[2],
-            "device_id" => &mut self.envelope[3],
-            "user_id" => &mut self.envelope[4],
-            _ => match table.column_index(key) {
-                Some(i) => &mut self.columns[i],
-                None => {
-                    if self.unknown.is_none() {
-                        self.unknown = Some(key.chars().take(64).collect());
-                    }
-                    return;
-                }
-            },
-        };
-        *slot = Some(v);
     }
 }
 
@@ -472,58 +426,10 @@ pub fn entity_from_wire<T: Syncable>(
     T::from_values(id, values).map_err(|e| bad(table.name.as_str(), e.0))
 }
 
-/// Reads one row object into a [`RawRow`] of its table as it is parsed, with no JSON object
-/// built for it (the page and push-body decoders read every row through it).
-pub(super) struct RowSeed(pub(super) &'static Table);
-
-impl<'de> DeserializeSeed<'de> for RowSeed {
-    type Value = RawRow;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawRow, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed {
-    type Value = RawRow;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a row object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRow, A::Error> {
-        let mut row = RawRow::new(self.0);
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            let v: Json = map.next_value()?;
-            row.set(self.0, &key, v);
-        }
-        Ok(row)
-    }
-}
-
-/// A row's key, borrowed from the input when it holds no escapes (the common case).
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = std::borrow::Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = std::borrow::Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a column name")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Owned(v.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::raw_row::is_document;
     use serde_json::json;
 
     /// Taking the JSON decodes every value as borrowing it does: the shortcuts for texts and
@@ -564,11 +470,19 @@ mod tests {
             for (nullable, reference) in [(false, false), (true, false), (true, true)] {
                 let c = column(ty, nullable, reference);
                 for j in &inputs {
+                    let raw = serde_json::value::to_raw_value(j).unwrap();
                     assert_eq!(
-                        decode_owned_value(&c, j.clone()),
+                        decode_field(&c, Field::Tree(j.clone())),
                         decode_value(&c, j),
                         "{ty:?} nullable {nullable} reference {reference}: {j}"
                     );
+                    if is_document(&c) {
+                        assert_eq!(
+                            decode_field(&c, Field::Raw(raw)),
+                            decode_value(&c, j),
+                            "read raw, nullable {nullable}: {j}"
+                        );
+                    }
                 }
             }
         }

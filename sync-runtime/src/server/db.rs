@@ -306,7 +306,7 @@ impl tokio_postgres::types::ToSql for PgValue<'_> {
             Value::Text(s) => s.as_str().to_sql(ty, out),
             Value::Boolean(b) => b.to_sql(ty, out),
             Value::DateTime(t) => t.to_wire().to_sql(ty, out),
-            Value::Json(j) => crate::value::json_text(j).to_sql(ty, out),
+            Value::Json(j) => j.as_str().to_sql(ty, out),
         }
     }
 
@@ -338,9 +338,9 @@ fn decode_pg(row: &tokio_postgres::Row, i: usize, ty: ColumnType) -> Result<Valu
         },
         ColumnType::Json => match text(row)? {
             None => Value::Null,
-            Some(s) => {
-                Value::Json(serde_json::from_str(&s).map_err(|e| DbError::Decode(e.to_string()))?)
-            }
+            Some(s) => Value::Json(
+                crate::value::JsonText::parse(s).map_err(|e| DbError::Decode(e.to_string()))?,
+            ),
         },
     })
 }

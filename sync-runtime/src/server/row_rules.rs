@@ -41,7 +41,7 @@ pub fn refusal(
                 ));
             }
             Value::Text(s) => s.len(),
-            Value::Json(j) => json_len(j),
+            Value::Json(j) => j.as_str().len(),
             _ => 0,
         };
         if bytes > config.max_value_bytes {
@@ -52,23 +52,6 @@ pub fn refusal(
         }
     }
     None
-}
-
-/// The size of a JSON value as text, counted without building the text.
-fn json_len(j: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut n = Count(0);
-    let _ = serde_json::to_writer(&mut n, j);
-    n.0
 }
 
 fn human(d: std::time::Duration) -> String {

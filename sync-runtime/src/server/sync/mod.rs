@@ -9,8 +9,9 @@
 //! - `record.rs`: the record as stored ([`Record`]) and its codec;
 //! - `read_ahead.rs`: what a push reads, a batch at a time;
 //! - `pg_sets.rs`: on PostgreSQL, a batch's natural-key holders and its writes in one statement
-//!   each, the batch passed as one JSON document;
+//!   each, the batch passed as one JSON document or as column arrays;
 //! - `push.rs`: the push and the flow of one pushed row (identity, references, decision, write);
+//! - `write_batch.rs`: a push's writes, a table's batch at a time;
 //! - `merge.rs`: the decision against what is stored, natural-key merges and cascades;
 //! - `statements.rs`: the statements a push builds, kept for the server's life;
 //! - `pull.rs`: a page of changes;
@@ -26,6 +27,7 @@ mod push;
 mod read_ahead;
 mod record;
 mod statements;
+mod write_batch;
 
 pub use pg_sets::{key_set_lookup, keys_document};
 pub use pull::{PullInput, PullPage, pull, user_sequence};

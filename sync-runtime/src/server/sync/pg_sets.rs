@@ -129,6 +129,6 @@ fn stored_json(v: &Value) -> Json {
         Value::Boolean(b) => Json::Bool(*b),
         Value::Text(s) => Json::String(s.clone()),
         Value::DateTime(t) => Json::String(t.to_wire()),
-        Value::Json(j) => Json::String(crate::value::json_text(j)),
+        Value::Json(j) => Json::String(j.as_str().to_owned()),
     }
 }

@@ -1,19 +1,19 @@
 //! Push: the entry point, which locks the account and runs each table's batch, and the flow of
 //! one pushed row (its identity, its references, the decision, the write), with the writes
-//! buffered and sent as multi-row upserts.
+//! buffered for `write_batch.rs`, which sends a table's batch at once.
 
 use super::merge::Verdict;
 use super::read_ahead::{Parent, ReadAhead};
-use super::record::{Record, sea, text};
+use super::record::{Record, text};
 use super::statements::Statements;
-use crate::ddl::Dialect;
+use super::write_batch::Unsent;
 use crate::protocol::wire::WireRow;
 use crate::schema::{ColumnType, OnDelete, Schema, Table};
 use crate::server::db::{DbError, SyncTx};
 use crate::server::error::ApiError;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
-use sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_query::{Expr, ExprTrait, Query};
 use std::collections::BTreeMap;
 
 /// The outcome of one pushed row (docs/PROTOCOL.md, push response).
@@ -59,9 +59,9 @@ pub(super) struct PushSession<'a, T> {
     seq: i64,
     /// Records written but not sent yet: sent a table's batch at a time, in one multi-row
     /// statement per table and client version, before the push reads anything again.
-    unsent: Vec<Unsent>,
+    pub(super) unsent: Vec<Unsent>,
     /// Why a record the push wrote was refused (another account's), found when it was sent.
-    refused: Option<String>,
+    pub(super) refused: Option<String>,
     /// What this push has read, so that a batch costs a few statements per row rather than
     /// six (a round trip each on PostgreSQL). An entry is dropped when the push writes its
     /// record, and a table's aliases and resolved parents when it writes that table's records
@@ -79,22 +79,6 @@ struct References {
     /// When a SET NULL parent of a live row was deleted: the reference is nulled.
     nulled_by: Option<Timestamp>,
 }
-
-/// The writes of one table for one client version, waiting to be sent.
-struct Unsent {
-    table: String,
-    version: u32,
-    /// Each record's parameters of [`upsert`], the account left out.
-    rows: Vec<Vec<Value>>,
-    ids: std::collections::HashSet<String>,
-}
-
-/// Parameters per multi-row upsert, under SQLite's (32,766) and PostgreSQL's (65,535) limits.
-const UPSERT_PARAMS: usize = 30_000;
-/// Rows per multi-row upsert at most (SQLite; PostgreSQL binds a batch's columns as arrays). A
-/// batch is sent in chunks of powers of two, so that a table has a handful of statement texts,
-/// each prepared once per connection.
-const UPSERT_ROWS: usize = 512;
 
 /// Applies a push in the caller's transaction: parents before children whatever the body
 /// order, each row by the merge rule. Returns the results per table in body order and the
@@ -274,92 +258,6 @@ impl<T: SyncTx> PushSession<'_, T> {
         unsent.ids.insert(row.remote_id.clone());
         unsent.rows.push(params);
         Ok(())
-    }
-
-    /// Sends every write not sent yet. A record another account owns is left as it is and
-    /// noted in [`PushSession::refused`], which fails the push.
-    pub(super) async fn send(&mut self) -> Result<(), DbError> {
-        for unsent in std::mem::take(&mut self.unsent) {
-            let table = self
-                .schema
-                .table(&unsent.table)
-                .ok_or_else(|| DbError::Decode(format!("unknown table {}", unsent.table)))?;
-            if self.tx.dialect() == Dialect::Postgres {
-                self.send_as_columns(table, unsent).await?;
-            } else {
-                self.send_as_rows(table, unsent).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `unsent` as multi-row upserts of at most [`UPSERT_ROWS`] rows.
-    async fn send_as_rows(&mut self, table: &Table, unsent: Unsent) -> Result<(), DbError> {
-        let width = unsent.rows.first().map_or(1, Vec::len);
-        let most = (UPSERT_PARAMS / (width + 1)).min(UPSERT_ROWS);
-        let mut left = unsent.rows.len();
-        // The rows' values are moved into the statement's parameters, not copied.
-        let mut rows = unsent.rows.into_iter();
-        while left > 0 {
-            // The largest power of two that fits.
-            let n = 1usize << (left.min(most).ilog2());
-            left -= n;
-            let mut params: Vec<Value> = Vec::with_capacity(n * width + 1);
-            params.extend(rows.by_ref().take(n).flatten());
-            params.push(Value::Text(self.user.to_owned()));
-            let variant = (u64::from(unsent.version) << 32) | n as u64;
-            let sql = self.statement(("upsert", &table.name, variant), &params, || {
-                upsert(table, &params, width, unsent.version)
-            })?;
-            let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
-            if written.len() != n {
-                // Each row's parameters start with its id.
-                let sent = params[..n * width]
-                    .chunks(width)
-                    .filter_map(|r| r.first().and_then(text));
-                self.note_refused(table, sent, &written);
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `unsent` as one upsert whose columns travel as arrays (PostgreSQL): one statement
-    /// text per table and client version, a handful of parameters whatever the batch's size.
-    async fn send_as_columns(&mut self, table: &Table, unsent: Unsent) -> Result<(), DbError> {
-        let width = unsent.rows.first().map_or(1, Vec::len);
-        let n = unsent.rows.len();
-        let sql = self.statements.get_or_build(
-            ("upsert_columns", &table.name, u64::from(unsent.version)),
-            || Ok(super::pg_sets::upsert_columns(table, unsent.version)),
-        )?;
-        let rows: Vec<Value> = unsent.rows.into_iter().flatten().collect();
-        let account = [Value::Text(self.user.to_owned())];
-        let written = self
-            .tx
-            .query_columns(&sql, &rows, width, &account, &[ColumnType::Text])
-            .await?;
-        if written.len() != n {
-            let sent = rows.chunks(width).filter_map(|r| r.first().and_then(text));
-            self.note_refused(table, sent, &written);
-        }
-        Ok(())
-    }
-
-    /// Notes the first of `sent` that `written` (the ids an upsert returned) lacks: another
-    /// account's record, which the push may not write.
-    fn note_refused<'s>(
-        &mut self,
-        table: &Table,
-        mut sent: impl Iterator<Item = &'s str>,
-        written: &[Vec<Value>],
-    ) {
-        let written: Vec<&str> = written
-            .iter()
-            .filter_map(|r| r.first().and_then(text))
-            .collect();
-        let refused = sent.find(|id| !written.contains(id)).unwrap_or_default();
-        self.refused
-            .get_or_insert_with(|| format!("{} {refused} belongs to another account", table.name));
     }
 
     pub(super) fn stored_from(&self, row: &WireRow, device: &str) -> Record {
@@ -576,38 +474,4 @@ impl<T: SyncTx> PushSession<'_, T> {
         }
         Ok(answered.then_some(incoming))
     }
-}
-
-/// The upsert of records of `table` for a client of `version`: `params` holds each record's
-/// `width` parameters as [`PushSession::store`] lists them, then the account that must own
-/// them. It returns the ids it wrote: a record of another account is left as it is.
-fn upsert(
-    table: &Table,
-    params: &[Value],
-    width: usize,
-    version: u32,
-) -> sea_query::InsertStatement {
-    let (cols, _) = super::record::written_columns(table, version);
-    let update: Vec<String> = cols
-        .iter()
-        .filter(|c| *c != "remote_id" && *c != "user_id")
-        .cloned()
-        .collect();
-    let (rows, user) = params.split_at(params.len() - 1);
-    let mut ins = Query::insert();
-    ins.into_table(table.name.clone()).columns(cols);
-    for row in rows.chunks(width) {
-        ins.values_panic(row.iter().map(|v| Expr::from(sea(v))));
-    }
-    ins.on_conflict(
-        OnConflict::column("remote_id")
-            .update_columns(update)
-            // Never over another user's record.
-            .action_and_where(
-                Expr::col((table.name.clone(), "user_id".to_owned())).eq(sea(&user[0])),
-            )
-            .to_owned(),
-    )
-    .returning_col("remote_id");
-    ins
 }

@@ -50,7 +50,7 @@ pub(crate) fn sea(v: &Value) -> sea_query::Value {
         Value::Text(s) => S::String(Some(s.clone())),
         Value::Boolean(b) => S::Bool(Some(*b)),
         Value::DateTime(t) => S::String(Some(t.to_wire())),
-        Value::Json(j) => S::String(Some(crate::value::json_text(j))),
+        Value::Json(j) => S::String(Some(j.as_str().to_owned())),
     }
 }
 
