@@ -327,6 +327,13 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
         for k in key {
             match t.column(k) {
                 None => return err(format!("natural key names unknown column `{k}`")),
+                // Documents travel as the text sent, and two texts of one document differ (spacing,
+                // key order), so a document cannot identify a record.
+                Some(c) if c.ty == ColumnType::Json && c.reference.is_none() => {
+                    return err(format!(
+                        "natural key column `{k}` is a JSON document; a key must be a plain value"
+                    ));
+                }
                 Some(c) if !c.on_wire() && t.synced => {
                     return err(format!(
                         "natural key column `{k}` does not travel on the wire"
@@ -337,4 +344,28 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_cannot_be_a_natural_key() {
+        let table = |key: &str| -> Table {
+            serde_json::from_value(serde_json::json!({
+                "name": "notes", "synced": true, "id_column": "id",
+                "columns": [
+                    {"name": "title", "type": "text", "nullable": false, "since": 1},
+                    {"name": "body", "type": "json", "nullable": false, "since": 1},
+                    {"name": "updated_at", "type": "date_time", "nullable": false, "since": 1},
+                ],
+                "natural_keys": [[key]],
+            }))
+            .unwrap()
+        };
+        assert!(Schema::new(vec![table("title")]).is_ok());
+        let refused = Schema::new(vec![table("body")]).err().unwrap();
+        assert!(refused.0.contains("`body` is a JSON document"), "{refused}");
+    }
 }

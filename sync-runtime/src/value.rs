@@ -32,8 +32,22 @@ impl JsonText {
     /// beyond a double or a lone surrogate escape is refused here, as parsing it into a tree
     /// (any peer's, later) would refuse it.
     pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> Result<JsonText, serde_json::Error> {
-        serde_json::from_str::<Parsable>(raw.get())?;
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        Parsable(MAX_DEPTH).deserialize(&mut de)?;
+        de.end()?;
         Ok(JsonText(raw))
+    }
+
+    /// The value of stored text: a document, or NULL for `null` (which an older device wrote
+    /// for a field holding JSON `null`).
+    pub fn parse_value(text: String) -> Result<Value, serde_json::Error> {
+        let j = JsonText::parse(text)?;
+        Ok(if j.is_null() {
+            Value::Null
+        } else {
+            Value::Json(j)
+        })
     }
 
     /// The text of `j`.
@@ -57,48 +71,65 @@ impl JsonText {
     }
 }
 
-/// A JSON value walked as a tree would be parsed (numbers read, escapes decoded), with nothing
-/// kept.
-struct Parsable;
+/// Arrays and objects a document may nest: a peer reads it a few levels down, inside a page or
+/// a push's answer, and its parser stops at 128 levels in all.
+pub const MAX_DEPTH: usize = 64;
 
-impl<'de> serde::Deserialize<'de> for Parsable {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parsable, D::Error> {
-        d.deserialize_any(Parsable)
+/// A JSON value walked as a tree would be parsed (numbers read, escapes decoded), with nothing
+/// kept; it holds the levels of nesting left.
+struct Parsable(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Parsable {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Parsable {
+    /// The walker of what this array or object holds, one level down.
+    fn inner<E: serde::de::Error>(&self) -> Result<Parsable, E> {
+        match self.0.checked_sub(1) {
+            Some(left) => Ok(Parsable(left)),
+            None => Err(E::custom(format!(
+                "a document may nest at most {MAX_DEPTH} arrays and objects"
+            ))),
+        }
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Parsable {
-    type Value = Parsable;
+    type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_unit<E>(self) -> Result<Parsable, E> {
-        Ok(Parsable)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Parsable, A::Error> {
-        while a.next_element::<Parsable>()?.is_some() {}
-        Ok(Parsable)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(self.inner()?)?.is_some() {}
+        Ok(())
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Parsable, A::Error> {
-        while a.next_key::<Parsable>()?.is_some() {
-            a.next_value::<Parsable>()?;
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_key_seed(self.inner()?)?.is_some() {
+            a.next_value_seed(self.inner()?)?;
         }
-        Ok(Parsable)
+        Ok(())
     }
 }
 
@@ -176,10 +207,8 @@ impl Value {
             (ColumnType::DateTime, R::Text(t)) => Value::DateTime(
                 Timestamp::parse_lenient(utf8(t)?).map_err(|e| ValueError(e.to_string()))?,
             ),
-            (ColumnType::Json, R::Text(t)) => Value::Json(
-                JsonText::parse(utf8(t)?.to_owned())
-                    .map_err(|e| ValueError(format!("stored JSON is invalid: {e}")))?,
-            ),
+            (ColumnType::Json, R::Text(t)) => JsonText::parse_value(utf8(t)?.to_owned())
+                .map_err(|e| ValueError(format!("stored JSON is invalid: {e}")))?,
             (ty, other) => {
                 return Err(ValueError(format!(
                     "a {ty:?} column holds {:?}",
@@ -338,12 +367,14 @@ pub fn json_to_value<T: serde::Serialize>(v: &T) -> Value {
 }
 
 pub fn json_from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ValueError> {
-    let fits = match v {
-        Value::Null => serde_json::from_str("null"),
-        Value::Json(j) => serde_json::from_str(j.as_str()),
+    // Through the tree, which keeps the last of a repeated key as every JSON peer does; a serde
+    // type read from the text would refuse the document instead.
+    let j = match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Json(j) => j.tree(),
         other => return Err(ValueError::mismatch("a JSON value", &other)),
     };
-    fits.map_err(|e| ValueError(format!("JSON does not fit the field: {e}")))
+    serde_json::from_value(j).map_err(|e| ValueError(format!("JSON does not fit the field: {e}")))
 }
 
 #[cfg(test)]
@@ -370,6 +401,10 @@ mod tests {
             let tree: Result<serde_json::Value, _> = serde_json::from_str(refused);
             assert!(tree.is_err(), "a tree refuses {refused} too");
         }
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(JsonText::parse(nested(MAX_DEPTH)).is_ok());
+        assert!(JsonText::parse(nested(MAX_DEPTH + 1)).is_err());
+        assert_eq!(JsonText::parse_value("null".into()).unwrap(), Value::Null);
     }
 
     #[test]
@@ -404,6 +439,14 @@ mod tests {
         assert_eq!(json_to_value(&Option::<Stream>::None), Value::Null);
         let other = Value::json(&json!({"url": 7}));
         assert!(json_from_value::<Stream>(other).is_err());
+        let repeated = JsonText::parse(r#"{"url": "a", "size": 1, "url": "b"}"#.into()).unwrap();
+        assert_eq!(
+            json_from_value::<Stream>(Value::Json(repeated))
+                .unwrap()
+                .url,
+            "b",
+            "the last of a repeated key, as in a tree"
+        );
         let tree = json!({"k": [1, 2.5, "x"]});
         let v = <serde_json::Value as FieldType>::to_value(&tree);
         assert_eq!(

@@ -150,7 +150,7 @@ async fn documents_travel_as_sent_and_unreadable_ones_are_refused_alone(s: TestS
         [rows[0].0.as_str(), rows[3].0.as_str()],
         "nothing else stored"
     );
-    assert_eq!(pulled[1]["tmdb_catalog_config"], Json::Null);
+    assert_eq!(pulled[1].get("tmdb_catalog_config"), Some(&Json::Null));
 }
 on_both_backends!(
     documents,

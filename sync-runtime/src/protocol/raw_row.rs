@@ -19,6 +19,15 @@ pub(super) fn is_document(col: &Column) -> bool {
     col.ty == ColumnType::Json && col.reference.is_none()
 }
 
+/// The envelope's fields, in the order of [`RawRow`]'s `envelope`.
+const ENVELOPE: [&str; 5] = [
+    "remote_id",
+    "updated_at",
+    "deleted_at",
+    "device_id",
+    "user_id",
+];
+
 /// A row's fields as read, matched to the envelope and to `table`'s columns, not yet checked:
 /// what [`WireRow::from_raw`] validates. A page decoded straight into these skips building a
 /// JSON object per row.
@@ -48,37 +57,17 @@ impl RawRow {
 
     /// Sets field `key` (the last of repeated keys wins, as in a JSON object).
     pub fn set(&mut self, table: &Table, key: &str, v: Json) {
-        let slot = match key {
-            "remote_id" => &mut self.envelope[0],
-            "updated_at" => &mut self.envelope[1],
-            "deleted_at" => &mut self.envelope[2],
-            "device_id" => &mut self.envelope[3],
-            "user_id" => &mut self.envelope[4],
-            _ => match table.column_index(key) {
-                Some(i) => {
-                    self.columns[i] = Some(Field::Tree(v));
-                    return;
-                }
-                None => {
-                    if self.unknown.is_none() {
-                        self.unknown = Some(key.chars().take(64).collect());
-                    }
-                    return;
-                }
-            },
-        };
-        *slot = Some(v);
+        if let Some(i) = ENVELOPE.iter().position(|k| *k == key) {
+            self.envelope[i] = Some(v);
+        } else if let Some(i) = table.column_index(key) {
+            self.columns[i] = Some(Field::Tree(v));
+        } else if self.unknown.is_none() {
+            self.unknown = Some(key.chars().take(64).collect());
+        }
     }
 
     /// The column of `key` if it holds documents (an envelope key never does).
     fn document_column(table: &Table, key: &str) -> Option<usize> {
-        const ENVELOPE: [&str; 5] = [
-            "remote_id",
-            "updated_at",
-            "deleted_at",
-            "device_id",
-            "user_id",
-        ];
         table
             .column_index(key)
             .filter(|&i| !ENVELOPE.contains(&key) && is_document(&table.columns[i]))

@@ -338,9 +338,8 @@ fn decode_pg(row: &tokio_postgres::Row, i: usize, ty: ColumnType) -> Result<Valu
         },
         ColumnType::Json => match text(row)? {
             None => Value::Null,
-            Some(s) => Value::Json(
-                crate::value::JsonText::parse(s).map_err(|e| DbError::Decode(e.to_string()))?,
-            ),
+            Some(s) => crate::value::JsonText::parse_value(s)
+                .map_err(|e| DbError::Decode(e.to_string()))?,
         },
     })
 }

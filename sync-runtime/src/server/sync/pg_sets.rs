@@ -12,11 +12,11 @@
 //!
 //! The batch's writes are one upsert per table whose columns travel as typed arrays, unpacked
 //! by `UNNEST`. Against the multi-row `VALUES` upsert of 512 rows (8,700 parameters, a statement
-//! text per chunk size) it takes a tenth less of PostgreSQL's CPU and as long or less on the
-//! clock (docs/performance.md). The same from a JSON document (`json_to_recordset`) was slower
+//! text per chunk size) it takes a tenth less of PostgreSQL's CPU and as long on the clock,
+//! within the run's noise (docs/performance.md). The same from a JSON document (`json_to_recordset`) was slower
 //! than either: 6.6 s against 4.9 s.
 
-use crate::ddl::quote_ident;
+use crate::ddl::{Dialect, quote_ident, server_type};
 use crate::schema::{ColumnType, Table};
 use crate::server::sync::record::{server_ty, written_columns};
 use crate::value::Value;
@@ -88,15 +88,9 @@ pub fn upsert_columns(table: &Table, version: u32) -> String {
     )
 }
 
-/// The type a column has in the server's PostgreSQL tables (timestamps and documents are
-/// stored as their wire text).
+/// The type a column has in the server's PostgreSQL tables, as their migrations declare it.
 fn pg_type(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Integer => "BIGINT",
-        ColumnType::Real => "DOUBLE PRECISION",
-        ColumnType::Boolean => "BOOLEAN",
-        ColumnType::Text | ColumnType::DateTime | ColumnType::Json => "TEXT",
-    }
+    server_type(ty, Dialect::Postgres)
 }
 
 /// The keys `keys` (each the values of natural key `n`'s columns, in order) as the JSON

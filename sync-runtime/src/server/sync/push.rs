@@ -57,8 +57,8 @@ pub(super) struct PushSession<'a, T> {
     pub(super) server_device: &'a str,
     pub(super) statements: &'a Statements,
     seq: i64,
-    /// Records written but not sent yet: sent a table's batch at a time, in one multi-row
-    /// statement per table and client version, before the push reads anything again.
+    /// Records written but not sent yet: sent a table's batch at a time, per table and client
+    /// version (`write_batch.rs`), before the push reads anything again.
     pub(super) unsent: Vec<Unsent>,
     /// Why a record the push wrote was refused (another account's), found when it was sent.
     pub(super) refused: Option<String>,
