@@ -107,6 +107,15 @@ async fn the_openapi_document_declares_bearer_auth_and_the_accepted_ranges(s: Te
         doc["components"]["schemas"]["PushRequest"]["properties"]["schema_version"]["minimum"],
         1
     );
+    // The server takes any `wait` a u64 holds and caps it: the document offers no less (an
+    // `int64` format would have told clients that 2^63 is refused; schemathesis found it).
+    let wait = params.iter().find(|p| p["name"] == "wait").unwrap();
+    assert_eq!(
+        wait["schema"]["maximum"],
+        serde_json::json!(u64::MAX),
+        "{wait}"
+    );
+    assert!(wait["schema"]["format"].is_null(), "{wait}");
     let mut found = Vec::new();
     minimums(&doc["paths"], String::new(), &mut found);
     minimums(

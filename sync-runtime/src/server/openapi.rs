@@ -132,6 +132,11 @@ pub fn document(server: &Server) -> Json {
                     p["schema"] = json!({"type": "integer", "format": "int64", "minimum": 1,
                         "maximum": i64::MAX});
                 }
+                // Any whole number of seconds a 64-bit unsigned integer holds; the server caps
+                // it. (`int64` would tell a client that numbers past 2^63 are refused.)
+                Some("wait") => {
+                    p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+                }
                 // Empty is the same as absent, for both.
                 Some("since") => {
                     p["schema"] =
