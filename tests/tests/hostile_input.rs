@@ -517,3 +517,78 @@ async fn page_bytes(backend: Backend) {
     let (_, health) = s.call(Method::GET, "/api/health", None, None).await;
     assert_eq!(health["max_page_bytes"], 900);
 }
+
+/// Two accounts push a record of the same new id at the same moment (a forged or reused id),
+/// each beside a record of its own. One account gets it; the other's push is refused whole with
+/// 403, and nothing of it is stored. On PostgreSQL both pushes run at once, so the loser often
+/// finds the record only when its upsert meets the winner's, the upsert's own guard.
+async fn two_accounts_racing_for_one_new_id_leave_it_to_one(s: TestServer) {
+    let (_, alice) = s.register("race-a@example.org").await;
+    let (_, bob) = s.register("race-b@example.org").await;
+    let (alice_device, bob_device) = (id(), id());
+    let push = |token: String, device: String, shared: String, own: String, name: &'static str| {
+        let s = &s;
+        async move {
+            let rows = json!({"settings_profiles": [
+                row("settings_profiles", &own, &at(1), json!({"name": name})),
+                row("settings_profiles", &shared, &at(2), json!({"name": name})),
+            ]});
+            s.push_raw(&token, &device, rows).await
+        }
+    };
+    let mut owned = [Vec::new(), Vec::new()];
+    for _ in 0..20 {
+        let (shared, alice_own, bob_own) = (id(), id(), id());
+        let ((a, a_body), (b, b_body)) = tokio::join!(
+            push(
+                alice.clone(),
+                alice_device.clone(),
+                shared.clone(),
+                alice_own.clone(),
+                "alice"
+            ),
+            push(
+                bob.clone(),
+                bob_device.clone(),
+                shared.clone(),
+                bob_own.clone(),
+                "bob"
+            ),
+        );
+        let statuses = [a, b];
+        assert!(
+            statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::FORBIDDEN),
+            "one wins, one is refused: {a} {a_body} / {b} {b_body}"
+        );
+        let loser_body = if a == StatusCode::OK {
+            &b_body
+        } else {
+            &a_body
+        };
+        assert_eq!(loser_body["error"], "forbidden", "{loser_body}");
+        let winner = usize::from(a != StatusCode::OK);
+        owned[winner].extend([shared, if winner == 0 { alice_own } else { bob_own }]);
+    }
+    for (token, owned, name) in [(&alice, &owned[0], "alice"), (&bob, &owned[1], "bob")] {
+        let (rows, _) = s.pull_all(token, None, 1000, None).await;
+        let mut stored: Vec<&str> = rows
+            .iter()
+            .map(|(table, r)| {
+                assert_eq!(table, "settings_profiles");
+                assert_eq!(r["name"], name, "only the account's own writes: {r}");
+                r["remote_id"].as_str().unwrap()
+            })
+            .collect();
+        stored.sort_unstable();
+        let mut expected: Vec<&str> = owned.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(
+            stored, expected,
+            "{name} holds what it won, and nothing of what it lost"
+        );
+    }
+}
+on_both_backends!(
+    racing_for_one_id,
+    two_accounts_racing_for_one_new_id_leave_it_to_one
+);
