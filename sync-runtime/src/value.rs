@@ -167,11 +167,7 @@ impl ValueError {
 impl Value {
     /// The value of a JSON document: `null` is [`Value::Null`].
     pub fn json(j: &serde_json::Value) -> Value {
-        if j.is_null() {
-            Value::Null
-        } else {
-            Value::Json(JsonText::of(j))
-        }
+        json_to_value(j)
     }
 
     pub fn is_null(&self) -> bool {

@@ -344,6 +344,16 @@ fn decode_pg(row: &tokio_postgres::Row, i: usize, ty: ColumnType) -> Result<Valu
     })
 }
 
+/// A parameter as tokio-postgres takes it.
+type PgParam<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
+
+/// `bound` as the parameter list tokio-postgres takes.
+fn as_params<'a, T: tokio_postgres::types::ToSql + Sync + 'a>(
+    bound: &'a [T],
+) -> impl Iterator<Item = &'a PgParam<'a>> {
+    bound.iter().map(|v| v as &PgParam<'a>)
+}
+
 fn decode_rows(
     rows: &[tokio_postgres::Row],
     types: &[ColumnType],
@@ -372,10 +382,7 @@ impl SyncTx for PgTx<'_> {
     ) -> Result<Vec<Vec<Value>>, DbError> {
         let stmt = self.tx.prepare_cached(sql).await?;
         let bound: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = bound
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
+        let refs: Vec<&PgParam<'_>> = as_params(&bound).collect();
         let rows = self.tx.query(&stmt, &refs).await?;
         decode_rows(&rows, types)
     }
@@ -393,15 +400,7 @@ impl SyncTx for PgTx<'_> {
             .map(|c| rows.iter().skip(c).step_by(width).map(PgValue).collect())
             .collect();
         let scalars: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .chain(
-                scalars
-                    .iter()
-                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
-            )
-            .collect();
+        let refs: Vec<&PgParam<'_>> = as_params(&columns).chain(as_params(&scalars)).collect();
         let found = self.tx.query(&stmt, &refs).await?;
         decode_rows(&found, types)
     }
@@ -409,10 +408,7 @@ impl SyncTx for PgTx<'_> {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let stmt = self.tx.prepare_cached(sql).await?;
         let bound: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = bound
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
+        let refs: Vec<&PgParam<'_>> = as_params(&bound).collect();
         Ok(self.tx.execute(&stmt, &refs).await?)
     }
 }

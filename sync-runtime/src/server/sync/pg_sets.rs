@@ -13,12 +13,12 @@
 //! The batch's writes are one upsert per table whose columns travel as typed arrays, unpacked
 //! by `UNNEST`. Against the multi-row `VALUES` upsert of 512 rows (8,700 parameters, a statement
 //! text per chunk size) it takes a tenth less of PostgreSQL's CPU and as long on the clock,
-//! within the run's noise (docs/performance.md). The same from a JSON document (`json_to_recordset`) was slower
-//! than either: 6.6 s against 4.9 s.
+//! within the run's noise (docs/performance.md). The same from a JSON document
+//! (`json_to_recordset`) was slower than either: 6.6 s against 4.9 s.
 
 use crate::ddl::{Dialect, quote_ident, server_type};
 use crate::schema::{ColumnType, Table};
-use crate::server::sync::record::{server_ty, written_columns};
+use crate::server::sync::record::{KEPT_ON_CONFLICT, server_ty, written_columns};
 use crate::value::Value;
 use serde_json::{Map, Value as Json};
 
@@ -71,10 +71,10 @@ pub fn upsert_columns(table: &Table, version: u32) -> String {
         .enumerate()
         .map(|(i, ty)| format!("${}::{}[]", i + 1, pg_type(*ty)))
         .collect();
-    let updates: Vec<String> = names
+    let updates: Vec<String> = columns
         .iter()
-        .filter(|c| *c != "\"remote_id\"" && *c != "\"user_id\"")
-        .map(|c| format!("{c} = excluded.{c}"))
+        .filter(|c| !KEPT_ON_CONFLICT.contains(&c.as_str()))
+        .map(|c| format!("{0} = excluded.{0}", quote_ident(c)))
         .collect();
     let table_name = quote_ident(&table.name);
     format!(

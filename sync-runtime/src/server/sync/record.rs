@@ -74,6 +74,10 @@ pub(super) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
     written_columns(table, u32::MAX)
 }
 
+/// The columns an upsert leaves as stored when the record exists: its id, and the account that
+/// owns it (the upsert writes nothing over another account's record).
+pub(super) const KEPT_ON_CONFLICT: [&str; 2] = ["remote_id", "user_id"];
+
 /// The columns a peer of `version` writes (the server's, then the app's it knows), with their
 /// types on the server: the columns of an upsert, in the order of its values.
 pub(super) fn written_columns(table: &Table, version: u32) -> (Vec<String>, Vec<ColumnType>) {

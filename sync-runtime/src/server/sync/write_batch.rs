@@ -3,7 +3,7 @@
 //! record of another account as it is, and notes it, which fails the push.
 
 use super::push::PushSession;
-use super::record::{sea, text};
+use super::record::{KEPT_ON_CONFLICT, sea, text};
 use crate::ddl::Dialect;
 use crate::schema::{ColumnType, Table};
 use crate::server::db::{DbError, SyncTx};
@@ -64,11 +64,7 @@ impl<T: SyncTx> PushSession<'_, T> {
             })?;
             let written = self.tx.query(&sql, &params, &[ColumnType::Text]).await?;
             if written.len() != n {
-                // Each row's parameters start with its id.
-                let sent = params[..n * width]
-                    .chunks(width)
-                    .filter_map(|r| r.first().and_then(text));
-                self.note_refused(table, sent, &written);
+                self.note_refused(table, &params[..n * width], width, &written);
             }
         }
         Ok(())
@@ -90,25 +86,30 @@ impl<T: SyncTx> PushSession<'_, T> {
             .query_columns(&sql, &rows, width, &account, &[ColumnType::Text])
             .await?;
         if written.len() != n {
-            let sent = rows.chunks(width).filter_map(|r| r.first().and_then(text));
-            self.note_refused(table, sent, &written);
+            self.note_refused(table, &rows, width, &written);
         }
         Ok(())
     }
 
-    /// Notes the first of `sent` that `written` (the ids an upsert returned) lacks: another
-    /// account's record, which the push may not write.
-    fn note_refused<'s>(
+    /// Notes the first of the rows sent (`width` values each, the id first) that `written`
+    /// (the ids an upsert returned) lacks: another account's record, which the push may not
+    /// write.
+    fn note_refused(
         &mut self,
         table: &Table,
-        mut sent: impl Iterator<Item = &'s str>,
+        sent: &[Value],
+        width: usize,
         written: &[Vec<Value>],
     ) {
         let written: Vec<&str> = written
             .iter()
             .filter_map(|r| r.first().and_then(text))
             .collect();
-        let refused = sent.find(|id| !written.contains(id)).unwrap_or_default();
+        let refused = sent
+            .chunks(width)
+            .filter_map(|r| r.first().and_then(text))
+            .find(|id| !written.contains(id))
+            .unwrap_or_default();
         self.refused
             .get_or_insert_with(|| format!("{} {refused} belongs to another account", table.name));
     }
@@ -126,7 +127,7 @@ fn upsert(
     let (cols, _) = super::record::written_columns(table, version);
     let update: Vec<String> = cols
         .iter()
-        .filter(|c| *c != "remote_id" && *c != "user_id")
+        .filter(|c| !KEPT_ON_CONFLICT.contains(&c.as_str()))
         .cloned()
         .collect();
     let (rows, user) = params.split_at(params.len() - 1);
