@@ -194,6 +194,8 @@ impl Record {
             device_id: Some(&self.device_id),
             deleted_at: self.deleted_at,
             values: &self.values,
+            sent: None,
+            field_stamps: &[],
         }
     }
 }
