@@ -70,7 +70,8 @@ pub(super) fn server_ty(c: &Column) -> ColumnType {
     }
 }
 
-pub(super) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
+/// Every column of `table` as the server stores it, with its type: what this build reads.
+pub(crate) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
     written_columns(table, u32::MAX)
 }
 
