@@ -89,7 +89,7 @@ impl LocalApp {
 impl Drop for LocalApp {
     fn drop(&mut self) {
         self.task.abort();
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-sync-token"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }

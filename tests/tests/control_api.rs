@@ -23,14 +23,9 @@ fn connect_body(url: &str, email: &str, password: &str, register: bool) -> Json 
     json!({"remote_url": url, "email": email, "password": password, "register": register})
 }
 
-/// The stored token of the app's database.
+/// The device's stored token (kept beside the database, never in it).
 fn stored_token(app: &LocalApp) -> Option<String> {
-    app.store()
-        .connection()
-        .query_row("SELECT auth_token FROM sync_state WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap()
+    app.store().session().unwrap().1
 }
 
 /// `status` events of `/api/sync/events`, read as they come.

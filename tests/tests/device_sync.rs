@@ -172,7 +172,7 @@ async fn every_entity_travels_to_another_device_and_back() {
             .unwrap()
             .unwrap()
             .user_id,
-        "the account's id"
+        "each device's own local owner (the runtime's, on both)"
     );
     let b_list = local_id(&b.store, "lists", &rid("lists", ids.list)).expect("list");
     let b_item: ListItem = b
@@ -707,9 +707,10 @@ async fn a_database_moved_to_another_account_uploads_its_data_there() {
             .unwrap()
             .unwrap()
             .user_id,
-        account,
-        "account ids follow the account"
+        sync_runtime::store::LOCAL_ACCOUNT,
+        "the owner column is the app's: connecting to another account leaves it"
     );
+    assert_ne!(account, sync_runtime::store::LOCAL_ACCOUNT);
     // X keeps its own copy.
     let mut x = Device::new("x");
     x.connect(&srv.url, "x@example.org", false).await;

@@ -479,9 +479,10 @@ async fn drive(
     // The server revokes the token: the page asks to sign in again, and keeps the data.
     let token: String = app
         .store()
-        .connection()
-        .query_row("SELECT auth_token FROM sync_state", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+        .session()
+        .map_err(|e| e.to_string())?
+        .1
+        .ok_or("no stored token")?;
     let revoked = reqwest::Client::new()
         .post(format!("{}/api/auth/logout", server.url))
         .bearer_auth(token)

@@ -328,11 +328,15 @@ fn removing_an_addon_tombstones_its_profile_addons_first() {
 }
 
 #[test]
-fn account_id_columns_are_filled_by_the_store() {
+fn owner_columns_hold_what_the_app_wrote() {
     let mut store = open();
     let t = tree(&mut store);
+    // Left empty by the app: the connection's owner, which the runtime makes for entities whose
+    // owner column references no table of the app.
     let p: Profile = store.get(t.profile).unwrap().unwrap();
     assert_eq!(p.user_id, sync_runtime::store::LOCAL_ACCOUNT);
+    assert_eq!(store.owner().unwrap().as_deref(), Some(p.user_id.as_str()));
+    // Written by the app: kept, also once an account is signed in.
     store
         .connection()
         .execute(
@@ -341,11 +345,11 @@ fn account_id_columns_are_filled_by_the_store() {
         )
         .unwrap();
     let mut p2 = p.clone();
-    p2.user_id = "forged".into();
+    p2.user_id = "another-local-user".into();
     store.update(&p2).unwrap();
     assert_eq!(
         store.get::<Profile>(t.profile).unwrap().unwrap().user_id,
-        "0193a4c0-0000-7000-8000-000000000001"
+        "another-local-user"
     );
 }
 

@@ -97,7 +97,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn remove(p: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-sync-token"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
     }
 }

@@ -49,6 +49,10 @@ enum Command {
         /// If both this database and the account hold data: keep this device's (upload) or drop it.
         #[arg(long, value_enum, default_value = "upload")]
         local_data: LocalDataArg,
+        /// The local owner (the app's local user) whose rows this device syncs; needed when the
+        /// rows belong to several.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Show the sync status.
     Status {
@@ -195,6 +199,13 @@ fn print_status(store: &Store, as_json: bool) -> Result<(), String> {
     };
     println!("{connection}");
     println!("device:     {}", st.device_id);
+    if let Some(owner) = &st.owner {
+        println!("owner:      {owner} (the local user whose rows sync)");
+    }
+    let others: u64 = st.other_owners.values().sum();
+    if others > 0 {
+        println!("left out:   {others} row(s) of other local owners, never synced");
+    }
     println!(
         "last sync:  {}",
         st.last_sync_at.as_deref().unwrap_or("never")
@@ -242,8 +253,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             password,
             register,
             local_data,
+            owner,
         } => {
             let mut store = open(&cli.db)?;
+            if let Some(owner) = owner {
+                store
+                    .choose_owner(Some(&owner))
+                    .map_err(|e| e.to_string())?;
+            }
             let local = match local_data {
                 LocalDataArg::Upload => LocalData::Upload,
                 LocalDataArg::Discard => LocalData::Discard,

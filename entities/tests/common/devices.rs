@@ -97,7 +97,7 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-sync-token"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }

@@ -88,6 +88,10 @@ pub struct SyncStatus {
     pub rejected: Vec<RejectedRow>,
     /// Pulled rows held back until a parent arrives or a natural key frees up.
     pub parked: u64,
+    /// The local owner (the app's local user) whose rows this device syncs, once chosen.
+    pub owner: Option<String>,
+    /// Rows of other local owners, per table: they never leave the device.
+    pub other_owners: BTreeMap<String, u64>,
     /// What the service's last sync did, when it succeeded (set by [`SyncService`]).
     pub last_report: Option<SyncReport>,
     /// A pull is held open on the server, so other devices' changes arrive as they happen
@@ -118,6 +122,12 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         pending,
         rejected,
         parked: store.parked_count()?,
+        owner: store.owner()?,
+        other_owners: store
+            .other_owners_counts()?
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect(),
         last_report: None,
         live: false,
     })
@@ -503,7 +513,8 @@ pub enum LocalData {
 
 /// Signs in (or registers) and runs a first sync that uploads the existing data. Connecting to
 /// another account than the last one forgets this database's remote ids, cursor and tombstones
-/// and queues every live row for upload.
+/// and queues every live row for upload. The rows synced are those of one local owner: name it
+/// first with [`Store::choose_owner`] when the device's rows have several.
 pub async fn connect(
     store: &mut Store,
     url: &str,
@@ -513,6 +524,9 @@ pub async fn connect(
     local_data: LocalData,
     progress: &mut (dyn FnMut(Activity) + Send),
 ) -> Result<SyncReport, SyncError> {
+    // The local owner to sync is settled before anything is sent: with rows of several owners
+    // and none named ([`Store::choose_owner`]) nothing happens but the error naming them.
+    store.choose_owner(None)?;
     let remote = Remote::new(url)?;
     let session = remote.sign_in(email, password, register).await?;
     let previous = store.synced_account()?;

@@ -256,6 +256,8 @@ impl SyncService {
             pending: Default::default(),
             rejected: vec![],
             parked: 0,
+            owner: None,
+            other_owners: Default::default(),
             last_report: None,
             live: false,
         });

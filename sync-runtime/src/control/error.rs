@@ -37,6 +37,10 @@ pub enum ControlError {
     ServerTooOld(String),
     #[error("{0}")]
     AppTooOld(String),
+    /// The device's rows belong to several local owners and none was named (or the one named
+    /// is empty): the message names them.
+    #[error("{0}")]
+    OwnerNeeded(String),
     /// The remote failed otherwise (a 5xx, an unsupported schema during the sync).
     #[error("{0}")]
     Remote(String),
@@ -52,7 +56,9 @@ impl ControlError {
             BadRequest(_) => StatusCode::BAD_REQUEST,
             Forbidden(_) => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
-            AlreadyConnected | NotConnected(_) | Busy | EmailTaken => StatusCode::CONFLICT,
+            AlreadyConnected | NotConnected(_) | Busy | EmailTaken | OwnerNeeded(_) => {
+                StatusCode::CONFLICT
+            }
             WrongCredentials | SignInAgain(_) => StatusCode::UNAUTHORIZED,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Unreachable(_) | NotASyncServer(_) | ServerTooOld(_) | AppTooOld(_) | Remote(_) => {
@@ -79,6 +85,7 @@ impl ControlError {
             NotASyncServer(_) => "not_a_sync_server",
             ServerTooOld(_) => "server_too_old",
             AppTooOld(_) => "app_too_old",
+            OwnerNeeded(_) => "owner_needed",
             Remote(_) => "remote_error",
             Internal(_) => "internal",
         }
@@ -120,14 +127,17 @@ impl From<SyncError> for ControlError {
             SyncError::NotConnected => ControlError::NotConnected(e.to_string()),
             SyncError::SignInAgain(m) => ControlError::SignInAgain(m),
             SyncError::Remote(r) => r.into(),
-            SyncError::Store(s) => ControlError::internal(s),
+            SyncError::Store(s) => s.into(),
         }
     }
 }
 
 impl From<crate::store::StoreError> for ControlError {
     fn from(e: crate::store::StoreError) -> Self {
-        ControlError::internal(e)
+        match e {
+            crate::store::StoreError::Owner(m) => ControlError::OwnerNeeded(m),
+            e => ControlError::internal(e),
+        }
     }
 }
 

@@ -263,6 +263,8 @@ impl SyncControl {
             remote_url: url.unwrap_or_else(|| client::DEFAULT_REMOTE.to_owned()),
             email: store.account_email()?,
             has_local_data: store.has_local_data()?,
+            owner: store.owner()?,
+            owners: store.local_owners()?,
             device_id: store.device_id().to_owned(),
             schema_version: store.app().schema.version(),
         })
@@ -278,6 +280,9 @@ impl SyncControl {
         let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
         if client::status(&ops, Activity::Idle)?.connected {
             return Err(ControlError::AlreadyConnected);
+        }
+        if let Some(owner) = &req.owner {
+            ops.choose_owner(Some(owner))?;
         }
         let waiting: u64 = ops.dirty_counts()?.iter().map(|(_, n)| n).sum();
         {

@@ -126,7 +126,7 @@ async fn config(State(c): State<Arc<SyncControl>>) -> Result<axum::Json<ConfigVi
         (status = 200, body = StatusView, description = "connected; the first sync ran"),
         (status = 400, body = ErrorBody, description = "`bad_request`: a missing field, a remote URL that is not https"),
         (status = 401, body = ErrorBody, description = "`unauthorized`: wrong email or password"),
-        (status = 409, body = ErrorBody, description = "`conflict` (register: the email exists), `already_connected`, `busy`"),
+        (status = 409, body = ErrorBody, description = "`conflict` (register: the email exists), `already_connected`, `busy`, `owner_needed` (the rows belong to several local owners: name one)"),
         (status = 429, body = ErrorBody, description = "`rate_limited`: too many attempts"),
         (status = 502, body = ErrorBody, description = "`unreachable`, `not_a_sync_server`, `server_too_old`, `app_too_old`, `remote_error`")))]
 async fn connect(

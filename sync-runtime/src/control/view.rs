@@ -82,6 +82,10 @@ pub struct StatusView {
     pub rejected: Vec<RejectedView>,
     /// Pulled rows held back until a parent arrives or a natural key frees up.
     pub parked: u64,
+    /// The local user whose rows this device syncs.
+    pub owner: Option<String>,
+    /// Rows of other local users: they never leave the device.
+    pub other_owners_rows: u64,
 }
 
 /// What the sign-in form starts from (`GET /api/sync/config`).
@@ -96,6 +100,10 @@ pub struct ConfigView {
     /// Whether this database holds data: then the form asks what to do with it should the
     /// account hold data too.
     pub has_local_data: bool,
+    /// The local owner this device syncs, once chosen.
+    pub owner: Option<String>,
+    /// Every local owner of the device's rows (a connect names one when there are several).
+    pub owners: Vec<String>,
     pub device_id: String,
     pub schema_version: u32,
 }
@@ -124,6 +132,10 @@ pub struct ConnectRequest {
     pub register: bool,
     #[serde(default)]
     pub local_data: LocalDataChoice,
+    /// The local owner (the app's local user) whose rows this device syncs: needed when the
+    /// rows belong to several (`owners` in the config).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// Never prints the password.
@@ -135,6 +147,7 @@ impl std::fmt::Debug for ConnectRequest {
             .field("password", &"<hidden>")
             .field("register", &self.register)
             .field("local_data", &self.local_data)
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -211,5 +224,7 @@ pub(crate) fn status_view(
             })
             .collect(),
         parked: status.parked,
+        owner: status.owner.clone(),
+        other_owners_rows: status.other_owners.values().sum(),
     }
 }

@@ -14,11 +14,13 @@
 //! cut connection) leaves either all of a step or none of it. No network here: `client` carries
 //! the JSON.
 
+mod owner;
 mod pull;
 mod push;
 mod read;
 mod reconcile;
 mod state;
+mod token;
 mod write;
 
 pub use pull::PageSummary;
@@ -37,8 +39,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What an account-id column holds before the database is first connected to an account;
-/// connecting replaces it with the account's user id.
+/// The local owner the runtime makes for an app whose owner column references none of its
+/// tables (the framework's own command line): see [`Store::choose_owner`].
 pub const LOCAL_ACCOUNT: &str = "local";
 
 /// The migration scope of the runtime's own device tables.
@@ -71,6 +73,12 @@ pub enum StoreError {
     /// A pulled page or pushed answer that is not the protocol.
     #[error("{0}")]
     BadPage(String),
+    /// The token's file beside the database cannot be written or removed (store/token.rs).
+    #[error("the sync token's file {0}")]
+    Token(String),
+    /// The local owner to sync cannot be chosen as asked (store/owner.rs).
+    #[error("{0}")]
+    Owner(String),
     #[error("table `{table}`: a record with the same {key} exists already (id {existing})")]
     Conflict {
         table: String,
@@ -110,9 +118,11 @@ pub struct Store {
     pub(crate) device_id: String,
     pub(crate) path: Option<std::path::PathBuf>,
     pub(crate) write_hook: Option<Box<dyn Fn() + Send>>,
-    /// `sync_state.remote_user_id` while a pulled page is applied ([`Store::with_account`]):
-    /// every pulled row needs it.
-    pub(crate) account: std::sync::Mutex<Option<String>>,
+    /// Where the bearer token is kept, outside the database (store/token.rs).
+    pub(crate) token: token::TokenKeeper,
+    /// The connection's owner while a pulled page is applied ([`Store::with_owner`]): every
+    /// pulled row needs it.
+    pub(crate) owner: std::sync::Mutex<Option<String>>,
     /// Statements built from a table's description, built once: a pull runs them per row.
     sql: std::sync::Mutex<HashMap<(usize, Sql), Arc<str>>>,
 }
@@ -225,6 +235,8 @@ impl Store {
         migrate::apply_sqlite(&mut conn, APP_SCOPE, app.device_migrations)?;
 
         let device_id = state::device_id(&conn)?;
+        let token = token::TokenKeeper::for_database(path.as_deref());
+        token.move_out(&conn)?;
         let clock = match shared_clock {
             Some(c) => c,
             None => Arc::new(Clock::with_wall_clock(
@@ -255,7 +267,8 @@ impl Store {
             device_id,
             path,
             write_hook: None,
-            account: std::sync::Mutex::new(None),
+            token,
+            owner: std::sync::Mutex::new(None),
             sql: std::sync::Mutex::new(HashMap::new()),
         })
     }

@@ -43,7 +43,7 @@ impl Store {
     /// it) in one transaction together with its cursor, so an interrupted pull resumes where it
     /// stopped.
     pub fn apply_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
-        self.with_account(|s| s.store_page(page))
+        self.with_owner(|s| s.store_page(page))
     }
 
     fn store_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
@@ -425,8 +425,8 @@ impl Store {
         for (c, v) in table.columns.iter().zip(values) {
             match c.role {
                 ColumnRole::Local => {}
-                // Read once per sync step (see `Store::with_account`).
-                ColumnRole::Owner => params.push(Param::Own(Value::Text(self.account_id()?))),
+                // Read once per sync step (see `Store::with_owner`).
+                ColumnRole::Owner => params.push(Param::Own(Value::Text(self.owner_for_writes()?))),
                 _ => params.push(v),
             }
         }

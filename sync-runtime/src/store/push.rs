@@ -67,6 +67,8 @@ impl Store {
         // them straight into the request body, all in one transaction; the pieces share the
         // body, the row list and the limit, and split apart they would pass all three around.
         let tx = self.conn.unchecked_transaction()?;
+        // Rows of other local owners never leave the device (store/owner.rs).
+        let owner = self.owner_for_writes()?;
         // The `changes` object of the request, written as the rows are read.
         let mut body: Vec<u8> = vec![b'{'];
         let version = self.app.schema.version();
@@ -79,7 +81,8 @@ impl Store {
             let name = quote_ident(&t.name);
             self.conn
                 .prepare_cached(&format!(
-                    "UPDATE {name} SET remote_id = sync_new_id() WHERE dirty = TRUE AND remote_id IS NULL"
+                    "UPDATE {name} AS t SET remote_id = sync_new_id() WHERE dirty = TRUE AND remote_id IS NULL AND {}",
+                    self.owned_by(t, "t", &owner).unwrap_or_else(|| "TRUE".into())
                 ))?
                 .execute([])?;
             let mut select = vec![
@@ -108,9 +111,11 @@ impl Store {
                 }
             }
             let sql = format!(
-                "SELECT {} FROM {name} AS t {} WHERE t.dirty = TRUE AND {} ORDER BY t.{} LIMIT ?1",
+                "SELECT {} FROM {name} AS t {} WHERE t.dirty = TRUE AND {} AND {} ORDER BY t.{} LIMIT ?1",
                 select.join(", "),
                 joins.join(" "),
+                self.owned_by(t, "t", &owner)
+                    .unwrap_or_else(|| "TRUE".into()),
                 Self::not_rejected_at_its_stamp(t, "t"),
                 quote_ident(&t.id_column),
             );
@@ -200,7 +205,7 @@ impl Store {
         rows: &[PushedRow],
         results: &PushResults,
     ) -> Result<PushSummary, StoreError> {
-        self.with_account(|s| s.apply_results(rows, results))
+        self.with_owner(|s| s.apply_results(rows, results))
     }
 
     fn apply_results(

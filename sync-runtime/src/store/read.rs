@@ -124,15 +124,36 @@ impl Store {
         Ok(self.conn.query_row(&sql, [id], |r| r.get(0)).optional()?)
     }
 
-    /// How many rows of each synced table wait to be pushed, parents first.
+    /// How many rows of each synced table wait to be pushed, parents first (the connection's
+    /// owner's rows, once one is chosen).
     pub fn dirty_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.count_per_table("t.dirty = TRUE", true)
+    }
+
+    /// How many rows of each synced table belong to other local owners than the connection's
+    /// (never synced by it), parents first; none before an owner is chosen.
+    pub fn other_owners_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.count_per_table("TRUE", false)
+    }
+
+    /// Rows matching `filter` (on alias `t`) per synced table, of the connection's owner
+    /// (`owned`) or of the others.
+    fn count_per_table(&self, filter: &str, owned: bool) -> Result<Vec<(String, u64)>, StoreError> {
+        let owner = self.owner()?;
         self.app
             .schema
             .synced()
             .map(|t| {
+                let scope = owner.as_deref().and_then(|o| self.owned_by(t, "t", o));
+                let scope = match (scope, owned) {
+                    (Some(s), true) => s,
+                    (Some(s), false) => format!("NOT ({s})"),
+                    (None, true) => "TRUE".into(),
+                    (None, false) => "FALSE".into(),
+                };
                 let n: i64 = self.conn.query_row(
                     &format!(
-                        "SELECT count(*) FROM {} WHERE dirty = TRUE",
+                        "SELECT count(*) FROM {} AS t WHERE {filter} AND {scope}",
                         quote_ident(&t.name)
                     ),
                     [],
@@ -143,13 +164,16 @@ impl Store {
             .collect()
     }
 
-    /// Whether any synced table holds a live row.
+    /// Whether any synced table holds a live row (of the connection's owner, once chosen).
     pub fn has_local_data(&self) -> Result<bool, StoreError> {
+        let owner = self.owner()?;
         for t in self.app.schema.synced() {
+            let scope = owner.as_deref().and_then(|o| self.owned_by(t, "t", o));
             let n: i64 = self.conn.query_row(
                 &format!(
-                    "SELECT count(*) FROM {} WHERE deleted_at IS NULL",
-                    quote_ident(&t.name)
+                    "SELECT count(*) FROM {} AS t WHERE deleted_at IS NULL AND {}",
+                    quote_ident(&t.name),
+                    scope.unwrap_or_else(|| "TRUE".into())
                 ),
                 [],
                 |r| r.get(0),

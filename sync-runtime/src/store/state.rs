@@ -5,13 +5,13 @@
 //! migrations below also create `sync_removed`, the write path's record of removed device-only
 //! rows, which `write.rs`, `read.rs` and the sync steps use directly.)
 
-use super::{LOCAL_ACCOUNT, PushedRow, Store, StoreError};
+use super::{PushedRow, Store, StoreError};
 use crate::App;
 use crate::ddl::{quote_ident, quote_literal};
 use crate::migrate::Migration;
-use crate::schema::{ColumnRole, Table};
+use crate::schema::Table;
 use crate::timestamp::Timestamp;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// The runtime's own device tables: `sync_state` (the seed's columns, created if the app did
 /// not have it, plus what the runtime needs), rejected rows, pulled rows waiting for a parent or
@@ -79,6 +79,25 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
     UPDATE sync_state SET token_refused = (auth_token IS NULL AND remote_user_id IS NOT NULL
         AND substr(last_error, 1, 13) = 'sign in again') WHERE id = 1;",
     ),
+    // What the device must keep whatever the app does to `sync_state` (its own disconnect
+    // deletes the row): the device's id, the local owner a connection syncs (store/owner.rs)
+    // and the account it last synced with (a reconnect to it duplicates nothing). The bearer
+    // token is in none of these tables (store/token.rs).
+    Migration::new(
+        5,
+        "0005_sync_device",
+        "CREATE TABLE sync_device (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        device_id TEXT NOT NULL,
+        owner TEXT,
+        synced_user_id TEXT,
+        remote_email TEXT,
+        remote_url TEXT
+    );
+    INSERT INTO sync_device (id, device_id, synced_user_id, remote_email, remote_url)
+        SELECT 1, device_id, synced_user_id, remote_email, remote_url FROM sync_state
+        WHERE id = 1 AND device_id IS NOT NULL;",
+    ),
 ];
 
 /// The columns of `sync_state` a status shows.
@@ -104,49 +123,33 @@ pub struct RejectedRow {
 }
 
 impl Store {
-    /// The id written into account-id columns: the connected account's, or a placeholder.
-    pub fn account_id(&self) -> Result<String, StoreError> {
-        if let Some(id) = &*self.account.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(id.clone());
-        }
-        let id: Option<String> = self.conn.query_row(
-            "SELECT remote_user_id FROM sync_state WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(id.unwrap_or_else(|| LOCAL_ACCOUNT.to_owned()))
-    }
-
     /// The email of the account this database was last connected to (kept after a
     /// disconnect, so signing in again can offer it).
     pub fn account_email(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT remote_email FROM sync_state WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT remote_email FROM sync_device WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Records the email the account was signed in with.
     pub fn save_account_email(&mut self, email: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
             "UPDATE sync_state SET remote_email = ?1 WHERE id = 1",
             [email],
         )?;
+        self.conn.execute(
+            "UPDATE sync_device SET remote_email = ?1 WHERE id = 1",
+            [email],
+        )?;
+        tx.commit()?;
         Ok(())
-    }
-
-    /// Runs `f` with the account id read once (a sync step writes many rows, and nothing in
-    /// it changes the account).
-    pub(crate) fn with_account<R>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let id = self.account_id()?;
-        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-        let r = f(self);
-        *self.account.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        r
     }
 
     /// The cursor of the last pulled page (`None`: the next pull is a full pull).
@@ -304,7 +307,8 @@ impl Store {
 
     /// The columns of `sync_state` a status shows.
     pub fn status_row(&self) -> Result<StateRow, StoreError> {
-        Ok(self.conn.query_row(
+        repair_state_row(&self.conn)?;
+        let row = self.conn.query_row(
             "SELECT remote_url, remote_user_id, auth_token, last_sync_at, last_error, coalesce(is_syncing, FALSE), token_refused FROM sync_state WHERE id = 1",
             [],
             |r| {
@@ -318,7 +322,11 @@ impl Store {
                     token_refused: r.get(6)?,
                 })
             },
-        )?)
+        )?;
+        Ok(StateRow {
+            token: self.token.token(row.token.as_deref()),
+            ..row
+        })
     }
 
     /// The rows the server rejected, with why.
@@ -356,17 +364,22 @@ impl Store {
     }
 
     /// Prepares this database for an account other than the one it last synced with: remote ids
-    /// and cursor are forgotten, tombstones dropped, every live row queued for upload.
+    /// and cursor are forgotten, tombstones dropped, every live row queued for upload. Only the
+    /// connection's owner's rows: other owners' rows are never touched.
     pub fn reset_for_new_account(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
+        let owner = self.owner_for_writes()?;
         for t in self.synced_children_first() {
             let name = quote_ident(&t.name);
+            let scope = self
+                .owned_by(t, "t", &owner)
+                .unwrap_or_else(|| "TRUE".into());
             self.conn.execute(
-                &format!("DELETE FROM {name} WHERE deleted_at IS NOT NULL"),
+                &format!("DELETE FROM {name} AS t WHERE deleted_at IS NOT NULL AND {scope}"),
                 [],
             )?;
             self.conn.execute(
-                &format!("UPDATE {name} SET remote_id = NULL, dirty = TRUE"),
+                &format!("UPDATE {name} AS t SET remote_id = NULL, dirty = TRUE WHERE {scope}"),
                 [],
             )?;
         }
@@ -375,71 +388,78 @@ impl Store {
         Ok(())
     }
 
-    /// Drops every synced row (the user chose the account's data over this device's).
+    /// Drops every synced row of the connection's owner (the user chose the account's data over
+    /// this device's).
     pub fn discard_local_data(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
+        let owner = self.owner_for_writes()?;
         for t in self.synced_children_first() {
-            self.conn
-                .execute(&format!("DELETE FROM {}", quote_ident(&t.name)), [])?;
+            let scope = self
+                .owned_by(t, "t", &owner)
+                .unwrap_or_else(|| "TRUE".into());
+            self.conn.execute(
+                &format!("DELETE FROM {} AS t WHERE {scope}", quote_ident(&t.name)),
+                [],
+            )?;
         }
         self.forget_server_progress()?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Records a session with an account: its id fills account-id columns from now on. A
-    /// refused token's state ends here (the sign-in succeeded).
+    /// Records a session with an account. A refused token's state ends here (the sign-in
+    /// succeeded). The owner columns of the rows are the app's and stay as they are.
     pub fn save_session(
         &mut self,
         url: &str,
         user_id: &str,
         token: &str,
     ) -> Result<(), StoreError> {
+        repair_state_row(&self.conn)?;
+        let marker = self.token.keep(token)?;
         let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
             "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL, token_refused = FALSE WHERE id = 1",
-            (url, user_id, token),
+            (url, user_id, &marker),
         )?;
-        for t in self.app.schema.tables.iter() {
-            for c in t.columns.iter().filter(|c| c.role == ColumnRole::Owner) {
-                // A write from the sync itself: not dirty, not stamped.
-                self.conn.execute(
-                    &format!(
-                        "UPDATE {} SET {} = ?1",
-                        quote_ident(&t.name),
-                        quote_ident(&c.name)
-                    ),
-                    [user_id],
-                )?;
-            }
-        }
+        self.conn.execute(
+            "UPDATE sync_device SET remote_url = ?1, synced_user_id = ?2 WHERE id = 1",
+            (url, user_id),
+        )?;
         tx.commit()?;
         Ok(())
     }
 
     /// The account this database last synced with.
     pub fn synced_account(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT synced_user_id FROM sync_state WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT synced_user_id FROM sync_device WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
-    /// (remote_url, auth_token) of the current session.
+    /// (remote_url, bearer token) of the current session. The token is kept outside the
+    /// database (store/token.rs); a `sync_state` row the app deleted reads as disconnected.
     pub fn session(&self) -> Result<(Option<String>, Option<String>), StoreError> {
-        Ok(self.conn.query_row(
+        repair_state_row(&self.conn)?;
+        let (url, marker): (Option<String>, Option<String>) = self.conn.query_row(
             "SELECT remote_url, auth_token FROM sync_state WHERE id = 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        )?;
+        Ok((url, self.token.token(marker.as_deref())))
     }
 
     /// Forgets the token (the local data stays).
     pub fn forget_token(&mut self) -> Result<(), StoreError> {
         self.conn
             .execute("UPDATE sync_state SET auth_token = NULL WHERE id = 1", [])?;
-        Ok(())
+        self.token.forget()
     }
 
     pub fn set_syncing(&self, syncing: bool) -> Result<(), StoreError> {
@@ -478,26 +498,46 @@ impl Store {
             [],
         )?;
         tx.commit()?;
-        Ok(())
+        self.token.forget()
     }
 }
 
-/// This database's device id, read when it is opened.
+/// This database's device id, read when it is opened (made the first time, in the database,
+/// so a copy keeps it). The `sync_state` row is repaired first: the app's own disconnect
+/// deletes it.
 pub(super) fn device_id(conn: &Connection) -> Result<String, StoreError> {
-    let device_id: Option<String> =
-        conn.query_row("SELECT device_id FROM sync_state WHERE id = 1", [], |r| {
+    let id: Option<String> = conn
+        .query_row("SELECT device_id FROM sync_device WHERE id = 1", [], |r| {
             r.get(0)
-        })?;
-    let device_id = match device_id {
+        })
+        .optional()?;
+    let id = match id {
         Some(id) => id,
         None => {
-            // Made once per local database, in the database, so a copy keeps it.
             let id = uuid::Uuid::now_v7().to_string();
-            conn.execute("UPDATE sync_state SET device_id = ?1 WHERE id = 1", [&id])?;
+            conn.execute(
+                "INSERT INTO sync_device (id, device_id) VALUES (1, ?1)",
+                [&id],
+            )?;
             id
         }
     };
-    Ok(device_id)
+    repair_state_row(conn)?;
+    Ok(id)
+}
+
+/// Re-creates a `sync_state` row the app deleted (its own disconnect does), as a disconnected
+/// device's: its id and its last account (kept in `sync_device`) stay, so reconnecting to that
+/// account duplicates nothing; the cursor is gone, so the next pull is a full one. Cheap when
+/// the row is there.
+pub(super) fn repair_state_row(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO sync_state (id, device_id, remote_url, remote_user_id, synced_user_id, remote_email) \
+         SELECT 1, device_id, remote_url, synced_user_id, synced_user_id, remote_email \
+         FROM sync_device WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM sync_state WHERE id = 1)",
+        [],
+    )?;
+    Ok(())
 }
 
 /// Clears the `is_syncing` flag when the database is opened.

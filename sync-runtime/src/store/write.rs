@@ -46,14 +46,16 @@ impl Store {
                 )),
             ));
         }
-        let account = if table.columns.iter().any(|c| c.role == ColumnRole::Owner) {
-            Some(self.account_id()?)
-        } else {
-            None
-        };
         for (c, v) in table.columns.iter().zip(values.iter_mut()) {
-            if c.role == ColumnRole::Owner {
-                *v = Value::Text(account.clone().unwrap_or_default());
+            // The owner is the app's: kept as written, and only where the app left it empty
+            // the connection's (store/owner.rs).
+            let unset = match &*v {
+                Value::Null => true,
+                Value::Text(t) => t.is_empty(),
+                _ => false,
+            };
+            if c.role == ColumnRole::Owner && unset {
+                *v = Value::Text(self.owner_for_writes()?);
             }
             let fits = match (c.ty, &*v) {
                 (_, Value::Null) => c.nullable || c.name == UPDATED_AT,
