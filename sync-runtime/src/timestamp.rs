@@ -59,7 +59,8 @@ impl Timestamp {
     }
 
     /// Like [`Timestamp::parse_wire`], but also accepts SQLite's own `YYYY-MM-DD HH:MM:SS[.fff]`
-    /// with no zone (read as UTC), the form `CURRENT_TIMESTAMP` writes.
+    /// with no zone (read as UTC), the form `CURRENT_TIMESTAMP` writes, the `T` form with no
+    /// zone, and RFC 3339 offsets (`+02:00`, `-05:30`): what apps keep in their own columns.
     pub fn parse_lenient(s: &str) -> Result<Self, TimestampError> {
         parse(s, true).ok_or_else(|| TimestampError { input: truncate(s) })
     }
@@ -112,11 +113,25 @@ fn parse(s: &str, lenient: bool) -> Option<Timestamp> {
         millis = digits(&frac[..n])? * 10i64.pow(3 - n as u32);
         rest = &frac[n..];
     }
-    match rest {
-        b"Z" | b"+00:00" => {}
-        b"" if lenient && b[10] == b' ' => {}
+    // Leniently, what apps write beside the wire form: no zone (UTC, as SQLite's own text) and
+    // an offset from UTC (RFC 3339's `+02:00`).
+    let offset_minutes = match rest {
+        b"Z" | b"+00:00" => 0,
+        b"" if lenient => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] if lenient => {
+            let h = digits(&[*h1, *h2])?;
+            let m = digits(&[*m1, *m2])?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
         _ => return None,
-    }
+    };
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -125,9 +140,11 @@ fn parse(s: &str, lenient: bool) -> Option<Timestamp> {
         time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
             .ok()?;
     let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
-    Some(Timestamp(
-        days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis,
-    ))
+    let ms = days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis
+        - offset_minutes * 60_000;
+    (Timestamp::MIN.0..=Timestamp::MAX.0)
+        .contains(&ms)
+        .then_some(Timestamp(ms))
 }
 
 impl Timestamp {
@@ -233,6 +250,33 @@ mod tests {
         assert!(checked > 900_000);
         assert_eq!(Timestamp::MIN.to_wire(), "0000-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::MAX.to_wire(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn lenient_parsing_reads_what_apps_write() {
+        let want = Timestamp::parse_wire("2026-11-28T07:15:00.000Z").unwrap();
+        for s in [
+            "2026-11-28 07:15:00",
+            "2026-11-28T07:15:00",
+            "2026-11-28T09:15:00+02:00",
+            "2026-11-28 02:15:00-05:00",
+            "2026-11-28T07:15:00.000Z",
+        ] {
+            assert_eq!(Timestamp::parse_lenient(s).unwrap(), want, "{s}");
+        }
+        for s in ["2026-11-28T09:15:00+02:00", "2026-11-28 07:15:00"] {
+            assert!(
+                Timestamp::parse_wire(s).is_err(),
+                "{s} is not the wire form"
+            );
+        }
+        for s in [
+            "2026-11-28T09:15:00+24:00",
+            "2026-11-28T09:15:00+0200",
+            "0000-01-01T00:00:00+01:00",
+        ] {
+            assert!(Timestamp::parse_lenient(s).is_err(), "{s}");
+        }
     }
 
     #[test]

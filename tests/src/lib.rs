@@ -280,6 +280,7 @@ pub fn sqlite_indexes(conn: &Connection, table: &str) -> Vec<SqliteIndex> {
         .collect()
 }
 
+pub mod app_db;
 pub mod device;
 pub mod faulty;
 pub mod fixtures;

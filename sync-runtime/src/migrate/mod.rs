@@ -5,6 +5,7 @@
 //! in one transaction, recording what ran in `sync_migrations` ([`run`]).
 
 mod error;
+mod first_device;
 mod run;
 
 pub use error::MigrateError;
@@ -15,7 +16,7 @@ pub(crate) use run::Ledger;
 pub use run::apply_sqlite;
 
 use crate::ddl::{self, DeviceForm, Dialect, quote_ident};
-use crate::schema::{Column, ColumnType, Schema, Table, UPDATED_AT};
+use crate::schema::{Column, Schema, Table};
 use std::borrow::Cow;
 
 /// A line in a migration file asking the migrator to turn foreign keys off around its
@@ -105,7 +106,7 @@ pub fn plan(previous: Option<&Schema>, current: &Schema) -> Result<Option<Plan>,
         None => {
             device.fk_off = true;
             for t in &current.tables {
-                first_device_table(current, t, &mut device);
+                first_device::table(current, t, &mut device.statements);
                 if t.synced {
                     sqlite.extend(ddl::server_create_table(t, Dialect::Sqlite));
                     pg.extend(ddl::server_create_table(t, Dialect::Postgres));
@@ -195,95 +196,6 @@ impl Sql {
         }
         out
     }
-}
-
-/// The SQL that turns a stored DATETIME of any form the app wrote (SQLite's
-/// `YYYY-MM-DD HH:MM:SS`, RFC 3339 with any offset, Unix seconds or milliseconds) into the wire
-/// form. A value SQLite cannot read is kept as it was rather than lost.
-fn normalise_datetime(col: &str) -> String {
-    let c = quote_ident(col);
-    let fmt = "'%Y-%m-%dT%H:%M:%fZ'";
-    format!(
-        "CASE WHEN {c} IS NULL THEN NULL \
-         WHEN typeof({c}) IN ('integer', 'real') THEN strftime({fmt}, CASE WHEN abs({c}) > 100000000000 THEN {c} / 1000.0 ELSE {c} END, 'unixepoch') \
-         ELSE COALESCE(strftime({fmt}, {c}), {c}) END"
-    )
-}
-
-/// The first device migration for one table: create the app's pre-sync table if this is a new
-/// install, then rebuild it into its synced form in place, keeping every row, normalising its
-/// timestamps, filling `updated_at` and queueing every row for upload.
-fn first_device_table(schema: &Schema, t: &Table, out: &mut Sql) {
-    if !t.synced {
-        out.push(ddl::device_create_table(
-            schema,
-            t,
-            &t.name,
-            DeviceForm::Synced,
-        ));
-        out.extend(
-            ddl::device_natural_key_indexes(t)
-                .into_iter()
-                .map(if_not_exists),
-        );
-        return;
-    }
-    out.push(ddl::device_create_table(
-        schema,
-        t,
-        &t.name,
-        DeviceForm::PreSync,
-    ));
-    let tmp = format!("{}__sync_new", t.name);
-    out.push(ddl::device_create_table(
-        schema,
-        t,
-        &tmp,
-        DeviceForm::Synced,
-    ));
-    let mut cols = vec![quote_ident(&t.id_column)];
-    let mut exprs = vec![quote_ident(&t.id_column)];
-    for c in t.columns.iter().filter(|c| c.since <= 1) {
-        cols.push(quote_ident(&c.name));
-        exprs.push(match c.ty {
-            ColumnType::DateTime if c.name == UPDATED_AT => {
-                let mut fallbacks = vec![normalise_datetime(&c.name)];
-                if t.column("created_at")
-                    .is_some_and(|c| c.ty == ColumnType::DateTime)
-                {
-                    fallbacks.push(normalise_datetime("created_at"));
-                }
-                fallbacks.push(ddl::SQLITE_NOW.to_owned());
-                format!("COALESCE({})", fallbacks.join(", "))
-            }
-            ColumnType::DateTime => normalise_datetime(&c.name),
-            _ => quote_ident(&c.name),
-        });
-    }
-    cols.push(quote_ident("dirty"));
-    exprs.push("TRUE".into());
-    out.push(format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {}",
-        quote_ident(&tmp),
-        cols.join(", "),
-        exprs.join(", "),
-        quote_ident(&t.name)
-    ));
-    out.push(format!("DROP TABLE {}", quote_ident(&t.name)));
-    out.push(format!(
-        "ALTER TABLE {} RENAME TO {}",
-        quote_ident(&tmp),
-        quote_ident(&t.name)
-    ));
-    out.extend(ddl::device_indexes(t));
-}
-
-fn if_not_exists(index_sql: String) -> String {
-    index_sql.replacen(
-        "CREATE UNIQUE INDEX",
-        "CREATE UNIQUE INDEX IF NOT EXISTS",
-        1,
-    )
 }
 
 fn alter_table(

@@ -133,7 +133,7 @@ fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<bool, 
             line: line_in_batch(&source, &m.sql),
             source,
         };
-        tx.execute_batch(&m.sql).map_err(failed)?;
+        execute_sqlite_batch(&tx, &m.sql).map_err(failed)?;
         if fk_off {
             let broken: Option<String> = tx
                 .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
@@ -159,11 +159,82 @@ fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<bool, 
     result
 }
 
+/// The form of a statement, one line of a migration, that adds a column only where the table
+/// lacks it: PostgreSQL's syntax, which SQLite lacks. A device's first migration meets the
+/// app's own tables, which may hold some of the columns already.
+pub(super) const ADD_COLUMN_IF_MISSING: &str = " ADD COLUMN IF NOT EXISTS ";
+
+/// Runs a migration's statements on SQLite, each `ALTER TABLE t ADD COLUMN IF NOT EXISTS c ...`
+/// line only where table `t` lacks column `c`.
+fn execute_sqlite_batch(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    if !sql.contains(ADD_COLUMN_IF_MISSING) {
+        return conn.execute_batch(sql);
+    }
+    let mut plain = String::new();
+    for line in sql.lines() {
+        let Some((table, column, statement)) = add_column_if_missing(line) else {
+            plain.push_str(line);
+            plain.push('\n');
+            continue;
+        };
+        conn.execute_batch(&std::mem::take(&mut plain))?;
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            (&table, &column),
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch(&statement)?;
+        }
+    }
+    conn.execute_batch(&plain)
+}
+
+/// (table, column, the statement without `IF NOT EXISTS`) of an add-column-if-missing line.
+fn add_column_if_missing(line: &str) -> Option<(String, String, String)> {
+    let rest = line.trim().strip_prefix("ALTER TABLE ")?;
+    let (table, column_def) = rest.split_once(ADD_COLUMN_IF_MISSING)?;
+    let column = column_def.split_whitespace().next()?;
+    let unquote = |s: &str| {
+        s.strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .map_or_else(|| s.to_owned(), |s| s.replace("\"\"", "\""))
+    };
+    Some((
+        unquote(table.trim()),
+        unquote(column.trim_end_matches(';')),
+        line.replacen(ADD_COLUMN_IF_MISSING, " ADD COLUMN ", 1),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const FIRST: Migration = Migration::new(1, "0001_first", "CREATE TABLE a (x INTEGER)");
+
+    #[test]
+    fn a_column_is_added_only_where_missing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE \"t x\" (a INTEGER, b TEXT); INSERT INTO \"t x\" VALUES (1, 'kept');",
+        )
+        .unwrap();
+        let m = Migration::new(
+            1,
+            "0001_cols",
+            "ALTER TABLE \"t x\" ADD COLUMN IF NOT EXISTS \"b\" INTEGER;\n\
+             ALTER TABLE \"t x\" ADD COLUMN IF NOT EXISTS \"c\" TEXT DEFAULT ('new');\n\
+             UPDATE \"t x\" SET a = a + 1;",
+        );
+        assert_eq!(apply_sqlite(&mut conn, "s", &[m]).unwrap(), vec![1]);
+        let row: (i64, String, String) = conn
+            .query_row("SELECT a, b, c FROM \"t x\"", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, (2, "kept".into(), "new".into()));
+    }
 
     #[test]
     fn a_migration_runs_once_and_a_renamed_one_stops_the_runner() {

@@ -7,7 +7,9 @@
 
 pub mod auth;
 pub mod cursor;
+mod entity_wire;
 pub mod error;
+mod field_stamps;
 pub mod headers;
 pub mod health;
 pub mod page;

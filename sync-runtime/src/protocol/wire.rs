@@ -1,9 +1,10 @@
 //! Rows on the wire: one flat JSON object per record, the same shape in push and pull
 //! (docs/PROTOCOL.md, "Rows on the wire").
 
+pub use super::entity_wire::{RefResolver, entity_from_wire, entity_to_wire};
+use super::field_stamps::decode_field_stamps;
 use super::raw_row::{Field, RawRow};
-use crate::schema::{Column, ColumnType, Reference, Table};
-use crate::syncable::Syncable;
+use crate::schema::{Column, ColumnType, Table};
 use crate::timestamp::Timestamp;
 use crate::value::{JsonText, Value};
 use serde_json::{Map, Value as Json};
@@ -27,14 +28,14 @@ pub enum WireError {
     UnknownReference { column: String },
 }
 
-fn bad(column: &str, message: impl Into<String>) -> WireError {
+pub(super) fn bad(column: &str, message: impl Into<String>) -> WireError {
     WireError::BadValue {
         column: column.to_owned(),
         message: message.into(),
     }
 }
 
-fn malformed(column: &str, message: impl Into<String>) -> WireError {
+pub(super) fn malformed(column: &str, message: impl Into<String>) -> WireError {
     WireError::Malformed {
         column: column.to_owned(),
         message: message.into(),
@@ -450,142 +451,6 @@ fn stamp(k: &str, j: &Json) -> Result<Option<Timestamp>, WireError> {
             .map_err(|e| malformed(k, e.to_string())),
         _ => Err(malformed(k, "expected a timestamp string or null")),
     }
-}
-
-/// A row's `field_stamps`: per column it carries, a timestamp (a push) or a
-/// `[timestamp, device_id]` pair (the server's), never after the row's own stamp.
-fn decode_field_stamps(
-    table: &Table,
-    j: &Json,
-    sent: &[bool],
-    row_stamp: Timestamp,
-    source: RowSource,
-) -> Result<Vec<FieldStamp>, WireError> {
-    const KEY: &str = crate::schema::FIELD_STAMPS;
-    let m = j
-        .as_object()
-        .ok_or_else(|| malformed(KEY, "expected an object of column stamps"))?;
-    let mut out = Vec::with_capacity(m.len());
-    for (name, v) in m {
-        let column = table
-            .column_index(name)
-            .filter(|&i| sent[i] && table.columns[i].name != crate::schema::UPDATED_AT)
-            .ok_or_else(|| {
-                malformed(
-                    KEY,
-                    format!(
-                        "`{}` is not a column the row carries",
-                        name.chars().take(64).collect::<String>()
-                    ),
-                )
-            })?;
-        let (at, device) = match (source, v) {
-            (RowSource::Push, Json::String(s)) => (s.as_str(), None),
-            (RowSource::Server, Json::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
-                (Json::String(at), Json::String(d)) => (at.as_str(), Some(normalise_id(KEY, d)?)),
-                _ => return Err(malformed(KEY, "expected [timestamp, device_id]")),
-            },
-            (RowSource::Push, _) => {
-                return Err(malformed(KEY, format!("`{name}`: expected a timestamp")));
-            }
-            (RowSource::Server, _) => {
-                return Err(malformed(
-                    KEY,
-                    format!("`{name}`: expected [timestamp, device_id]"),
-                ));
-            }
-        };
-        let updated_at = Timestamp::parse_wire(at).map_err(|e| malformed(KEY, e.to_string()))?;
-        if updated_at > row_stamp {
-            return Err(malformed(
-                KEY,
-                format!("`{name}` is stamped after the row's updated_at"),
-            ));
-        }
-        out.push(FieldStamp {
-            column,
-            updated_at,
-            device_id: device,
-        });
-    }
-    out.sort_by_key(|f| f.column);
-    Ok(out)
-}
-
-pub trait RefResolver {
-    /// The wire form of local id `local` in the parent of `reference`: its `remote_id`, or for a
-    /// non-synced parent its natural key `by_key`. `None` if there is no such row.
-    fn to_wire(&mut self, reference: &Reference, local: i64) -> Option<String>;
-    /// The local id of the parent whose wire form is `wire`, `None` if this device has none.
-    fn to_local(&mut self, reference: &Reference, wire: &str) -> Option<i64>;
-}
-
-/// A typed entity as a wire row: references translated through `refs`.
-pub fn entity_to_wire<T: Syncable>(
-    entity: &T,
-    remote_id: &str,
-    deleted_at: Option<Timestamp>,
-    refs: &mut dyn RefResolver,
-) -> Result<WireRow, WireError> {
-    let table = T::table();
-    let mut values = entity.to_values();
-    let mut updated_at = None;
-    for (c, v) in table.columns.iter().zip(values.iter_mut()) {
-        if !c.on_wire() {
-            *v = Value::Null;
-            continue;
-        }
-        if let (true, Value::DateTime(t)) = (c.name == crate::schema::UPDATED_AT, &*v) {
-            updated_at = Some(*t);
-        }
-        if let (Some(r), Value::Integer(local)) = (&c.reference, &*v) {
-            let wire = refs
-                .to_wire(r, *local)
-                .ok_or_else(|| WireError::UnknownReference {
-                    column: c.name.clone(),
-                })?;
-            *v = Value::Text(wire);
-        }
-    }
-    let updated_at = updated_at.ok_or_else(|| WireError::MissingColumn("updated_at".into()))?;
-    Ok(WireRow {
-        remote_id: remote_id.to_owned(),
-        updated_at,
-        device_id: None,
-        deleted_at,
-        values,
-        sent: None,
-        field_stamps: Vec::new(),
-    })
-}
-
-/// A wire row as a typed entity with local id `id`: references resolved through `refs`; columns
-/// that do not travel take `local_values` (the device's current ones, or the entity's defaults).
-pub fn entity_from_wire<T: Syncable>(
-    row: &WireRow,
-    id: i64,
-    local_values: Option<Vec<Value>>,
-    refs: &mut dyn RefResolver,
-) -> Result<T, WireError> {
-    let table = T::table();
-    let mut values = row.values.clone();
-    let mut local = local_values.map(Vec::into_iter);
-    for (c, v) in table.columns.iter().zip(values.iter_mut()) {
-        let kept = local.as_mut().and_then(Iterator::next);
-        if !c.on_wire() {
-            *v = kept.unwrap_or(Value::Null);
-            continue;
-        }
-        if let (Some(r), Value::Text(wire)) = (&c.reference, &*v) {
-            let local_id = refs
-                .to_local(r, wire)
-                .ok_or_else(|| WireError::UnknownReference {
-                    column: c.name.clone(),
-                })?;
-            *v = Value::Integer(local_id);
-        }
-    }
-    T::from_values(id, values).map_err(|e| bad(table.name.as_str(), e.0))
 }
 
 #[cfg(test)]

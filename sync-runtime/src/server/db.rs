@@ -143,7 +143,7 @@ const SQLITE_READERS: usize = 4;
 fn sqlite_connection(path: &Path) -> Result<Connection, DbError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    crate::store::enable_wal(&conn)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     crate::store::tune_statements(&conn)?;
     Ok(conn)

@@ -14,6 +14,7 @@
 //! cut connection) leaves either all of a step or none of it. No network here: `client` carries
 //! the JSON.
 
+mod capture;
 mod owner;
 mod pull;
 mod push;
@@ -157,6 +158,25 @@ pub(crate) fn tune_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Puts the database in WAL mode (readers beside one writer). Switching a file to WAL takes an
+/// exclusive lock for which SQLite calls no busy handler: when several processes open one new
+/// file together (server replicas, the app beside the runtime), the losers retry for up to
+/// 30 s instead of failing with "database is locked". In-memory databases stay in "memory".
+pub(crate) fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if missing) and migrates the database at `path`.
     pub fn open(path: impl AsRef<Path>, app: &'static App) -> Result<Store, StoreError> {
@@ -227,12 +247,13 @@ impl Store {
         shared_clock: Option<Arc<Clock>>,
     ) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // WAL lets the app read while a sync writes; in-memory databases stay in "memory" mode.
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        // WAL lets the app read while a sync writes.
+        enable_wal(&conn)?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
         tune_statements(&conn)?;
         migrate::apply_sqlite(&mut conn, RUNTIME_SCOPE, RUNTIME_MIGRATIONS)?;
         migrate::apply_sqlite(&mut conn, APP_SCOPE, app.device_migrations)?;
+        capture::install(&conn, app)?;
 
         let device_id = state::device_id(&conn)?;
         let token = token::TokenKeeper::for_database(path.as_deref());
@@ -271,6 +292,13 @@ impl Store {
             owner: std::sync::Mutex::new(None),
             sql: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A write transaction that takes SQLite's write lock at its start, waiting (the busy
+    /// timeout) while the app's own connection writes. A deferred one would read first and then
+    /// fail at once with "database is locked" when it must write after the app committed.
+    pub(crate) fn write_transaction(&self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
     }
 
     /// The database connection, for the app's own reads. Writes to synced tables belong to the

@@ -48,7 +48,8 @@ impl Store {
 
     fn store_page(&mut self, page: PulledPage) -> Result<PageSummary, StoreError> {
         let (cursor, has_more) = (page.cursor, page.has_more);
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
+        self.pause_capture()?;
         let full_pull = self.in_full_pull()?;
         let mut summary = PageSummary {
             has_more,
@@ -79,6 +80,7 @@ impl Store {
         if !has_more && full_pull {
             self.sweep_unseen()?;
         }
+        self.resume_capture()?;
         tx.commit()?;
         Ok(summary)
     }
@@ -364,6 +366,17 @@ impl Store {
         if let DeviceDecision::KeepLocal { .. } | DeviceDecision::Same { .. } = decision {
             return Ok(Applied::Done);
         }
+        // The version held here already, come back (the first full pull after a connect returns
+        // every row pushed): nothing to write, so the values stay in the text the app wrote
+        // them in (its timestamps in SQLite's form, say).
+        if let (DeviceDecision::Replace { id }, Some(l)) = (decision, &local_row)
+            && !l.dirty
+            && l.updated_at == row.updated_at
+            && !row.is_tombstone()
+            && self.holds_values(table, id, &values)?
+        {
+            return Ok(Applied::Done);
+        }
         let mut params = self.stored_params(table, values.iter().map(Param::Value), &row)?;
         let result = match decision {
             DeviceDecision::Replace { id } => {
@@ -405,6 +418,18 @@ impl Store {
             }
             (Err(e), _) => Err(e.into()),
         }
+    }
+
+    /// Whether live row `id` of `table` holds `values` in every column the wire carries.
+    fn holds_values(&self, table: &Table, id: i64, values: &[Value]) -> Result<bool, StoreError> {
+        let Some(local) = self.get_values(&table.name, id)? else {
+            return Ok(false);
+        };
+        Ok(table
+            .columns
+            .iter()
+            .zip(local.iter().zip(values))
+            .all(|(c, (l, v))| !c.on_wire() || l == v))
     }
 
     /// The columns a pulled row writes, in table order (local-only columns keep their own).

@@ -41,7 +41,7 @@ impl Store {
     /// from an earlier copy gets back what it lost, and keeps by the merge rule what it has
     /// newer. Until pushed, these rows are safe from a full pull's sweep (dirty rows are kept).
     pub fn requeue_all_for_upload(&mut self) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         for t in self.synced_children_first() {
             self.conn.execute(
                 &format!(
@@ -66,7 +66,7 @@ impl Store {
         // Long on purpose: one pass per table that builds its SELECT, reads the rows and writes
         // them straight into the request body, all in one transaction; the pieces share the
         // body, the row list and the limit, and split apart they would pass all three around.
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         // Rows of other local owners never leave the device (store/owner.rs).
         let owner = self.owner_for_writes()?;
         // The `changes` object of the request, written as the rows are read.
@@ -216,7 +216,9 @@ impl Store {
         // Long on purpose: one match over the row results, in one transaction, each arm a few
         // calls; the order of the steps (seen-set, result, parked rows, removed rows) is the
         // point, and reads best in one place.
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
+        // The server's answers write its versions (stale, merged): not local changes.
+        self.pause_capture()?;
         let mut summary = PushSummary::default();
         let by_key: HashMap<(&str, &str), &RowResult> = results
             .iter()
@@ -298,6 +300,7 @@ impl Store {
         }
         self.retry_parked()?;
         self.purge_removed()?;
+        self.resume_capture()?;
         tx.commit()?;
         Ok(summary)
     }

@@ -98,6 +98,17 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
         SELECT 1, device_id, synced_user_id, remote_email, remote_url FROM sync_state
         WHERE id = 1 AND device_id IS NOT NULL;",
     ),
+    // Whether a sync step of the runtime is applying the server's versions (store/capture.rs):
+    // set and reset inside that step's transaction only.
+    Migration::new(
+        6,
+        "0006_sync_capture",
+        "CREATE TABLE sync_capture (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        paused BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    INSERT INTO sync_capture (id) VALUES (1);",
+    ),
 ];
 
 /// The columns of `sync_state` a status shows.
@@ -139,7 +150,7 @@ impl Store {
 
     /// Records the email the account was signed in with.
     pub fn save_account_email(&mut self, email: &str) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         self.conn.execute(
             "UPDATE sync_state SET remote_email = ?1 WHERE id = 1",
             [email],
@@ -164,7 +175,7 @@ impl Store {
     /// Forgets the cursor: the next pull is a full one, after which clean rows it did not return
     /// are removed (their tombstones were purged meanwhile). Dirty rows are kept.
     pub fn restart_full_pull(&mut self) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         self.conn.execute(
             "UPDATE sync_state SET cursor = NULL, full_pull = TRUE WHERE id = 1",
             [],
@@ -367,7 +378,7 @@ impl Store {
     /// and cursor are forgotten, tombstones dropped, every live row queued for upload. Only the
     /// connection's owner's rows: other owners' rows are never touched.
     pub fn reset_for_new_account(&mut self) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         let owner = self.owner_for_writes()?;
         for t in self.synced_children_first() {
             let name = quote_ident(&t.name);
@@ -391,7 +402,7 @@ impl Store {
     /// Drops every synced row of the connection's owner (the user chose the account's data over
     /// this device's).
     pub fn discard_local_data(&mut self) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         let owner = self.owner_for_writes()?;
         for t in self.synced_children_first() {
             let scope = self
@@ -417,7 +428,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         repair_state_row(&self.conn)?;
         let marker = self.token.keep(token)?;
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         self.conn.execute(
             "UPDATE sync_state SET remote_url = ?1, remote_user_id = ?2, auth_token = ?3, synced_user_id = ?2, last_error = NULL, token_refused = FALSE WHERE id = 1",
             (url, user_id, &marker),
@@ -491,7 +502,7 @@ impl Store {
     /// succeeds ([`Store::save_session`]). A disconnect leaves that as it is: the account
     /// still wants its password.
     pub fn refuse_token(&mut self, error: &str) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         self.finish_sync(Some(error))?;
         self.conn.execute(
             "UPDATE sync_state SET auth_token = NULL, token_refused = TRUE WHERE id = 1",
@@ -523,6 +534,11 @@ pub(super) fn device_id(conn: &Connection) -> Result<String, StoreError> {
         }
     };
     repair_state_row(conn)?;
+    // Shown in `sync_state` too, where the app reads its sync columns.
+    conn.execute(
+        "UPDATE sync_state SET device_id = ?1 WHERE id = 1 AND device_id IS NOT ?1",
+        [&id],
+    )?;
     Ok(id)
 }
 

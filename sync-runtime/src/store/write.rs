@@ -96,7 +96,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let table = self.table(table)?;
         self.check_values(table, &mut values)?;
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         for key in &table.natural_keys {
             if let Some((existing, tombstone)) =
                 self.find_by_natural_key(table, key, &values, None)?
@@ -250,7 +250,7 @@ impl Store {
                 id,
             });
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         for key in &table.natural_keys {
             if let Some((existing, tombstone)) =
                 self.find_by_natural_key(table, key, &values, Some(id))?
@@ -294,7 +294,7 @@ impl Store {
     /// hidden until those tombstones are pushed.
     pub fn delete_row(&mut self, table: &str, id: i64) -> Result<(), StoreError> {
         let table = self.table(table)?;
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.write_transaction()?;
         if table.synced {
             let sql = format!(
                 "UPDATE {t} SET {TOMBSTONE}, dirty = TRUE WHERE {id} = ?1 AND deleted_at IS NULL",
