@@ -283,6 +283,7 @@ pub fn sqlite_indexes(conn: &Connection, table: &str) -> Vec<SqliteIndex> {
 pub mod device;
 pub mod faulty;
 pub mod fixtures;
+pub mod forwarding_proxy;
 pub mod local_app;
 pub mod server;
 pub mod sim;

@@ -5,7 +5,9 @@ use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
-use sync_runtime::server::{Server, ServerConfig, serve, spawn_purger};
+use sync_runtime::server::{
+    ForwardedHeader, Server, ServerConfig, TrustedProxies, serve, spawn_purger,
+};
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +77,18 @@ struct Args {
     /// Pulls held at once by this process; more are answered at once.
     #[arg(long, env = "SYNC_MAX_WAITERS", default_value_t = ServerConfig::default().max_waiters)]
     max_waiters: usize,
+    /// A reverse proxy (address or CIDR network) whose forwarded client address is believed;
+    /// repeat for several. Rate limits key on the client's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SYNC_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
+    /// The header trusted proxies write the client's address into: x-forwarded-for or
+    /// forwarded (RFC 7239).
+    #[arg(long, env = "SYNC_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    forwarded_header: ForwardedHeader,
 }
 
 async fn shutdown_signal() {
@@ -110,6 +124,16 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    let trusted_proxies = match TrustedProxies::parse(
+        args.trusted_proxies.iter().map(String::as_str),
+        args.forwarded_header,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --trusted-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ServerConfig {
         max_push_rows: args.max_push_rows,
         max_body_bytes: args.max_body_bytes,
@@ -132,6 +156,7 @@ async fn main() -> ExitCode {
         max_wait: Duration::from_secs(args.max_wait_seconds),
         max_waiters_per_account: args.max_waiters_per_account,
         max_waiters: args.max_waiters,
+        trusted_proxies,
         ..ServerConfig::default()
     };
     let server = match Server::open(&args.database, entities::app(), config).await {

@@ -3,6 +3,7 @@
 //! socket.
 
 pub mod auth;
+mod client_addr;
 pub mod db;
 pub mod error;
 pub mod extract;
@@ -29,6 +30,7 @@ use sea_query::{
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use client_addr::{ForwardedHeader, TrustedProxies};
 pub use listen::serve;
 pub use routes::router;
 
@@ -78,6 +80,8 @@ pub struct ServerConfig {
     /// Rows pushed into a table on PostgreSQL before this process first gathers its
     /// statistics (then again at each doubling; see [`statistics::PushedSinceAnalyze`]).
     pub analyze_after_rows: u64,
+    /// The reverse proxies whose forwarded client address is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             max_waiters_per_account: 32,
             max_waiters: 20_000,
             analyze_after_rows: 10_000,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
