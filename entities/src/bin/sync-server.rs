@@ -1,7 +1,10 @@
 //! `sync-server`: the sync server for the app's entities, on its embedded SQLite file by default
 //! or on PostgreSQL.
 
-use clap::Parser;
+#[path = "sync-server/admin.rs"]
+mod admin;
+
+use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,12 +19,15 @@ use sync_runtime::server::{
     about = "The sync server: auth, push and pull over HTTP"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:8787")]
     listen: String,
     /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(
         long,
+        global = true,
         env = "SYNC_DATABASE_URL",
         default_value = "sqlite://sync-server.sqlite"
     )]
@@ -91,6 +97,12 @@ struct Args {
     forwarded_header: ForwardedHeader,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// An operator's commands on the accounts of the database given by --database.
+    Admin(admin::AdminArgs),
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -115,6 +127,18 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Command::Admin(admin)) = args.command {
+        // Standard output is the command's answer (an export is JSON): logs go to stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .init();
+        return admin::main(&args.database, admin).await;
+    }
     tracing_subscriber::fmt()
         // Logs go to stdout; colour codes only when a person reads them, not in a log file.
         .with_ansi(std::io::stdout().is_terminal())
@@ -123,7 +147,6 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
         )
         .init();
-    let args = Args::parse();
     let trusted_proxies = match TrustedProxies::parse(
         args.trusted_proxies.iter().map(String::as_str),
         args.forwarded_header,

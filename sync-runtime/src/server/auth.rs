@@ -191,7 +191,8 @@ pub async fn create_user<T: SyncTx>(
     }
 }
 
-/// (user_id, password hash) of the account with this email.
+/// (user_id, password hash) of the account with this email, unless an operator disabled it
+/// (a disabled account is signed in to as one that does not exist).
 pub async fn find_user<T: SyncTx>(
     tx: &mut T,
     email: &str,
@@ -199,7 +200,8 @@ pub async fn find_user<T: SyncTx>(
     let mut q = Query::select();
     q.columns(["user_id", "password_hash"])
         .from("sync_users")
-        .and_where(Expr::col("email").eq(email));
+        .and_where(Expr::col("email").eq(email))
+        .and_where(Expr::col("disabled_at").is_null());
     Ok(tx
         .fetch(&q, &[ColumnType::Text, ColumnType::Text])
         .await?

@@ -3,7 +3,7 @@
 
 use crate::protocol::headers;
 use crate::server::error::ApiError;
-use crate::server::{Server, auth, client_addr};
+use crate::server::{Server, accounts, auth, client_addr};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -36,6 +36,7 @@ impl FromRequestParts<Arc<Server>> for SignedIn {
         let user_id = user.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
         })?;
+        accounts::note_use(s, &token_hash);
         Ok(SignedIn {
             user_id,
             token_hash,

@@ -2,6 +2,9 @@
 //! or on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a
 //! socket.
 
+pub mod account_routes;
+pub mod accounts;
+pub mod admin;
 pub mod auth;
 mod client_addr;
 pub mod db;
@@ -14,6 +17,7 @@ pub mod notify;
 pub mod openapi;
 pub mod page_rows;
 pub mod rate_limit;
+pub mod readiness;
 pub mod routes;
 pub mod row_rules;
 pub mod statistics;
@@ -133,6 +137,10 @@ pub struct Server {
     pub pushed_since_analyze: statistics::PushedSinceAnalyze,
     /// The statements pushes build, built once (for this server's backend).
     pub statements: Arc<sync::Statements>,
+    /// When each token's use was last written.
+    pub token_use: accounts::TokenUse,
+    /// Account exports running.
+    pub exports: account_routes::ExportGate,
 }
 
 /// Why the server could not start.
@@ -230,11 +238,14 @@ pub fn runtime_migrations(dialect: Dialect) -> Vec<Migration> {
             token_index.to_string(PostgresQueryBuilder),
         ],
     };
-    vec![Migration {
-        version: 1,
-        name: "0001_accounts".into(),
-        sql: (sql.join(";\n") + ";").into(),
-    }]
+    vec![
+        Migration {
+            version: 1,
+            name: "0001_accounts".into(),
+            sql: (sql.join(";\n") + ";").into(),
+        },
+        accounts::migration(dialect),
+    ]
 }
 
 /// The migration scope of the runtime's own server tables.
@@ -358,6 +369,8 @@ impl Server {
             _listener: listener,
             pushed_since_analyze,
             statements: Arc::default(),
+            token_use: accounts::TokenUse::default(),
+            exports: account_routes::ExportGate::default(),
         }))
     }
 
