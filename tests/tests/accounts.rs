@@ -145,7 +145,6 @@ async fn count_rows(
 async fn a_new_password_signs_out_every_other_session(s: TestServer) {
     let (user, first) = s.register("pw@example.org").await;
     let second = token(&s, "pw@example.org").await;
-    let change = |password: &str, new_password: &str| json!({"password": password, "new_password": new_password});
     let (st, b) = change_password(&s, Some(&first), "wrong guess", "a new secret").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
     let (st, b) = change_password(&s, Some(&first), PASSWORD, "short").await;

@@ -49,6 +49,10 @@ enum Command {
         /// If both this database and the account hold data: keep this device's (upload) or drop it.
         #[arg(long, value_enum, default_value = "upload")]
         local_data: LocalDataArg,
+        /// Trust this CA (PEM) for the server besides the public web's roots: a self-hosted
+        /// server's own certificate. Kept with the session for later syncs.
+        #[arg(long, env = "SYNC_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Show the sync status.
     Status {
@@ -242,8 +246,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             password,
             register,
             local_data,
+            ca_file,
         } => {
             let mut store = open(&cli.db)?;
+            let ca = match &ca_file {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    client::check_server_ca(&pem)?;
+                    Some(pem)
+                }
+                None => None,
+            };
+            store
+                .set_server_ca(ca.as_deref())
+                .map_err(|e| e.to_string())?;
             let local = match local_data {
                 LocalDataArg::Upload => LocalData::Upload,
                 LocalDataArg::Discard => LocalData::Discard,

@@ -20,6 +20,7 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// server's memory; beyond the queue a request is answered 503 with `Retry-After`.
 pub struct HashGate {
     running: Semaphore,
+    concurrent: usize,
     /// Requests holding or waiting for a slot.
     admitted: AtomicUsize,
     max_admitted: usize,
@@ -34,9 +35,19 @@ impl HashGate {
         let concurrent = concurrent.max(1);
         HashGate {
             running: Semaphore::new(concurrent),
+            concurrent,
             admitted: AtomicUsize::new(0),
             max_admitted: concurrent + queue,
         }
+    }
+
+    /// Hashes running now, and requests waiting for a slot (the metrics read them).
+    pub fn load(&self) -> (usize, usize) {
+        let running = self
+            .concurrent
+            .saturating_sub(self.running.available_permits());
+        let admitted = self.admitted.load(Ordering::Acquire);
+        (running, admitted.saturating_sub(running))
     }
 
     /// Runs `work` on a blocking thread once a slot is free, or refuses at once when the queue

@@ -120,6 +120,8 @@ impl IntoResponse for ApiError {
             reason,
         };
         let mut response = (self.status_code(), axum::Json(body)).into_response();
+        // For the metrics, which count errors by code.
+        response.extensions_mut().insert(self.code());
         if let ApiError::Internal(detail) = &self {
             // For the operator's log (`json_errors`), never for the client.
             response

@@ -16,7 +16,7 @@ use crate::server::extract::{ApiJson, ApiQuery, PeerAddress, SignedIn, read_body
 use crate::server::page_rows::PageRows;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
 use crate::server::{
-    Server, account_routes, auth, long_poll, notify, readiness, row_rules, statistics,
+    Server, account_routes, auth, long_poll, metrics, notify, readiness, row_rules, statistics,
 };
 use crate::timestamp::Timestamp;
 use axum::Router;
@@ -88,6 +88,10 @@ pub fn router(server: Arc<Server>) -> Router {
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            metrics::track,
+        ))
         .with_state(server)
 }
 
@@ -347,6 +351,7 @@ async fn push(
         Ok::<_, ApiError>((results, seq))
     })?;
     s.live.wake(&user, seq);
+    s.metrics.pushed(&results);
     if let Db::Postgres(pg) = &s.db {
         analyze_grown_tables(pg, &s, &results);
     }
@@ -406,6 +411,7 @@ async fn pull(
     let wait = query.wait.map(Duration::from_secs);
     let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
     let page = answer.page;
+    s.metrics.pulled(page.changes.values().map(Vec::len).sum());
     let changes = PageRows::new(&s.app.schema, version, page.changes);
     let cursor = Cursor {
         schema_version: version,

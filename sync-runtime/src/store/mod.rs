@@ -18,6 +18,7 @@ mod pull;
 mod push;
 mod read;
 mod reconcile;
+mod server_ca;
 mod state;
 mod write;
 

@@ -79,6 +79,12 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
     UPDATE sync_state SET token_refused = (auth_token IS NULL AND remote_user_id IS NOT NULL
         AND substr(last_error, 1, 13) = 'sign in again') WHERE id = 1;",
     ),
+    // The CA of a self-hosted server, trusted beside the public web's roots (`server_ca.rs`).
+    Migration::new(
+        5,
+        "0005_server_ca",
+        "ALTER TABLE sync_state ADD COLUMN remote_ca TEXT;",
+    ),
 ];
 
 /// The columns of `sync_state` a status shows.
@@ -469,13 +475,14 @@ impl Store {
     /// Records the end of a sync the server refused the token of: the token is forgotten (the
     /// local data stays), and the status asks the user to sign in again until a sign-in
     /// succeeds ([`Store::save_session`]). A disconnect leaves that as it is: the account
-    /// still wants its password.
-    pub fn refuse_token(&mut self, error: &str) -> Result<(), StoreError> {
+    /// still wants its password. A session stored since `refused` was read (a new password
+    /// set meanwhile) is kept: only the end of the sync is recorded.
+    pub fn refuse_token(&mut self, refused: &str, error: &str) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         self.finish_sync(Some(error))?;
         self.conn.execute(
-            "UPDATE sync_state SET auth_token = NULL, token_refused = TRUE WHERE id = 1",
-            [],
+            "UPDATE sync_state SET auth_token = NULL, token_refused = TRUE WHERE id = 1 AND auth_token = ?1",
+            [refused],
         )?;
         tx.commit()?;
         Ok(())
