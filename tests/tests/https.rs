@@ -137,6 +137,17 @@ async fn trusted_by(ca: &Ca, url: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
+/// Whether `url` is trusted by a client of `ca` within 5 s.
+async fn soon_trusted_by(ca: &Ca, url: &str) -> bool {
+    for _ in 0..50 {
+        if trusted_by(ca, url).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn a_device_told_of_the_ca_syncs_over_https(backend: Backend) {
     let dir = TempDir::new("sync");
     let ca = Ca::new("sync test CA");
@@ -197,14 +208,7 @@ async fn a_renewed_certificate_is_served_when_its_file_changes() {
     );
 
     install(&files, &new);
-    let mut served = false;
-    for _ in 0..50 {
-        if trusted_by(&new, &server.url).await {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = soon_trusted_by(&new, &server.url).await;
     assert!(
         served,
         "the renewed certificate is served without a restart"
@@ -237,13 +241,6 @@ async fn sighup_reloads_the_certificate() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut served = false;
-    for _ in 0..50 {
-        if trusted_by(&new, &server.url).await {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = soon_trusted_by(&new, &server.url).await;
     assert!(served, "SIGHUP reloads the certificate");
 }

@@ -1,5 +1,6 @@
 //! The account, managed from the settings page: a new password, and the account deleted. Both
-//! run like a disconnect: one at a time with connect and disconnect, after the sync under way.
+//! run as a disconnect does ([`SyncControl::change_session`]): one at a time with connect and
+//! disconnect, after the sync under way.
 
 use super::view::{DeleteAccountRequest, PasswordChangeRequest, StatusView};
 use super::{ControlError, SyncControl};
@@ -17,19 +18,24 @@ fn account_error(e: SyncError) -> ControlError {
 }
 
 impl SyncControl {
-    /// Runs `change` on the control's connection once no sync is under way, then publishes the
-    /// status and lets the service sync with what changed.
-    async fn change_account<F>(self: &Arc<Self>, change: F) -> Result<StatusView, ControlError>
+    /// Runs `change` on the control's connection once no sync is under way (one under way with
+    /// the old token would record its refusal after the change), then publishes the status and
+    /// has the service sync at once, so that it learns of the change. `connected`: refused
+    /// while not connected.
+    pub(super) async fn change_session<F>(
+        self: &Arc<Self>,
+        connected: bool,
+        change: F,
+    ) -> Result<StatusView, ControlError>
     where
         F: AsyncFnOnce(&mut Store) -> Result<(), SyncError>,
     {
         let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
-        if !client::status(&ops, Activity::Idle)?.connected {
+        if connected && !client::status(&ops, Activity::Idle)?.connected {
             return Err(ControlError::NotConnected(
                 "connect to an account first".into(),
             ));
         }
-        // A sync under way with the old token would record its refusal after the change.
         let mut service = self.service.status();
         let _ =
             tokio::time::timeout(Duration::from_secs(30), service.wait_for(|s| !s.syncing)).await;
@@ -55,7 +61,7 @@ impl SyncControl {
                 "enter the current password and the new one".into(),
             ));
         }
-        self.change_account(async |store: &mut Store| {
+        self.change_session(true, async |store: &mut Store| {
             client::change_password(store, &req.password, &req.new_password).await
         })
         .await
@@ -70,7 +76,7 @@ impl SyncControl {
         if req.password.is_empty() {
             return Err(ControlError::BadRequest("enter the password".into()));
         }
-        self.change_account(async |store: &mut Store| {
+        self.change_session(true, async |store: &mut Store| {
             client::delete_account(store, &req.password).await
         })
         .await

@@ -360,22 +360,10 @@ impl SyncControl {
 
     /// Forgets the token (signing out on the server when reachable); the local data stays.
     pub async fn disconnect(self: &Arc<Self>) -> Result<StatusView, ControlError> {
-        let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
-        // A sync under way finishes first, so it cannot record the revoked token's refusal
-        // after the disconnect.
-        let mut service = self.service.status();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(30), service.wait_for(|s| !s.syncing)).await;
-        client::disconnect(&mut ops).await?;
-        let after = client::status(&ops, Activity::Idle)?;
-        drop(ops);
-        self.observe(after);
-        // The service learns of it at once (its attempt ends "not connected").
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = this.service.sync_now().await;
-        });
-        Ok(self.status())
+        self.change_session(false, async |store: &mut Store| {
+            client::disconnect(store).await
+        })
+        .await
     }
 
     /// Syncs now and waits for it.

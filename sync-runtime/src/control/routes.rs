@@ -140,9 +140,7 @@ async fn connect(
     req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     let request: ConnectRequest = json_body(req).await?;
-    // In a task of its own: a page closed mid-connect does not cut the connect short.
-    let connect = tokio::spawn(async move { c.connect(request).await });
-    Ok(axum::Json(connect.await.map_err(ControlError::internal)??))
+    in_own_task(async move { c.connect(request).await }).await
 }
 
 #[utoipa::path(post, path = "/api/sync/disconnect",
@@ -153,10 +151,17 @@ async fn disconnect(
     body: Body,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     drop(body);
-    let disconnect = tokio::spawn(async move { c.disconnect().await });
-    Ok(axum::Json(
-        disconnect.await.map_err(ControlError::internal)??,
-    ))
+    in_own_task(async move { c.disconnect().await }).await
+}
+
+/// Runs `change` in a task of its own: a page closed midway does not cut it short.
+async fn in_own_task(
+    change: impl Future<Output = Result<StatusView, ControlError>> + Send + 'static,
+) -> Result<axum::Json<StatusView>, ControlError> {
+    let status = tokio::spawn(change)
+        .await
+        .map_err(ControlError::internal)??;
+    Ok(axum::Json(status))
 }
 
 /// The request's JSON body (at most 64 KiB, sent as `application/json`).
@@ -193,8 +198,7 @@ async fn change_password(
     req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     let request: PasswordChangeRequest = json_body(req).await?;
-    let change = tokio::spawn(async move { c.change_password(request).await });
-    Ok(axum::Json(change.await.map_err(ControlError::internal)??))
+    in_own_task(async move { c.change_password(request).await }).await
 }
 
 #[utoipa::path(post, path = "/api/sync/delete-account", request_body = DeleteAccountRequest,
@@ -211,8 +215,7 @@ async fn delete_account(
     req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
     let request: DeleteAccountRequest = json_body(req).await?;
-    let delete = tokio::spawn(async move { c.delete_account(request).await });
-    Ok(axum::Json(delete.await.map_err(ControlError::internal)??))
+    in_own_task(async move { c.delete_account(request).await }).await
 }
 
 #[utoipa::path(post, path = "/api/sync/sync",
