@@ -17,7 +17,10 @@ async fn tls_postgres(test: &str) -> Option<String> {
     let url = tests::postgres_url(test)?;
     let served = tests::server::postgres(&url)
         .await
-        .query_one("SELECT current_setting('ssl') = 'on'", &[])
+        .query_one(
+            "SELECT current_setting('ssl') = 'on' AND current_setting('ssl_cert_file') = $1",
+            &[&SNAKEOIL],
+        )
         .await
         .is_ok_and(|row| row.get::<_, bool>(0));
     if !served || !Path::new(SNAKEOIL).exists() {
