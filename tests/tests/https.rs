@@ -4,6 +4,7 @@
 //! without a restart, when its file changes and on SIGHUP.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use sync_runtime::server::{Server, ServerConfig, serve_tls};
 use tests::by_backend;
 use tests::device::Device;
 use tests::fixtures::{live_count, settings_profile};
+use tests::local_app::LocalApp;
 use tests::server::{Backend, Cleanup, fresh_database};
 
 /// A certificate authority of the test's own.
@@ -184,6 +186,44 @@ by_backend!(
     a_device_told_of_the_ca_syncs_over_https,
     a_device_told_of_the_ca_syncs_over_https
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_page_connects_with_the_servers_ca() {
+    let dir = TempDir::new("page");
+    let ca = Ca::new("page CA");
+    let files = TlsFiles::new(dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    install(&files, &ca);
+    let server = https_server(Backend::Sqlite, "https_page", files)
+        .await
+        .unwrap();
+    let app = LocalApp::start("https-page").await;
+    let body = |server_ca: Option<String>| {
+        json!({"remote_url": server.url, "email": "page@example.org",
+            "password": "correct horse", "register": true, "server_ca": server_ca})
+    };
+    let (s, e) = app.post("/api/sync/connect", Some(body(None))).await;
+    assert_eq!((s, e["error"].as_str()), (502, Some("unreachable")), "{e}");
+    let (s, e) = app
+        .post(
+            "/api/sync/connect",
+            Some(body(Some("not a certificate".into()))),
+        )
+        .await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("bad_request")), "{e}");
+    let (s, status) = app
+        .post("/api/sync/connect", Some(body(Some(ca.pem()))))
+        .await;
+    assert_eq!(s, 200, "{status}");
+    assert_eq!(status["state"], "connected");
+    let (s, v) = app.post("/api/sync/sync", None).await;
+    assert_eq!(s, 200, "later syncs trust the CA kept: {v}");
+    let (_, config) = app.get("/api/sync/config").await;
+    assert_eq!(
+        config["server_ca"],
+        ca.pem().trim(),
+        "kept as given, trimmed"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_is_served_when_its_file_changes() {
