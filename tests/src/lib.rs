@@ -284,6 +284,7 @@ pub mod app_db;
 pub mod device;
 pub mod faulty;
 pub mod fixtures;
+pub mod forwarding_proxy;
 pub mod local_app;
 pub mod server;
 pub mod sim;

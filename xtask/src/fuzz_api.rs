@@ -75,16 +75,19 @@ pub fn run(backend: Backend, max_examples: u32) -> Result<bool, String> {
             "--checks".to_owned(),
             "all".to_owned(),
         ];
-        // Logout revokes the token it is sent with: it runs last, on a token of its own.
+        // Logout and logout-all revoke the token they are sent with: they run last, on a token
+        // of their own.
         let logout_token = remote
             .sign_in("fuzz@example.org", "a long secret", false)
             .await
             .map_err(|e| e.to_string())?
             .token;
         let mut everything = args.clone();
-        everything.extend(["--exclude-path".to_owned(), paths::LOGOUT.to_owned()]);
         let mut logout = args;
-        logout.extend(["--include-path".to_owned(), paths::LOGOUT.to_owned()]);
+        for path in [paths::LOGOUT, paths::LOGOUT_ALL] {
+            everything.extend(["--exclude-path".to_owned(), path.to_owned()]);
+            logout.extend(["--include-path".to_owned(), path.to_owned()]);
+        }
         if let Some(h) = logout.iter().position(|a| a.starts_with("Authorization:")) {
             logout[h] = format!("Authorization: Bearer {logout_token}");
         }

@@ -53,6 +53,10 @@ enum Command {
         /// rows belong to several.
         #[arg(long)]
         owner: Option<String>,
+        /// Trust this CA (PEM) for the server besides the public web's roots: a self-hosted
+        /// server's own certificate. Kept with the session for later syncs.
+        #[arg(long, env = "SYNC_CA_FILE")]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Show the sync status.
     Status {
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             register,
             local_data,
             owner,
+            ca_file,
         } => {
             let mut store = open(&cli.db)?;
             if let Some(owner) = owner {
@@ -261,6 +266,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .choose_owner(Some(&owner))
                     .map_err(|e| e.to_string())?;
             }
+            let ca = match &ca_file {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    client::check_server_ca(&pem)?;
+                    Some(pem)
+                }
+                None => None,
+            };
+            store
+                .set_server_ca(ca.as_deref())
+                .map_err(|e| e.to_string())?;
             let local = match local_data {
                 LocalDataArg::Upload => LocalData::Upload,
                 LocalDataArg::Discard => LocalData::Discard,

@@ -1,11 +1,20 @@
 //! `sync-server`: the sync server for the app's entities, on its embedded SQLite file by default
 //! or on PostgreSQL.
 
-use clap::Parser;
+#[path = "sync-server/admin.rs"]
+mod admin;
+
+use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
-use sync_runtime::server::{Server, ServerConfig, serve, spawn_purger};
+use sync_runtime::server::tls::{ServerTls, TlsFiles};
+use sync_runtime::server::{
+    ForwardedHeader, Server, ServerConfig, TrustedProxies, metrics, serve, serve_tls, spawn_purger,
+};
+use tokio::task::JoinHandle;
 
 #[derive(Parser)]
 #[command(
@@ -14,12 +23,15 @@ use sync_runtime::server::{Server, ServerConfig, serve, spawn_purger};
     about = "The sync server: auth, push and pull over HTTP"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, env = "SYNC_LISTEN", default_value = "127.0.0.1:8787")]
     listen: String,
     /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
     #[arg(
         long,
+        global = true,
         env = "SYNC_DATABASE_URL",
         default_value = "sqlite://sync-server.sqlite"
     )]
@@ -75,6 +87,101 @@ struct Args {
     /// Pulls held at once by this process; more are answered at once.
     #[arg(long, env = "SYNC_MAX_WAITERS", default_value_t = ServerConfig::default().max_waiters)]
     max_waiters: usize,
+    /// A reverse proxy (address or CIDR network) whose forwarded client address is believed;
+    /// repeat for several. Rate limits key on the client's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SYNC_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
+    /// The header trusted proxies write the client's address into: x-forwarded-for or
+    /// forwarded (RFC 7239).
+    #[arg(long, env = "SYNC_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    forwarded_header: ForwardedHeader,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Both files
+    /// are read again when they change, and on SIGHUP.
+    #[arg(long, env = "SYNC_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SYNC_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs PostgreSQL's certificate, for `sslmode=verify-full` (or
+    /// `verify-ca`, `require`) in --database; over the URL's `sslrootcert`.
+    #[arg(long, env = "SYNC_POSTGRES_CA_FILE")]
+    postgres_ca_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at GET /metrics on this address (a port of its own, kept from
+    /// the public one); none by default.
+    #[arg(long, env = "SYNC_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// `text` (for people) or `json` (one object per line, for a log pipeline).
+    #[arg(long, env = "SYNC_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs on standard output (standard error for `admin`, whose output is its answer), filtered
+/// by `RUST_LOG` (else `default_filter`).
+fn init_logs(format: LogFormat, to_stderr: bool, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
+    match format {
+        LogFormat::Json => builder.json().with_writer(writer).init(),
+        // Colour codes only when a person reads them, not in a log file.
+        LogFormat::Text => builder
+            .with_ansi(!to_stderr && std::io::stdout().is_terminal())
+            .with_writer(writer)
+            .init(),
+    }
+}
+
+/// Serves GET /metrics on `address`; prints where, as the main listener does.
+async fn start_metrics(address: &str, server: Arc<Server>) -> Result<JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for metrics: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| address.to_owned(), |a| a.to_string());
+    println!("metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics::router(server)).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    }))
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// An operator's commands on the accounts of the database given by --database.
+    Admin(admin::AdminArgs),
+}
+
+/// `url` without a password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -101,15 +208,22 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // Logs go to stdout; colour codes only when a person reads them, not in a log file.
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
-        )
-        .init();
     let args = Args::parse();
+    if let Some(Command::Admin(admin)) = args.command {
+        init_logs(args.log_format, true, "warn");
+        return admin::main(&args.database, admin).await;
+    }
+    init_logs(args.log_format, false, "info,tower_http=info");
+    let trusted_proxies = match TrustedProxies::parse(
+        args.trusted_proxies.iter().map(String::as_str),
+        args.forwarded_header,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --trusted-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ServerConfig {
         max_push_rows: args.max_push_rows,
         max_body_bytes: args.max_body_bytes,
@@ -132,6 +246,8 @@ async fn main() -> ExitCode {
         max_wait: Duration::from_secs(args.max_wait_seconds),
         max_waiters_per_account: args.max_waiters_per_account,
         max_waiters: args.max_waiters,
+        trusted_proxies,
+        postgres_ca_file: args.postgres_ca_file,
         ..ServerConfig::default()
     };
     let server = match Server::open(&args.database, entities::app(), config).await {
@@ -140,6 +256,26 @@ async fn main() -> ExitCode {
             eprintln!("error: cannot open {}: {e}", args.database);
             return ExitCode::FAILURE;
         }
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => match ServerTls::start(TlsFiles::new(cert, key)) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: cannot serve HTTPS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let metrics = match &args.metrics_listen {
+        Some(address) => match start_metrics(address, server.clone()).await {
+            Ok(task) => Some(task),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
@@ -152,17 +288,25 @@ async fn main() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(args.listen);
-    tracing::info!(%addr, database = %args.database, device_id = %server.device_id, "sync server listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, database = %redacted(&args.database), device_id = %server.device_id, "sync server listening");
     // Printed plainly too, so a script that started the server on port 0 can read the port.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     let purger = spawn_purger(server.clone(), Duration::from_secs(3600));
-    let result = serve(listener, server.clone(), async move {
+    let stopping = server.clone();
+    let shutdown = async move {
         shutdown_signal().await;
         // Held pulls answer now, instead of keeping the shutdown waiting for their timeout.
-        server.release_waiters();
-    })
-    .await;
+        stopping.release_waiters();
+    };
+    let result = match &tls {
+        Some(tls) => serve_tls(listener, server, tls, shutdown).await,
+        None => serve(listener, server, shutdown).await,
+    };
     purger.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -30,10 +30,7 @@ pub(crate) async fn poll<T: Transport>(
         (Some(u), Some(t)) => (u, t),
         _ => return Err(SyncError::NotConnected),
     };
-    let remote = match remote {
-        Some(r) if r.url() == url.trim_end_matches('/') => r,
-        _ => remote.insert(T::open(&url)?),
-    };
+    let remote = transport::kept_or_open(remote, &url, store.server_ca()?.as_deref())?;
     let since = match store.cursor()? {
         Some(c) if !store.in_full_pull()? => c,
         _ => return Ok(Polled::NeedsSync),

@@ -1,17 +1,21 @@
 //! The device's sync client: connect to an account, push dirty rows, pull changes, run in the
 //! background, and tell the app how it is going.
 
+mod account;
 pub mod changes;
 mod live;
 pub mod remote;
 pub mod service;
 pub mod transport;
+mod trust;
 
 pub use crate::protocol::auth::Session;
+pub use account::{change_password, delete_account};
 pub use changes::{Changes, TableChanges};
 pub use remote::{NextPage, Remote, RemoteError};
 pub use service::{ServiceError, ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
+pub use trust::check_server_ca;
 
 use crate::protocol::page::PulledPage;
 use crate::protocol::push::PushResponse;
@@ -179,16 +183,13 @@ pub async fn sync_using<T: Transport>(
         (Some(u), Some(t)) => (u, t),
         _ => return Err(SyncError::NotConnected),
     };
-    let remote = match remote {
-        Some(r) if r.url() == url.trim_end_matches('/') => r,
-        _ => remote.insert(T::open(&url)?),
-    };
+    let remote = transport::kept_or_open(remote, &url, store.server_ca()?.as_deref())?;
     store.set_syncing(true)?;
     let result = run(store, remote, &token, limits, progress).await;
     // A refused token is recorded as state (the status asks to sign in again until a sign-in
     // succeeds), not left to be read back from the error's text.
     match &result {
-        Err(e @ SyncError::SignInAgain(_)) => store.refuse_token(&e.to_string())?,
+        Err(e @ SyncError::SignInAgain(_)) => store.refuse_token(&token, &e.to_string())?,
         Err(e) => store.finish_sync(Some(&e.to_string()))?,
         Ok(_) => store.finish_sync(None)?,
     }
@@ -227,7 +228,7 @@ pub async fn push_pending(store: &mut Store, limits: Limits) -> Result<SyncRepor
         (Some(u), Some(t)) => (u, t),
         _ => return Err(SyncError::NotConnected),
     };
-    let remote = Remote::new(&url)?;
+    let remote = Remote::trusting(&url, store.server_ca()?.as_deref())?;
     let mut report = SyncReport::default();
     push_phase(store, &remote, &token, limits, &mut report, &mut |_| {}).await?;
     Ok(report)
@@ -514,7 +515,8 @@ pub enum LocalData {
 /// Signs in (or registers) and runs a first sync that uploads the existing data. Connecting to
 /// another account than the last one forgets this database's remote ids, cursor and tombstones
 /// and queues every live row for upload. The rows synced are those of one local owner: name it
-/// first with [`Store::choose_owner`] when the device's rows have several.
+/// first with [`Store::choose_owner`] when the device's rows have several. A server with a
+/// certificate of its own CA is trusted when that CA is stored first ([`Store::set_server_ca`]).
 pub async fn connect(
     store: &mut Store,
     url: &str,
@@ -527,7 +529,7 @@ pub async fn connect(
     // The local owner to sync is settled before anything is sent: with rows of several owners
     // and none named ([`Store::choose_owner`]) nothing happens but the error naming them.
     store.choose_owner(None)?;
-    let remote = Remote::new(url)?;
+    let remote = Remote::trusting(url, store.server_ca()?.as_deref())?;
     let session = remote.sign_in(email, password, register).await?;
     let previous = store.synced_account()?;
     if previous.as_deref() != Some(session.user_id.as_str()) {
@@ -562,7 +564,13 @@ pub async fn connect(
 pub async fn disconnect(store: &mut Store) -> Result<(), SyncError> {
     if let (Some(url), Some(token)) = store.session()? {
         // Best effort: offline, the token simply expires on the server.
-        let _ = async { Remote::new(&url)?.sign_out(&token).await }.await;
+        let ca = store.server_ca()?;
+        let _ = async {
+            Remote::trusting(&url, ca.as_deref())?
+                .sign_out(&token)
+                .await
+        }
+        .await;
     }
     store.forget_token()?;
     Ok(())

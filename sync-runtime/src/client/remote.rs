@@ -2,6 +2,7 @@
 
 use super::transport::{PullRequest, Transport};
 use crate::protocol::DecodeError;
+use crate::protocol::account::{PasswordChange, PasswordConfirmation};
 use crate::protocol::auth::{Credentials, Session};
 use crate::protocol::error::{CursorExpiry, ErrorBody, ErrorCode};
 use crate::protocol::health::Health;
@@ -82,11 +83,19 @@ pub enum NextPage {
 pub struct Remote {
     base: String,
     http: reqwest::Client,
+    /// The CA trusted for this server beside the public web's roots.
+    ca_pem: Option<String>,
 }
 
 impl Remote {
     pub fn new(base_url: &str) -> Result<Remote, RemoteError> {
-        let http = reqwest::Client::builder()
+        Self::trusting(base_url, None)
+    }
+
+    /// A server whose certificate may be signed by `ca_pem` (a self-hosted server's own CA)
+    /// as well as by the public web's roots.
+    pub fn trusting(base_url: &str, ca_pem: Option<&str>) -> Result<Remote, RemoteError> {
+        let http = super::trust::trusting(reqwest::Client::builder(), ca_pem)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
@@ -94,6 +103,7 @@ impl Remote {
         Ok(Remote {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
+            ca_pem: ca_pem.map(str::to_owned),
         })
     }
 
@@ -170,6 +180,34 @@ impl Remote {
         .await
     }
 
+    /// Sets a new password for the account of `token`: the answer is a new session; every
+    /// other session of the account, `token`'s too, ends.
+    pub async fn change_password(
+        &self,
+        token: &str,
+        password: &str,
+        new_password: &str,
+    ) -> Result<Session, RemoteError> {
+        let body = PasswordChange {
+            password: password.to_owned(),
+            new_password: new_password.to_owned(),
+        };
+        let url = format!("{}{}", self.base, paths::PASSWORD);
+        let req = self.http.post(url).bearer_auth(token).json(&body);
+        self.send_for(req, "a session").await
+    }
+
+    /// Deletes the account of `token` and everything it holds on the server.
+    pub async fn delete_account(&self, token: &str, password: &str) -> Result<(), RemoteError> {
+        let body = PasswordConfirmation {
+            password: password.to_owned(),
+        };
+        let url = format!("{}{}", self.base, paths::ACCOUNT);
+        self.send(self.http.delete(url).bearer_auth(token).json(&body))
+            .await
+            .map(|_| ())
+    }
+
     fn pull_request(&self, r: PullRequest<'_>, wait: Option<Duration>) -> reqwest::RequestBuilder {
         let query = PullQuery {
             since: r.since.map(str::to_owned),
@@ -190,6 +228,14 @@ impl Transport for Remote {
 
     fn open(url: &str) -> Result<Remote, RemoteError> {
         Remote::new(url)
+    }
+
+    fn open_trusting(url: &str, ca_pem: Option<&str>) -> Result<Remote, RemoteError> {
+        Remote::trusting(url, ca_pem)
+    }
+
+    fn trusted_ca(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     fn url(&self) -> &str {

@@ -35,6 +35,18 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// A transport to the server at `url`, as a sync opens one for the stored session.
     fn open(url: &str) -> Result<Self, RemoteError>;
 
+    /// A transport to the server at `url` that also trusts the CA of `ca_pem` (a self-hosted
+    /// server's). A transport that does not speak TLS itself ignores it.
+    fn open_trusting(url: &str, ca_pem: Option<&str>) -> Result<Self, RemoteError> {
+        let _ = ca_pem;
+        Self::open(url)
+    }
+
+    /// The CA this transport trusts beside the public web's roots, if any.
+    fn trusted_ca(&self) -> Option<&str> {
+        None
+    }
+
     /// The server's base URL, without a trailing slash.
     fn url(&self) -> &str;
 
@@ -79,6 +91,23 @@ pub trait Transport: Clone + Send + Sync + 'static {
         &self,
         body: Self::Body,
     ) -> impl Future<Output = Result<bytes::Bytes, RemoteError>> + Send;
+}
+
+/// `kept` when it is a transport to the stored session's server (`url`, trusting `ca_pem`),
+/// else a new one put in its place.
+pub(crate) fn kept_or_open<'a, T: Transport>(
+    kept: &'a mut Option<T>,
+    url: &str,
+    ca_pem: Option<&str>,
+) -> Result<&'a mut T, RemoteError> {
+    let same = kept
+        .take()
+        .filter(|t| t.url() == url.trim_end_matches('/') && t.trusted_ca() == ca_pem);
+    let transport = match same {
+        Some(t) => t,
+        None => T::open_trusting(url, ca_pem)?,
+    };
+    Ok(kept.insert(transport))
 }
 
 /// Reads an answer's body and decodes it as a page of `schema`.

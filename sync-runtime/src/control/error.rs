@@ -25,6 +25,9 @@ pub enum ControlError {
     WrongCredentials,
     #[error("the server refused this device's sign-in: {0}")]
     SignInAgain(String),
+    /// A password asked again (to change it, to delete the account) is wrong.
+    #[error("the password is wrong")]
+    WrongPassword,
     #[error("an account with this email exists already: sign in instead")]
     EmailTaken,
     #[error("{0}")]
@@ -54,7 +57,7 @@ impl ControlError {
         use ControlError::*;
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
-            Forbidden(_) => StatusCode::FORBIDDEN,
+            Forbidden(_) | WrongPassword => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             AlreadyConnected | NotConnected(_) | Busy | EmailTaken | OwnerNeeded(_) => {
                 StatusCode::CONFLICT
@@ -79,6 +82,7 @@ impl ControlError {
             Busy => "busy",
             WrongCredentials => "unauthorized",
             SignInAgain(_) => "sign_in_again",
+            WrongPassword => "wrong_password",
             EmailTaken => "conflict",
             RateLimited(_) => "rate_limited",
             Unreachable(_) => "unreachable",

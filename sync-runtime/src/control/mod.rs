@@ -6,6 +6,7 @@
 //! status as server-sent events. Only the page's own origin on this machine may call them
 //! ([`guard`]); no answer carries the token, and the password is never stored.
 
+mod account;
 mod error;
 pub mod guard;
 mod remote_url;
@@ -16,8 +17,8 @@ pub use error::ControlError;
 pub use remote_url::check_remote_url;
 pub use routes::{ControlApiDoc, PAGE_HTML, router};
 pub use view::{
-    ConfigView, ConnectRequest, ConnectionState, LastSync, LocalDataChoice, Phase, Progress,
-    RejectedView, StatusView, SyncResult,
+    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, LastSync, LocalDataChoice,
+    PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
 };
 
 use crate::client::{self, Activity, LocalData, Remote, ServiceOptions, SyncService, SyncStatus};
@@ -267,6 +268,7 @@ impl SyncControl {
             owners: store.local_owners()?,
             device_id: store.device_id().to_owned(),
             schema_version: store.app().schema.version(),
+            server_ca: store.server_ca()?,
         })
     }
 
@@ -277,6 +279,14 @@ impl SyncControl {
         req: ConnectRequest,
     ) -> Result<StatusView, ControlError> {
         let (url, email) = check_connect_request(&req)?;
+        let server_ca = req
+            .server_ca
+            .as_deref()
+            .map(str::trim)
+            .filter(|pem| !pem.is_empty());
+        if let Some(pem) = server_ca {
+            client::check_server_ca(pem).map_err(ControlError::BadRequest)?;
+        }
         let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
         if client::status(&ops, Activity::Idle)?.connected {
             return Err(ControlError::AlreadyConnected);
@@ -284,6 +294,8 @@ impl SyncControl {
         if let Some(owner) = &req.owner {
             ops.choose_owner(Some(owner))?;
         }
+        // Trusted from the health check on, for this server's syncs from now on.
+        ops.set_server_ca(server_ca)?;
         let waiting: u64 = ops.dirty_counts()?.iter().map(|(_, n)| n).sum();
         {
             let mut t = lock(&self.tracker);
@@ -298,7 +310,7 @@ impl SyncControl {
             LocalDataChoice::Discard => LocalData::Discard,
         };
         let result = async {
-            check_server(&url, ops.app().schema.version()).await?;
+            check_server(&url, server_ca, ops.app().schema.version()).await?;
             let mut progress = |a: Activity| {
                 let mut t = lock(&self.tracker);
                 Self::track(&mut t, &a, None);
@@ -353,22 +365,10 @@ impl SyncControl {
 
     /// Forgets the token (signing out on the server when reachable); the local data stays.
     pub async fn disconnect(self: &Arc<Self>) -> Result<StatusView, ControlError> {
-        let mut ops = self.ops.try_lock().map_err(|_| ControlError::Busy)?;
-        // A sync under way finishes first, so it cannot record the revoked token's refusal
-        // after the disconnect.
-        let mut service = self.service.status();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(30), service.wait_for(|s| !s.syncing)).await;
-        client::disconnect(&mut ops).await?;
-        let after = client::status(&ops, Activity::Idle)?;
-        drop(ops);
-        self.observe(after);
-        // The service learns of it at once (its attempt ends "not connected").
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = this.service.sync_now().await;
-        });
-        Ok(self.status())
+        self.change_session(false, async |store: &mut Store| {
+            client::disconnect(store).await
+        })
+        .await
     }
 
     /// Syncs now and waits for it.
@@ -449,11 +449,14 @@ async fn forward(mut service: watch::Receiver<SyncStatus>, control: Weak<SyncCon
 
 /// Whether `url` is a sync server that serves this app's schema version, before a password is
 /// sent to it.
-async fn check_server(url: &str, version: u32) -> Result<(), ControlError> {
-    let health = Remote::new(url)?.health().await.map_err(|e| match e {
-        client::RemoteError::Unreachable { .. } => ControlError::from(e),
-        _ => ControlError::NotASyncServer(format!("{url} does not answer as a sync server")),
-    })?;
+async fn check_server(url: &str, ca_pem: Option<&str>, version: u32) -> Result<(), ControlError> {
+    let health = Remote::trusting(url, ca_pem)?
+        .health()
+        .await
+        .map_err(|e| match e {
+            client::RemoteError::Unreachable { .. } => ControlError::from(e),
+            _ => ControlError::NotASyncServer(format!("{url} does not answer as a sync server")),
+        })?;
     let (newest, oldest) = (
         u64::from(health.schema_version),
         u64::from(health.min_schema_version),

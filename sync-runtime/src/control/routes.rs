@@ -6,8 +6,8 @@ use super::SyncControl;
 use super::error::ControlError;
 use super::guard::same_origin_only;
 use super::view::{
-    ConfigView, ConnectRequest, ConnectionState, LastSync, LocalDataChoice, Phase, Progress,
-    RejectedView, StatusView, SyncResult,
+    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, LastSync, LocalDataChoice,
+    PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
 };
 use axum::Router;
 use axum::body::Body;
@@ -50,6 +50,8 @@ pub struct ErrorBody {
         config,
         connect,
         disconnect,
+        change_password,
+        delete_account,
         sync_now,
         events,
         openapi_json
@@ -59,6 +61,8 @@ pub struct ErrorBody {
         StatusView,
         ConfigView,
         ConnectRequest,
+        PasswordChangeRequest,
+        DeleteAccountRequest,
         ConnectionState,
         LocalDataChoice,
         Phase,
@@ -80,6 +84,8 @@ pub fn router(control: Arc<SyncControl>) -> Router {
         .route("/api/sync/config", get(config))
         .route("/api/sync/connect", post(connect))
         .route("/api/sync/disconnect", post(disconnect))
+        .route("/api/sync/password", post(change_password))
+        .route("/api/sync/delete-account", post(delete_account))
         .route("/api/sync/sync", post(sync_now))
         .route("/api/sync/events", get(events))
         .route("/api/sync/openapi.json", get(openapi_json))
@@ -133,6 +139,33 @@ async fn connect(
     State(c): State<Arc<SyncControl>>,
     req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
+    let request: ConnectRequest = json_body(req).await?;
+    in_own_task(async move { c.connect(request).await }).await
+}
+
+#[utoipa::path(post, path = "/api/sync/disconnect",
+    responses((status = 200, body = StatusView, description = "disconnected; the local data is kept"),
+        (status = 409, body = ErrorBody, description = "`busy`")))]
+async fn disconnect(
+    State(c): State<Arc<SyncControl>>,
+    body: Body,
+) -> Result<axum::Json<StatusView>, ControlError> {
+    drop(body);
+    in_own_task(async move { c.disconnect().await }).await
+}
+
+/// Runs `change` in a task of its own: a page closed midway does not cut it short.
+async fn in_own_task(
+    change: impl Future<Output = Result<StatusView, ControlError>> + Send + 'static,
+) -> Result<axum::Json<StatusView>, ControlError> {
+    let status = tokio::spawn(change)
+        .await
+        .map_err(ControlError::internal)??;
+    Ok(axum::Json(status))
+}
+
+/// The request's JSON body (at most 64 KiB, sent as `application/json`).
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ControlError> {
     let (parts, body) = req.into_parts();
     if !crate::protocol::headers::is_json(
         parts
@@ -147,25 +180,42 @@ async fn connect(
     let bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
         .map_err(|_| ControlError::BadRequest("the body is over 64 KiB".into()))?;
-    let request: ConnectRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ControlError::BadRequest(format!("the body is not the expected JSON: {e}")))?;
-    // In a task of its own: a page closed mid-connect does not cut the connect short.
-    let connect = tokio::spawn(async move { c.connect(request).await });
-    Ok(axum::Json(connect.await.map_err(ControlError::internal)??))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ControlError::BadRequest(format!("the body is not the expected JSON: {e}")))
 }
 
-#[utoipa::path(post, path = "/api/sync/disconnect",
-    responses((status = 200, body = StatusView, description = "disconnected; the local data is kept"),
-        (status = 409, body = ErrorBody, description = "`busy`")))]
-async fn disconnect(
+#[utoipa::path(post, path = "/api/sync/password", request_body = PasswordChangeRequest,
+    responses(
+        (status = 200, body = StatusView, description = "the password is changed: this device goes on with a new session, every other device must sign in again"),
+        (status = 400, body = ErrorBody, description = "`bad_request`: a missing field, a new password too short"),
+        (status = 401, body = ErrorBody, description = "`sign_in_again`: the server refused the token"),
+        (status = 403, body = ErrorBody, description = "`wrong_password`: the current password is wrong; nothing changed"),
+        (status = 409, body = ErrorBody, description = "`not_connected`, `busy`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many attempts"),
+        (status = 502, body = ErrorBody, description = "`unreachable`, `remote_error`")))]
+async fn change_password(
     State(c): State<Arc<SyncControl>>,
-    body: Body,
+    req: Request,
 ) -> Result<axum::Json<StatusView>, ControlError> {
-    drop(body);
-    let disconnect = tokio::spawn(async move { c.disconnect().await });
-    Ok(axum::Json(
-        disconnect.await.map_err(ControlError::internal)??,
-    ))
+    let request: PasswordChangeRequest = json_body(req).await?;
+    in_own_task(async move { c.change_password(request).await }).await
+}
+
+#[utoipa::path(post, path = "/api/sync/delete-account", request_body = DeleteAccountRequest,
+    responses(
+        (status = 200, body = StatusView, description = "the account and everything it held on the server are deleted; this device keeps its data, disconnected"),
+        (status = 400, body = ErrorBody, description = "`bad_request`: no password"),
+        (status = 401, body = ErrorBody, description = "`sign_in_again`: the server refused the token"),
+        (status = 403, body = ErrorBody, description = "`wrong_password`: nothing was deleted"),
+        (status = 409, body = ErrorBody, description = "`not_connected`, `busy`"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: too many attempts"),
+        (status = 502, body = ErrorBody, description = "`unreachable`, `remote_error`")))]
+async fn delete_account(
+    State(c): State<Arc<SyncControl>>,
+    req: Request,
+) -> Result<axum::Json<StatusView>, ControlError> {
+    let request: DeleteAccountRequest = json_body(req).await?;
+    in_own_task(async move { c.delete_account(request).await }).await
 }
 
 #[utoipa::path(post, path = "/api/sync/sync",

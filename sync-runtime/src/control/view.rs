@@ -106,6 +106,8 @@ pub struct ConfigView {
     pub owners: Vec<String>,
     pub device_id: String,
     pub schema_version: u32,
+    /// The CA (PEM) trusted for the server beside the public web's roots, if one was given.
+    pub server_ca: Option<String>,
 }
 
 /// What to do with this device's data when the account holds data too.
@@ -136,6 +138,10 @@ pub struct ConnectRequest {
     /// rows belong to several (`owners` in the config).
     #[serde(default)]
     pub owner: Option<String>,
+    /// A self-hosted server's own CA certificate (PEM), trusted for this server beside the
+    /// public web's roots; absent or empty: the public roots only.
+    #[serde(default)]
+    pub server_ca: Option<String>,
 }
 
 /// Never prints the password.
@@ -148,8 +154,24 @@ impl std::fmt::Debug for ConnectRequest {
             .field("register", &self.register)
             .field("local_data", &self.local_data)
             .field("owner", &self.owner)
+            .field("server_ca", &self.server_ca.is_some())
             .finish()
     }
+}
+
+/// `POST /api/sync/password`: the current password and the new one; neither is stored.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    pub password: String,
+    pub new_password: String,
+}
+
+/// `POST /api/sync/delete-account`: the password, asked again.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountRequest {
+    pub password: String,
 }
 
 /// What `POST /api/sync/sync` did.

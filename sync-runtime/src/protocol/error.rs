@@ -36,6 +36,8 @@ pub enum ErrorCode {
     UnsupportedSchema,
     RateLimited,
     Busy,
+    /// The server runs but cannot serve: its database does not answer (readiness).
+    Unavailable,
     Internal,
     /// A code this side does not know (a newer peer's, or not this protocol's): read, never
     /// written by the server.
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedSchema => "unsupported_schema",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -102,6 +105,7 @@ mod tests {
             ErrorCode::UnsupportedSchema,
             ErrorCode::RateLimited,
             ErrorCode::Busy,
+            ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));

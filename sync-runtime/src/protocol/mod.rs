@@ -1,10 +1,11 @@
 //! The wire protocol (docs/PROTOCOL.md) as types, shared by the device's client and the server, so
 //! that no status, header, path or error code is spelled twice: the endpoints' [`paths`] and
-//! [`headers`], the [`auth`] and [`health`] bodies, the [`push`] envelopes and row results,
+//! [`headers`], the [`auth`], [`account`] and [`health`] bodies, the [`push`] envelopes and row results,
 //! the [`pull`] query and page, the [`error`] body, the pull [`cursor`], the schema-driven
 //! decoders of pulled pages ([`page`]) and push bodies ([`push_body`]) with their one error
 //! ([`DecodeError`]), the row object as read ([`raw_row`]) and the row codec ([`wire`]).
 
+pub mod account;
 pub mod auth;
 pub mod cursor;
 mod entity_wire;

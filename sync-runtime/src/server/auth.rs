@@ -20,6 +20,7 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// server's memory; beyond the queue a request is answered 503 with `Retry-After`.
 pub struct HashGate {
     running: Semaphore,
+    concurrent: usize,
     /// Requests holding or waiting for a slot.
     admitted: AtomicUsize,
     max_admitted: usize,
@@ -34,9 +35,19 @@ impl HashGate {
         let concurrent = concurrent.max(1);
         HashGate {
             running: Semaphore::new(concurrent),
+            concurrent,
             admitted: AtomicUsize::new(0),
             max_admitted: concurrent + queue,
         }
+    }
+
+    /// Hashes running now, and requests waiting for a slot (the metrics read them).
+    pub fn load(&self) -> (usize, usize) {
+        let running = self
+            .concurrent
+            .saturating_sub(self.running.available_permits());
+        let admitted = self.admitted.load(Ordering::Acquire);
+        (running, admitted.saturating_sub(running))
     }
 
     /// Runs `work` on a blocking thread once a slot is free, or refuses at once when the queue
@@ -191,7 +202,8 @@ pub async fn create_user<T: SyncTx>(
     }
 }
 
-/// (user_id, password hash) of the account with this email.
+/// (user_id, password hash) of the account with this email, unless an operator disabled it
+/// (a disabled account is signed in to as one that does not exist).
 pub async fn find_user<T: SyncTx>(
     tx: &mut T,
     email: &str,
@@ -199,7 +211,8 @@ pub async fn find_user<T: SyncTx>(
     let mut q = Query::select();
     q.columns(["user_id", "password_hash"])
         .from("sync_users")
-        .and_where(Expr::col("email").eq(email));
+        .and_where(Expr::col("email").eq(email))
+        .and_where(Expr::col("disabled_at").is_null());
     Ok(tx
         .fetch(&q, &[ColumnType::Text, ColumnType::Text])
         .await?

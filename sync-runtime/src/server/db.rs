@@ -7,6 +7,8 @@
 
 use crate::ddl::Dialect;
 use crate::schema::ColumnType;
+use crate::server::metrics::ConnectionWaits;
+use crate::server::postgres_tls::PgConnect;
 use crate::value::Value;
 use rusqlite::{Connection, TransactionBehavior};
 use sea_query::{PostgresQueryBuilder, QueryStatementBuilder, SqliteQueryBuilder};
@@ -27,6 +29,10 @@ pub enum DbError {
     Decode(String),
     #[error("a blocking task failed: {0}")]
     Join(String),
+    /// The connection settings say something that cannot be done (a bad `sslmode`, a CA file
+    /// that cannot be read).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl DbError {
@@ -136,6 +142,7 @@ struct SqliteInner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    waits: ConnectionWaits,
 }
 
 const SQLITE_READERS: usize = 4;
@@ -160,6 +167,7 @@ impl SqliteDb {
                 writer: Mutex::new(writer),
                 readers,
                 next: AtomicUsize::new(0),
+                waits: ConnectionWaits::default(),
             }),
         })
     }
@@ -178,7 +186,9 @@ impl SqliteDb {
         };
         // A panic while holding the lock leaves the connection usable: its transaction rolled
         // back when the guard's Transaction was dropped.
+        let asked = std::time::Instant::now();
         let mut conn = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.waits.observe(asked.elapsed());
         let behavior = if write {
             TransactionBehavior::Immediate
         } else {
@@ -243,11 +253,17 @@ impl SyncTx for SqliteTx<'_> {
 #[derive(Clone)]
 pub struct PgDb {
     pub pool: deadpool_postgres::Pool,
+    waits: ConnectionWaits,
 }
 
 impl PgDb {
     pub fn connect(url: &str, max_connections: usize) -> Result<Self, DbError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Postgres)?;
+        Self::connect_with(&PgConnect::parse(url, None)?, max_connections)
+    }
+
+    /// A pool on `to`'s settings, over TLS when they ask for it.
+    pub fn connect_with(to: &PgConnect, max_connections: usize) -> Result<Self, DbError> {
+        let mut config = to.config.clone();
         // Every statement of the server is meant for an index (each is scoped to one account,
         // and the sequence, natural keys and references are indexed). A table scan wins only
         // when the planner believes a table nearly empty: with statistics of when it was
@@ -260,7 +276,7 @@ impl PgDb {
         config.options(options);
         let manager = deadpool_postgres::Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            to.tls.clone(),
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
@@ -270,11 +286,17 @@ impl PgDb {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        Ok(PgDb { pool })
+        Ok(PgDb {
+            pool,
+            waits: ConnectionWaits::default(),
+        })
     }
 
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
-        self.pool.get().await.map_err(|e| match e {
+        let asked = std::time::Instant::now();
+        let client = self.pool.get().await;
+        self.waits.observe(asked.elapsed());
+        client.map_err(|e| match e {
             // PostgreSQL refused the connection: its own report, not the pool's summary.
             deadpool_postgres::PoolError::Backend(e) => DbError::Postgres(e),
             other => DbError::Pool(other.to_string()),
@@ -419,6 +441,16 @@ impl SyncTx for PgTx<'_> {
 pub enum Db {
     Sqlite(SqliteDb),
     Postgres(PgDb),
+}
+
+impl Db {
+    /// How long requests wait for a connection, measured by the backend.
+    pub fn connection_waits(&self) -> &ConnectionWaits {
+        match self {
+            Db::Sqlite(s) => &s.inner.waits,
+            Db::Postgres(p) => &p.waits,
+        }
+    }
 }
 
 /// Runs `$body` (an expression using `$tx: &mut impl SyncTx` that returns

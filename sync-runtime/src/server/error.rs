@@ -41,6 +41,9 @@ pub enum ApiError {
     /// Every password-hashing slot and queue place is taken.
     #[error("the server is busy; try again in {retry_after} s")]
     Busy { retry_after: u64 },
+    /// The database does not answer (readiness): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else: logged in full, answered with no detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,7 +65,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyRegistrations { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +86,7 @@ impl ApiError {
                 ErrorCode::RateLimited
             }
             ApiError::Busy { .. } => ErrorCode::Busy,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -116,6 +120,8 @@ impl IntoResponse for ApiError {
             reason,
         };
         let mut response = (self.status_code(), axum::Json(body)).into_response();
+        // For the metrics, which count errors by code.
+        response.extensions_mut().insert(self.code());
         if let ApiError::Internal(detail) = &self {
             // For the operator's log (`json_errors`), never for the client.
             response

@@ -3,7 +3,7 @@
 
 use crate::protocol::headers;
 use crate::server::error::ApiError;
-use crate::server::{Server, auth};
+use crate::server::{Server, accounts, auth, client_addr};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -36,6 +36,7 @@ impl FromRequestParts<Arc<Server>> for SignedIn {
         let user_id = user.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
         })?;
+        accounts::note_use(s, &token_hash);
         Ok(SignedIn {
             user_id,
             token_hash,
@@ -60,20 +61,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The address a request came from (`None` when the router is driven in-process, without a
-/// socket).
+/// The address of the client a request came from: the socket's peer, or, from a trusted proxy,
+/// the address it forwards ([`client_addr`]). `None` when the router is driven in-process,
+/// without a socket.
 pub struct PeerAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
+impl FromRequestParts<Arc<Server>> for PeerAddress {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(PeerAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Server>) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(PeerAddress(client_addr::client_address(
+            peer,
+            &parts.headers,
+            &s.config.trusted_proxies,
+        )))
     }
 }
 

@@ -1,15 +1,16 @@
 //! Serving the router on a socket, with the bounds a server on the internet needs: at most
 //! `max_connections` open at once (more wait in the listen backlog, so file descriptors never run
 //! out), a `header_timeout` for each request's headers (which also closes a kept-alive
-//! connection that sends nothing more), and graceful shutdown. Bodies are bounded in time where
-//! they are read (`body_timeout`, in the routes).
+//! connection that sends nothing more, and bounds a TLS handshake likewise), and graceful
+//! shutdown. Bodies are bounded in time where they are read (`body_timeout`, in the routes).
 
 use crate::server::error::envelope;
+use crate::server::tls::ServerTls;
 use crate::server::{Server, router};
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long requests in flight may take to finish once shutdown begins.
@@ -31,6 +33,25 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn serve(
     listener: TcpListener,
     server: Arc<Server>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_on(listener, server, None, shutdown).await
+}
+
+/// [`serve`] over HTTPS: each connection's TLS handshake must end within the header timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    server: Arc<Server>,
+    tls: &ServerTls,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_on(listener, server, Some(tls.acceptor()), shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    server: Arc<Server>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (header_timeout, max_connections) =
@@ -58,22 +79,24 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let connection = http.serve_connection(
-            TokioIo::new(JsonErrorIo::new(stream)),
-            TowerToHyperService::new(service),
-        );
-        let connection = graceful.watch(connection);
+        let connection = Connection {
+            app: app.clone(),
+            peer,
+            header_timeout,
+            watcher: graceful.watcher(),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => connection.serve(stream).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake took too long"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -85,6 +108,34 @@ pub async fn serve(
         tracing::warn!("requests still running at the end of the shutdown grace period");
     }
     Ok(())
+}
+
+/// One accepted connection, to be served over its stream (plain, or TLS once shaken hands).
+struct Connection {
+    app: axum::Router,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    watcher: Watcher,
+}
+
+impl Connection {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+        let peer = self.peer;
+        let service =
+            self.app
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req
+                });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let connection = http.serve_connection(
+            TokioIo::new(JsonErrorIo::new(stream)),
+            TowerToHyperService::new(service),
+        );
+        let _ = self.watcher.watch(connection).await;
+    }
 }
 
 /// A connection whose answers from hyper itself (a malformed request, headers too large: 400,

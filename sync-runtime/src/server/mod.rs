@@ -2,24 +2,32 @@
 //! or on PostgreSQL. `router(state)` builds it, so tests drive it in-process as well as over a
 //! socket.
 
+pub mod account_routes;
+pub mod accounts;
+pub mod admin;
 pub mod auth;
+mod client_addr;
 pub mod db;
 pub mod error;
 pub mod extract;
 pub mod listen;
 pub mod live;
 pub mod long_poll;
+pub mod metrics;
 mod newer_schema;
 pub mod notify;
 pub mod openapi;
 pub mod page_rows;
 mod pg_error;
 mod pg_migrations;
+pub mod postgres_tls;
 pub mod rate_limit;
+pub mod readiness;
 pub mod routes;
 pub mod row_rules;
 pub mod statistics;
 pub mod sync;
+pub mod tls;
 
 use crate::App;
 use crate::ddl::Dialect;
@@ -32,7 +40,8 @@ use sea_query::{
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use listen::serve;
+pub use client_addr::{ForwardedHeader, TrustedProxies};
+pub use listen::{serve, serve_tls};
 pub use pg_migrations::{MigrationFailed, apply_postgres};
 pub use routes::router;
 
@@ -82,6 +91,11 @@ pub struct ServerConfig {
     /// Rows pushed into a table on PostgreSQL before this process first gathers its
     /// statistics (then again at each doubling; see [`statistics::PushedSinceAnalyze`]).
     pub analyze_after_rows: u64,
+    /// The reverse proxies whose forwarded client address is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
+    /// The CA that signs PostgreSQL's certificate, over the URL's `sslrootcert`
+    /// ([`postgres_tls`]).
+    pub postgres_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +124,8 @@ impl Default for ServerConfig {
             max_waiters_per_account: 32,
             max_waiters: 20_000,
             analyze_after_rows: 10_000,
+            trusted_proxies: TrustedProxies::default(),
+            postgres_ca_file: None,
         }
     }
 }
@@ -132,6 +148,12 @@ pub struct Server {
     pub pushed_since_analyze: statistics::PushedSinceAnalyze,
     /// The statements pushes build, built once (for this server's backend).
     pub statements: Arc<sync::Statements>,
+    /// When each token's use was last written.
+    pub token_use: accounts::TokenUse,
+    /// Account exports running.
+    pub exports: account_routes::ExportGate,
+    /// What `/metrics` serves.
+    pub metrics: metrics::Metrics,
 }
 
 /// Why the server could not start.
@@ -236,11 +258,14 @@ pub fn runtime_migrations(dialect: Dialect) -> Vec<Migration> {
             token_index.to_string(PostgresQueryBuilder),
         ],
     };
-    vec![Migration {
-        version: 1,
-        name: "0001_accounts".into(),
-        sql: (sql.join(";\n") + ";").into(),
-    }]
+    vec![
+        Migration {
+            version: 1,
+            name: "0001_accounts".into(),
+            sql: (sql.join(";\n") + ";").into(),
+        },
+        accounts::migration(dialect),
+    ]
 }
 
 /// The migration scope of the runtime's own server tables.
@@ -292,9 +317,11 @@ impl Server {
         } else if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
-            let db = PgDb::connect(database_url, config.postgres_connections)?;
+            let to =
+                postgres_tls::PgConnect::parse(database_url, config.postgres_ca_file.as_deref())?;
+            let db = PgDb::connect_with(&to, config.postgres_connections)?;
             let device_id = set_up_postgres(&db, app).await?;
-            listener = Some(notify::spawn_listener(database_url, live.clone())?);
+            listener = Some(notify::spawn_listener(&to, live.clone())?);
             (Db::Postgres(db), device_id)
         } else {
             return Err(StartError::Url(database_url.to_owned()));
@@ -305,7 +332,6 @@ impl Server {
         let hashing = auth::HashGate::new(config.hashing_slots, config.hashing_queue);
         let pushed_since_analyze = statistics::PushedSinceAnalyze::new(config.analyze_after_rows);
         Ok(Arc::new(Server {
-            db,
             app,
             config,
             device_id,
@@ -316,6 +342,10 @@ impl Server {
             _listener: listener,
             pushed_since_analyze,
             statements: Arc::default(),
+            token_use: accounts::TokenUse::default(),
+            exports: account_routes::ExportGate::default(),
+            metrics: metrics::Metrics::new(db.connection_waits()),
+            db,
         }))
     }
 

@@ -6,6 +6,7 @@
 use crate::ddl::Dialect;
 use crate::server::db::{DbError, SyncTx};
 use crate::server::live::LiveHub;
+use crate::server::postgres_tls::PgConnect;
 use crate::server::sync;
 use crate::value::Value;
 use std::sync::Arc;
@@ -48,15 +49,15 @@ impl Drop for Task {
     }
 }
 
-/// Starts this process's listener on `database_url`. It reconnects with backoff when the
+/// Starts this process's listener on the database `to` names. It reconnects with backoff when the
 /// connection drops, and then has every waiter read its account again, since announcements
 /// made while it was away are lost.
-pub fn spawn_listener(database_url: &str, hub: Arc<LiveHub>) -> Result<Task, DbError> {
-    let config: tokio_postgres::Config = database_url.parse()?;
+pub fn spawn_listener(to: &PgConnect, hub: Arc<LiveHub>) -> Result<Task, DbError> {
+    let to = to.clone();
     Ok(Task(tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match listen(&config, &hub).await {
+            match listen(&to, &hub).await {
                 Ok(()) => tracing::warn!("the change listener's connection closed; reconnecting"),
                 Err(e) => tracing::warn!(error = %e, "the change listener failed; reconnecting"),
             }
@@ -68,8 +69,8 @@ pub fn spawn_listener(database_url: &str, hub: Arc<LiveHub>) -> Result<Task, DbE
 }
 
 /// One listening connection, until it fails.
-async fn listen(config: &tokio_postgres::Config, hub: &LiveHub) -> Result<(), DbError> {
-    let (client, mut conn) = config.connect(tokio_postgres::NoTls).await?;
+async fn listen(to: &PgConnect, hub: &LiveHub) -> Result<(), DbError> {
+    let (client, mut conn) = to.config.connect(to.tls.clone()).await?;
     // The connection delivers notifications only while it is polled, and it must be polled for
     // the LISTEN itself to complete.
     let messages = async {

@@ -5,6 +5,8 @@
 use crate::protocol::{headers, paths};
 use crate::schema::{ColumnType, Table};
 use crate::server::Server;
+use crate::server::account_routes::AccountApiDoc;
+use crate::server::readiness::ReadinessApiDoc;
 use crate::server::routes::ApiDoc;
 use serde_json::{Map, Value as Json, json};
 use utoipa::OpenApi;
@@ -82,7 +84,10 @@ fn row_schema(table: &Table, version: u32) -> Json {
 
 /// The document for `server`.
 pub fn document(server: &Server) -> Json {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let mut api = ApiDoc::openapi();
+    api.merge(AccountApiDoc::openapi());
+    api.merge(ReadinessApiDoc::openapi());
+    let mut doc = serde_json::to_value(api).unwrap_or_else(|_| json!({}));
     let schema = &server.app.schema;
     // The current version only: rows of an older one carry fewer columns, which one schema
     // per table cannot say.

@@ -15,7 +15,9 @@ use crate::server::error::{self, ApiError};
 use crate::server::extract::{ApiJson, ApiQuery, PeerAddress, SignedIn, read_body};
 use crate::server::page_rows::PageRows;
 use crate::server::sync::{self, PullInput, PushContext, PushInput, RowStatus};
-use crate::server::{Server, auth, long_poll, notify, row_rules, statistics};
+use crate::server::{
+    Server, account_routes, auth, long_poll, metrics, notify, readiness, row_rules, statistics,
+};
 use crate::timestamp::Timestamp;
 use axum::Router;
 use axum::body::Body;
@@ -74,6 +76,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route(paths::PUSH, post(push))
         .route(paths::PULL, get(pull))
         .route(paths::OPENAPI, get(openapi_json))
+        .merge(account_routes::routes())
+        .merge(readiness::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -84,6 +88,10 @@ pub fn router(server: Arc<Server>) -> Router {
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            metrics::track,
+        ))
         .with_state(server)
 }
 
@@ -102,7 +110,7 @@ async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
     })
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+pub(super) fn check_password(password: &str) -> Result<(), ApiError> {
     if password.chars().count() < auth::MIN_PASSWORD_CHARS {
         return Err(ApiError::BadRequest(format!(
             "the password needs at least {} characters",
@@ -117,18 +125,29 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
+/// A new session of `user_id`, with its token's hash and expiry to store.
+pub(super) fn mint_session(
+    s: &Server,
+    user_id: String,
+) -> Result<(Session, String, Timestamp), ApiError> {
     let token = auth::new_token()?;
     let expires =
         Timestamp::now().add_millis(s.config.token_ttl.as_millis().min(i64::MAX as u128) as i64);
-    let (hash, u) = (auth::token_hash(&token), user_id.clone());
-    crate::with_tx!(&s.db, true, |tx| auth::insert_token(tx, &hash, &u, expires)
-        .await)?;
-    Ok(Session {
+    let hash = auth::token_hash(&token);
+    let session = Session {
         user_id,
         token,
         expires_at: expires.to_wire(),
-    })
+    };
+    Ok((session, hash, expires))
+}
+
+async fn new_session(s: &Server, user_id: String) -> Result<Session, ApiError> {
+    let (session, hash, expires) = mint_session(s, user_id)?;
+    let u = session.user_id.clone();
+    crate::with_tx!(&s.db, true, |tx| auth::insert_token(tx, &hash, &u, expires)
+        .await)?;
+    Ok(session)
 }
 
 #[utoipa::path(post, path = "/api/auth/register", request_body = Credentials,
@@ -332,6 +351,7 @@ async fn push(
         Ok::<_, ApiError>((results, seq))
     })?;
     s.live.wake(&user, seq);
+    s.metrics.pushed(&results);
     if let Db::Postgres(pg) = &s.db {
         analyze_grown_tables(pg, &s, &results);
     }
@@ -391,6 +411,7 @@ async fn pull(
     let wait = query.wait.map(Duration::from_secs);
     let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
     let page = answer.page;
+    s.metrics.pulled(page.changes.values().map(Vec::len).sum());
     let changes = PageRows::new(&s.app.schema, version, page.changes);
     let cursor = Cursor {
         schema_version: version,

@@ -20,6 +20,7 @@ mod pull;
 mod push;
 mod read;
 mod reconcile;
+mod server_ca;
 mod state;
 mod token;
 mod write;

@@ -109,6 +109,12 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
     );
     INSERT INTO sync_capture (id) VALUES (1);",
     ),
+    // The CA of a self-hosted server, trusted beside the public web's roots (`server_ca.rs`).
+    Migration::new(
+        7,
+        "0007_server_ca",
+        "ALTER TABLE sync_state ADD COLUMN remote_ca TEXT;",
+    ),
 ];
 
 /// The columns of `sync_state` a status shows.
@@ -500,10 +506,16 @@ impl Store {
     /// Records the end of a sync the server refused the token of: the token is forgotten (the
     /// local data stays), and the status asks the user to sign in again until a sign-in
     /// succeeds ([`Store::save_session`]). A disconnect leaves that as it is: the account
-    /// still wants its password.
-    pub fn refuse_token(&mut self, error: &str) -> Result<(), StoreError> {
+    /// still wants its password. A session stored since `refused` was read (a new password
+    /// set meanwhile) is kept: only the end of the sync is recorded.
+    pub fn refuse_token(&mut self, refused: &str, error: &str) -> Result<(), StoreError> {
         let tx = self.write_transaction()?;
         self.finish_sync(Some(error))?;
+        // The token is kept outside the database (store/token.rs): the one held now is compared.
+        if self.session()?.1.as_deref() != Some(refused) {
+            tx.commit()?;
+            return Ok(());
+        }
         self.conn.execute(
             "UPDATE sync_state SET auth_token = NULL, token_refused = TRUE WHERE id = 1",
             [],
