@@ -1,4 +1,4 @@
-//! A database as the real app makes and fills it (ENTITIES.md, "The app's real database"),
+//! A database as the real app makes and fills it (docs/entities.md, "The app's real database"),
 //! before the framework ever opens it: its `user` table and two local users (a signed-in one
 //! and the guest), `user_id` foreign keys into it, the bookkeeping columns it added itself and
 //! uses (soft deletes, `dirty` on some writes, `remote_id` of another sync system), SQLite's

@@ -1,4 +1,4 @@
-//! The app's own hands on the runtime's bookkeeping (ENTITIES.md, "The app's real database"):
+//! The app's own hands on the runtime's bookkeeping (docs/entities.md, "The app's real database"):
 //! its disconnect deletes the `sync_state` row, and its status route returns
 //! `sync_state.auth_token`. Neither breaks the device nor hands out a usable token. Through the
 //! real client over HTTP; the app's writes come from a connection of its own.

@@ -1,5 +1,5 @@
 //! Writes the app makes with its own SQL, from a connection of its own (as its JavaScript
-//! runtime does, ENTITIES.md): an insert that leaves `dirty` at 0, an update and a soft delete
+//! runtime does, docs/entities.md): an insert that leaves `dirty` at 0, an update and a soft delete
 //! that do not touch it. Each reaches the account's other device after one sync of each, on
 //! both server backends, also while the app keeps writing during the syncs. The runtime's own
 //! applied pulls are not taken for local changes.

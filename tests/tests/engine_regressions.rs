@@ -594,12 +594,14 @@ fn a_rejected_orphan_of_a_pushed_tombstone_becomes_a_tombstone() {
         })
         .unwrap();
     clean_all(&s);
-    // The settings profile's tombstone was pulled; the settings were edited here.
+    // The settings profile's tombstone was pulled (written as a sync step writes, the capture
+    // of local writes paused); the settings were edited here.
     s.connection()
-        .execute(
-            "UPDATE settings_profiles SET deleted_at = updated_at WHERE id = ?1",
-            [sp],
-        )
+        .execute_batch(&format!(
+            "BEGIN; UPDATE sync_capture SET paused = TRUE; \
+             UPDATE settings_profiles SET deleted_at = updated_at WHERE id = {sp}; \
+             UPDATE sync_capture SET paused = FALSE; COMMIT;"
+        ))
         .unwrap();
     s.connection()
         .execute(

@@ -1,4 +1,4 @@
-//! The owner column is the app's local user (ENTITIES.md, "The app's real database"): one file
+//! The owner column is the app's local user (docs/entities.md, "The app's real database"): one file
 //! holds a signed-in user's rows and a guest's. A connection syncs one local owner's rows, never
 //! rewrites the owner column, and never sends or touches the other owners' rows. Through the real
 //! client over HTTP, on both server backends.

@@ -1,5 +1,5 @@
 //! The framework on a database the real app made and filled (tests/src/app_db.rs, after
-//! ENTITIES.md "The app's real database"): upgrade, connect one local owner, sync, and a second
+//! docs/entities.md "The app's real database"): upgrade, connect one local owner, sync, and a second
 //! device pulls. Every value the app wrote stays byte-identical on the first device, the app's
 //! indexes, foreign keys and share tables stay, and the second device holds exactly that
 //! owner's live rows. Through the real client over HTTP, on both server backends.

@@ -218,9 +218,18 @@ fn check_sqlite_defaults(conn: &Connection, table: &str, cols: &[(Expected, Colu
             values.join(", ")
         )
     };
+    // The capture marks a row the app inserts dirty (store/capture.rs): the declared default
+    // shows with the capture paused, as a sync step writes.
+    let paused = conn
+        .execute("UPDATE sync_capture SET paused = TRUE", [])
+        .is_ok();
     conn.execute(&sql, [])
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let rowid = conn.last_insert_rowid();
+    if paused {
+        conn.execute("UPDATE sync_capture SET paused = FALSE", [])
+            .unwrap();
+    }
     for (e, _) in cols {
         let Some(d) = &e.default else { continue };
         let got: String = conn

@@ -1,5 +1,5 @@
 //! The first device migration of one table: it meets either nothing (a new install) or the
-//! app's own table, made and filled by the app's own code (ENTITIES.md, "The app's real
+//! app's own table, made and filled by the app's own code (docs/entities.md, "The app's real
 //! database"). The app's table is altered in place, never rebuilt: every row, every value as the
 //! app wrote it (its timestamps in its own text), and every constraint, index, trigger and
 //! default the app declared stay; rows of the app's other tables that reference it are never

@@ -1,5 +1,5 @@
 //! Capture of the app's own writes. The app writes its tables with its own SQL, from its own
-//! process (ENTITIES.md): it sets `dirty` on some writes and not on others (a new profile or
+//! process (docs/entities.md): it sets `dirty` on some writes and not on others (a new profile or
 //! list is inserted with `dirty = 0`). Triggers on every synced table mark such a row dirty in
 //! the same transaction, whoever wrote it, so it is pushed: an insert, an update of any app
 //! column, a soft delete (`deleted_at` set).
