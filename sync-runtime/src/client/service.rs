@@ -256,6 +256,7 @@ impl SyncService {
             pending: Default::default(),
             rejected: vec![],
             parked: 0,
+            held_back: vec![],
             last_report: None,
             live: false,
         });

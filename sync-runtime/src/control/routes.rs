@@ -6,8 +6,8 @@ use super::SyncControl;
 use super::error::ControlError;
 use super::guard::same_origin_only;
 use super::view::{
-    ConfigView, ConnectRequest, ConnectionState, LastSync, LocalDataChoice, Phase, Progress,
-    RejectedView, StatusView, SyncResult,
+    ConfigView, ConnectRequest, ConnectionState, HeldBackView, LastSync, LocalDataChoice, Phase,
+    Progress, RejectedView, StatusView, SyncResult,
 };
 use axum::Router;
 use axum::body::Body;
@@ -65,6 +65,7 @@ pub struct ErrorBody {
         Progress,
         LastSync,
         RejectedView,
+        HeldBackView,
         SyncResult
     ))
 )]

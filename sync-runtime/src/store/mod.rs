@@ -14,6 +14,7 @@
 //! cut connection) leaves either all of a step or none of it. No network here: `client` carries
 //! the JSON.
 
+mod orphans;
 mod pull;
 mod push;
 mod read;
@@ -23,7 +24,7 @@ mod write;
 
 pub use pull::PageSummary;
 pub use push::{PushBatch, PushSummary, PushedRow};
-pub use state::{RUNTIME_MIGRATIONS, RejectedRow, StateRow};
+pub use state::{HeldBackRow, RUNTIME_MIGRATIONS, RejectedRow, StateRow};
 
 use crate::App;
 use crate::clock::Clock;
