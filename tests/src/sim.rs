@@ -985,7 +985,11 @@ async fn check(
     // Every row left dirty is pushed or reported, before whether the devices agree is asked.
     let stamps: BTreeMap<(String, String), String> = all
         .iter()
-        .map(|(k, (stamp, _))| (k.clone(), stamp[..24].to_owned()))
+        .map(|(k, (stamp, _))| {
+            // "<stamp> by <device>": the stamp alone.
+            let at = stamp.split(" by ").next().unwrap_or_default();
+            (k.clone(), at.to_owned())
+        })
         .collect();
     for d in devices {
         crate::unreported::check_no_silent_dirty_row(d.index, &d.device.store, &stamps)?;

@@ -7,6 +7,7 @@
 //! deleted (the server has the deletion) is an orphan the server stores as a tombstone, so its
 //! rejection, kept because a rejected row is not sent again until it changes, is out of date.
 
+use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
 use sync_runtime::client::{self, Activity};
 use sync_runtime::schema::{OnDelete, Table};
@@ -55,7 +56,8 @@ fn deleted_parent(store: &Store, table: &Table, id: i64) -> Option<String> {
                     [id],
                     |row| row.get::<_, Option<String>>(0),
                 )
-                .ok()
+                .optional()
+                .unwrap()
                 .map(|rid| format!("{} {}", r.table, rid.unwrap_or_default()))
         })
 }
