@@ -178,3 +178,85 @@ fn a_full_re_pull_keeps_every_row_the_device_pushed() {
     assert_eq!(status["pending"]["watch_history"], 0, "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sync-client status` says why each unsent row waits (issue 23): B's add-on setting, taking
+/// two natural keys that A gave to two records B has not pulled yet, is refused with the
+/// server's reason, and A's two records are held back behind it, each with its reason. Once
+/// the refused row is deleted, nothing waits.
+#[test]
+fn status_says_why_each_unsent_row_waits() {
+    let dir = temp_dir();
+    let (_server, url) = sqlite_server(&dir);
+    let (a, b) = (dir.join("why-a.sqlite"), dir.join("why-b.sqlite"));
+    let addon = "manifest_url=https://b.example/manifest.json";
+    connect(&a, &url, "why@example.org", "why password", true);
+    ok(&a, &["insert", "settings_profiles", "name=Default"]);
+    ok(&a, &["insert", "profiles", "name=Alice", "avatar=A"]);
+    ok(&a, &["insert", "addons", addon, "name=B"]);
+    ok(&a, &["sync"]);
+    connect(&b, &url, "why@example.org", "why password", false);
+    // A gives each natural key of the table to a record of its own.
+    ok(
+        &a,
+        &["insert", "profile_addons", "profile_id=1", "addon_id=1"],
+    );
+    ok(
+        &a,
+        &[
+            "insert",
+            "profile_addons",
+            "settings_profile_id=1",
+            "addon_id=1",
+        ],
+    );
+    ok(&a, &["sync"]);
+    // B, before pulling those, takes both keys in one row.
+    ok(&b, &["insert", "addons", addon, "name=B"]);
+    let out = ok(
+        &b,
+        &[
+            "insert",
+            "profile_addons",
+            "profile_id=1",
+            "settings_profile_id=1",
+            "addon_id=1",
+        ],
+    );
+    assert!(out.contains("inserted profile_addons 1"), "{out}");
+    ok(&b, &["sync"]);
+
+    let human = ok(&b, &["status"]);
+    assert!(
+        human.contains("rejected:   profile_addons 1: its natural key matches two different"),
+        "{human}"
+    );
+    let held: Vec<&str> = human
+        .lines()
+        .filter(|l| l.starts_with("held back:  profile_addons "))
+        .collect();
+    assert_eq!(held.len(), 2, "{human}");
+    for line in held {
+        assert!(
+            line.ends_with("row 1 here holds it, with changes the server has not taken"),
+            "{line}"
+        );
+    }
+    let status: Json = serde_json::from_str(&ok(&b, &["status", "--json"])).unwrap();
+    assert_eq!(status["held_back"].as_array().unwrap().len(), 2, "{status}");
+
+    ok(&b, &["delete", "profile_addons", "1"]);
+    ok(&b, &["sync"]);
+    let human = ok(&b, &["status"]);
+    assert!(
+        !human.contains("rejected:") && !human.contains("held back:"),
+        "{human}"
+    );
+    let settings: Json =
+        serde_json::from_str(&ok(&b, &["list", "profile_addons", "--json"])).unwrap();
+    assert_eq!(
+        settings.as_array().unwrap().len(),
+        2,
+        "A's two records landed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,7 +69,20 @@ impl LiveServer {
     /// The server comes back on the same port with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        // While the server was down, its port may have gone to another socket for a moment
+        // (an outgoing connection's ephemeral port: a soak hit it once in 600 seeds); wait
+        // for it to come free rather than fail the run.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the server cannot listen on {} again: {e}", self.addr),
+            }
+        };
         self.serve(listener).await;
     }
 }

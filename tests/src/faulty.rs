@@ -146,8 +146,12 @@ impl FaultyTransport {
                     }
                     RowResult::Rejected { .. } => ("rejected", None, false),
                 };
+                let why = match &outcome.result {
+                    RowResult::Rejected { message } => format!(": {message}"),
+                    _ => String::new(),
+                };
                 record.trace.push(format!(
-                    "device {}:   pushed {table} {rid} ({stamp}) -> {status} {}{}",
+                    "device {}:   pushed {table} {rid} ({stamp}) -> {status} {}{}{why}",
                     self.device,
                     if status == "merged" {
                         acked.unwrap_or("")

@@ -289,3 +289,4 @@ pub mod local_app;
 pub mod server;
 pub mod sim;
 pub mod slow_proxy;
+pub mod unreported;

@@ -982,6 +982,18 @@ async fn check(
     purged: &BTreeSet<(String, String)>,
 ) -> Result<bool, String> {
     let (server, all) = server_records(srv, devices).await?;
+    // Every row left dirty is pushed or reported, before whether the devices agree is asked.
+    let stamps: BTreeMap<(String, String), String> = all
+        .iter()
+        .map(|(k, (stamp, _))| {
+            // "<stamp> by <device>": the stamp alone.
+            let at = stamp.split(" by ").next().unwrap_or_default();
+            (k.clone(), at.to_owned())
+        })
+        .collect();
+    for d in devices {
+        crate::unreported::check_no_silent_dirty_row(d.index, &d.device.store, &stamps)?;
+    }
     let schema = &entities::app().schema;
     // No duplicate natural key, no dangling reference, no live child under a deleted parent.
     for t in schema.synced() {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_live;
 mod fuzz_api;
 mod screenshots;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,13 +30,17 @@ enum Command {
     /// seeds S..S+N. Stops at the first divergence, printing its seed and trace.
     Simulate {
         /// Replay this one seed.
-        #[arg(long, conflicts_with_all = ["seeds", "first_seed"])]
+        #[arg(long, conflicts_with_all = ["seeds", "first_seed", "explore"])]
         seed: Option<u64>,
         /// How many seeds to run.
         #[arg(long, default_value_t = 100)]
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
+        /// Run this many seeds from a first seed derived from the checked-out commit, far from
+        /// the fixed ones: CI's exploration, different on every commit.
+        #[arg(long, conflicts_with_all = ["seeds", "first_seed"])]
+        explore: Option<u64>,
         /// Storage of the in-process server; postgres reads SYNC_TEST_POSTGRES_URL.
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: BackendArg,
@@ -77,66 +82,13 @@ enum BackendArg {
     Postgres,
 }
 
-fn simulate(seed: Option<u64>, seeds: u64, first_seed: u64, backend: BackendArg) -> ExitCode {
-    let backend = match backend {
-        BackendArg::Sqlite => tests::server::Backend::Sqlite,
-        BackendArg::Postgres => {
-            if std::env::var(tests::POSTGRES_URL_VAR).is_err() {
-                eprintln!(
-                    "error: --backend postgres needs {} (e.g. postgres://postgres@127.0.0.1:5432/test)",
-                    tests::POSTGRES_URL_VAR
-                );
-                return ExitCode::FAILURE;
-            }
-            tests::server::Backend::Postgres
+impl From<BackendArg> for tests::server::Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Sqlite => tests::server::Backend::Sqlite,
+            BackendArg::Postgres => tests::server::Backend::Postgres,
         }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let range: Vec<u64> = match seed {
-        Some(s) => vec![s],
-        None => (first_seed..first_seed.saturating_add(seeds)).collect(),
-    };
-    let bar = indicatif::ProgressBar::new(range.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} seeds, {elapsed} ({eta} left) {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let (total, first) = (range.len(), range.first().copied().unwrap_or_default());
-    // A panic inside a run names its seed, so that it can be replayed.
-    static CURRENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        let s = CURRENT.load(std::sync::atomic::Ordering::Relaxed);
-        eprintln!("the panic above happened in seed {s}; replay: cargo xtask simulate --seed {s}");
-    }));
-    for s in range {
-        CURRENT.store(s, std::sync::atomic::Ordering::Relaxed);
-        bar.set_message(format!("seed {s}"));
-        if let Err(e) = rt.block_on(tests::sim::run_seed(s, backend)) {
-            bar.abandon();
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    println!(
-        "{total} seeds converged (seeds {first} to {})",
-        first + total as u64 - 1
-    );
-    ExitCode::SUCCESS
 }
 
 fn entities_dir() -> PathBuf {
@@ -159,24 +111,33 @@ fn main() -> ExitCode {
             seed,
             seeds,
             first_seed,
+            explore,
             backend,
-        } => simulate(seed, seeds, first_seed, backend),
+        } => {
+            let backend = backend.into();
+            let seeds = match (seed, explore) {
+                (Some(s), _) => vec![s],
+                (None, Some(n)) => match simulate::explored(n, backend) {
+                    Ok(seeds) => seeds,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, None) => (first_seed..first_seed.saturating_add(seeds)).collect(),
+            };
+            simulate::run(&seeds, backend)
+        }
         Command::FuzzApi {
             backend,
             max_examples,
-        } => {
-            let backend = match backend {
-                BackendArg::Sqlite => tests::server::Backend::Sqlite,
-                BackendArg::Postgres => tests::server::Backend::Postgres,
-            };
-            match fuzz_api::run(backend, max_examples) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+        } => match fuzz_api::run(backend.into(), max_examples) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Migrations { check } => {
             let dir = entities_dir();
             let schema = entities::schema();

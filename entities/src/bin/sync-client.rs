@@ -225,10 +225,11 @@ fn print_status(store: &Store, as_json: bool) -> Result<(), String> {
     for r in &st.rejected {
         println!("rejected:   {} {}: {}", r.table, r.id, r.message);
     }
-    if st.parked > 0 {
+    for h in &st.held_back {
+        let local = h.id.map_or(String::new(), |id| format!(" (row {id} here)"));
         println!(
-            "held back:  {} pulled row(s) waiting for a parent or a free natural key",
-            st.parked
+            "held back:  {} {}{local}: {}",
+            h.table, h.remote_id, h.reason
         );
     }
     Ok(())

@@ -19,7 +19,7 @@ pub use trust::check_server_ca;
 
 use crate::protocol::page::PulledPage;
 use crate::protocol::push::PushResponse;
-use crate::store::{RejectedRow, StateRow, Store, StoreError};
+use crate::store::{HeldBackRow, RejectedRow, StateRow, Store, StoreError};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, HashSet};
 
@@ -87,15 +87,18 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// The stored token was refused: the user must sign in again.
     pub needs_sign_in: bool,
-    /// Rows waiting to be pushed, per table (rejected rows apart).
+    /// Rows waiting to be pushed, per table (rejected rows apart): the next push sends them.
     pub pending: BTreeMap<String, u64>,
+    /// Rows the server refused as they are now, with why: sent again once they change.
     pub rejected: Vec<RejectedRow>,
-    /// Pulled rows held back until a parent arrives or a natural key frees up.
+    /// Pulled rows held back until a parent arrives or a natural key frees up: how many.
     pub parked: u64,
     /// The local owner (the app's local user) whose rows this device syncs, once chosen.
     pub owner: Option<String>,
     /// Rows of other local owners, per table: they never leave the device.
     pub other_owners: BTreeMap<String, u64>,
+    /// The same rows, each with why it waits.
+    pub held_back: Vec<HeldBackRow>,
     /// What the service's last sync did, when it succeeded (set by [`SyncService`]).
     pub last_report: Option<SyncReport>,
     /// A pull is held open on the server, so other devices' changes arrive as they happen
@@ -107,6 +110,7 @@ pub struct SyncStatus {
 pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreError> {
     let row: StateRow = store.status_row()?;
     let rejected = store.rejected_rows()?;
+    let held_back = store.held_back_rows()?;
     let mut pending = BTreeMap::new();
     for (table, n) in store.dirty_counts()? {
         let r = rejected.iter().filter(|x| x.table == table).count() as u64;
@@ -125,7 +129,8 @@ pub fn status(store: &Store, activity: Activity) -> Result<SyncStatus, StoreErro
         needs_sign_in: row.token_refused,
         pending,
         rejected,
-        parked: store.parked_count()?,
+        parked: held_back.len() as u64,
+        held_back,
         owner: store.owner()?,
         other_owners: store
             .other_owners_counts()?

@@ -258,6 +258,7 @@ impl SyncService {
             parked: 0,
             owner: None,
             other_owners: Default::default(),
+            held_back: vec![],
             last_report: None,
             live: false,
         });

@@ -17,8 +17,8 @@ pub use error::ControlError;
 pub use remote_url::check_remote_url;
 pub use routes::{ControlApiDoc, PAGE_HTML, router};
 pub use view::{
-    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, LastSync, LocalDataChoice,
-    PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
+    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, HeldBackView, LastSync,
+    LocalDataChoice, PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
 };
 
 use crate::client::{self, Activity, LocalData, Remote, ServiceOptions, SyncService, SyncStatus};
@@ -251,6 +251,7 @@ impl SyncControl {
         t.service.pending = fresh.pending;
         t.service.rejected = fresh.rejected;
         t.service.parked = fresh.parked;
+        t.service.held_back = fresh.held_back;
         t.records = records;
         self.publish(&t);
     }

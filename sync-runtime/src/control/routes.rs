@@ -6,8 +6,8 @@ use super::SyncControl;
 use super::error::ControlError;
 use super::guard::same_origin_only;
 use super::view::{
-    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, LastSync, LocalDataChoice,
-    PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
+    ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, HeldBackView, LastSync,
+    LocalDataChoice, PasswordChangeRequest, Phase, Progress, RejectedView, StatusView, SyncResult,
 };
 use axum::Router;
 use axum::body::Body;
@@ -69,6 +69,7 @@ pub struct ErrorBody {
         Progress,
         LastSync,
         RejectedView,
+        HeldBackView,
         SyncResult
     ))
 )]

@@ -49,6 +49,17 @@ pub struct RejectedView {
     pub message: String,
 }
 
+/// A pulled row held back: it waits for something this device does not have yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct HeldBackView {
+    pub table: String,
+    pub remote_id: String,
+    /// The local id of that record's row, if this device holds one.
+    pub id: Option<i64>,
+    /// What it waits for.
+    pub reason: String,
+}
+
 /// What the last finished sync moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LastSync {
@@ -86,6 +97,8 @@ pub struct StatusView {
     pub owner: Option<String>,
     /// Rows of other local users: they never leave the device.
     pub other_owners_rows: u64,
+    /// The same rows, each with what it waits for.
+    pub held_back: Vec<HeldBackView>,
 }
 
 /// What the sign-in form starts from (`GET /api/sync/config`).
@@ -248,5 +261,15 @@ pub(crate) fn status_view(
         parked: status.parked,
         owner: status.owner.clone(),
         other_owners_rows: status.other_owners.values().sum(),
+        held_back: status
+            .held_back
+            .iter()
+            .map(|h| HeldBackView {
+                table: h.table.clone(),
+                remote_id: h.remote_id.clone(),
+                id: h.id,
+                reason: h.reason.clone(),
+            })
+            .collect(),
     }
 }

@@ -15,6 +15,7 @@
 //! the JSON.
 
 mod capture;
+mod orphans;
 mod owner;
 mod pull;
 mod push;
@@ -27,7 +28,7 @@ mod write;
 
 pub use pull::PageSummary;
 pub use push::{PushBatch, PushSummary, PushedRow};
-pub use state::{RUNTIME_MIGRATIONS, RejectedRow, StateRow};
+pub use state::{HeldBackRow, RUNTIME_MIGRATIONS, RejectedRow, StateRow};
 
 use crate::App;
 use crate::clock::Clock;

@@ -76,6 +76,7 @@ impl Store {
             }
         }
         self.retry_parked()?;
+        self.tombstone_rejected_orphans()?;
         self.save_cursor(&cursor)?;
         if !has_more && full_pull {
             self.sweep_unseen()?;
@@ -230,10 +231,16 @@ impl Store {
         }
     }
 
-    pub(super) fn park(&self, table: &Table, row: &WireRow) -> Result<Applied, StoreError> {
+    /// Holds back pulled `row` for `reason`, which the status shows.
+    pub(super) fn park(
+        &self,
+        table: &Table,
+        row: &WireRow,
+        reason: &str,
+    ) -> Result<Applied, StoreError> {
         let text = serde_json::to_string(&row.json(table, self.app.schema.version()))
             .map_err(|e| err(table, e.to_string()))?;
-        self.save_parked(table, &row.remote_id, &text)?;
+        self.save_parked(table, &row.remote_id, &text, reason)?;
         Ok(Applied::Parked)
     }
 
@@ -351,7 +358,11 @@ impl Store {
                             },
                         )?;
                     }
-                    (None, _) => return self.park(table, &row),
+                    (None, _) => {
+                        let why =
+                            format!("waits for its `{}`, {} {wire}, to arrive", c.name, r.table);
+                        return self.park(table, &row, &why);
+                    }
                 }
             }
         }

@@ -299,58 +299,11 @@ impl Store {
             }
         }
         self.retry_parked()?;
+        self.tombstone_rejected_orphans()?;
         self.purge_removed()?;
         self.resume_capture()?;
         tx.commit()?;
         Ok(summary)
-    }
-
-    /// Whether live row `id` of `table` has a CASCADE parent that is a tombstone the server has
-    /// (pushed): the server treats such a row as an orphan, a derived tombstone.
-    fn under_a_pushed_tombstone(&self, table: &Table, id: i64) -> Result<bool, StoreError> {
-        for (col, r) in table.references() {
-            if r.on_delete != crate::schema::OnDelete::Cascade {
-                continue;
-            }
-            let Ok(parent) = self.table(&r.table) else {
-                continue;
-            };
-            if !parent.synced {
-                continue;
-            }
-            let orphan: bool = self.conn.query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {c} c JOIN {p} p ON p.{pid} = c.{col} \
-                     WHERE c.{cid} = ?1 AND c.deleted_at IS NULL AND p.deleted_at IS NOT NULL AND NOT p.dirty)",
-                    c = quote_ident(&table.name),
-                    p = quote_ident(&parent.name),
-                    pid = quote_ident(&parent.id_column),
-                    col = quote_ident(&col.name),
-                    cid = quote_ident(&table.id_column),
-                ),
-                [id],
-                |r| r.get(0),
-            )?;
-            if orphan {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Makes live row `id` of `table` a tombstone, with its CASCADE children, each stamped and
-    /// dirty, as a local delete does.
-    pub(super) fn tombstone_orphan(&self, table: &Table, id: i64) -> Result<(), StoreError> {
-        self.conn.execute(
-            &format!(
-                "UPDATE {} SET {}, dirty = TRUE WHERE {} = ?1 AND deleted_at IS NULL",
-                quote_ident(&table.name),
-                super::TOMBSTONE,
-                quote_ident(&table.id_column)
-            ),
-            [id],
-        )?;
-        self.cascade(table, id)
     }
 
     /// Marks a pushed row clean, and forgets an earlier rejection of it if `was_rejected` may be

@@ -72,6 +72,7 @@ impl Store {
         values: &[Value],
     ) -> Result<Applied, StoreError> {
         let (t, idc) = (quote_ident(&table.name), quote_ident(&table.id_column));
+        let mut why = String::from("waits for its natural key to free up here");
         for key in &table.natural_keys {
             let mut conds = Vec::new();
             let mut params = Vec::new();
@@ -93,6 +94,17 @@ impl Store {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
+            if let Some((id, _, dirty, ..)) = found {
+                why = format!(
+                    "waits for ({}) to free up: row {id} here holds it{}",
+                    key.join(", "),
+                    if dirty {
+                        ", with changes the server has not taken"
+                    } else {
+                        ""
+                    }
+                );
+            }
             if let Some((id, false, false, _, true)) = found {
                 // A deletion the server has (the tombstone is pushed) of another record with
                 // this key: the server let the pulled record take the key (it merged the two,
@@ -141,7 +153,7 @@ impl Store {
                 return Ok(Applied::Done);
             }
         }
-        self.park(table, row)
+        self.park(table, row, &why)
     }
 
     /// Whether every row that references row `id` of `table`, and every row under those through

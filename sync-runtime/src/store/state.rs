@@ -115,6 +115,12 @@ pub const RUNTIME_MIGRATIONS: &[Migration] = &[
         "0007_server_ca",
         "ALTER TABLE sync_state ADD COLUMN remote_ca TEXT;",
     ),
+    // Why each pulled row is held back, for the status: nothing waits without a word.
+    Migration::new(
+        8,
+        "0008_held_back_reason",
+        "ALTER TABLE sync_parked ADD COLUMN reason TEXT;",
+    ),
 ];
 
 /// The columns of `sync_state` a status shows.
@@ -137,6 +143,16 @@ pub struct RejectedRow {
     pub table: String,
     pub id: i64,
     pub message: String,
+}
+
+/// A pulled version held back, shown in the status with why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBackRow {
+    pub table: String,
+    pub remote_id: String,
+    /// The local row of that record, if this device holds one.
+    pub id: Option<i64>,
+    pub reason: String,
 }
 
 impl Store {
@@ -227,18 +243,19 @@ impl Store {
         Ok(())
     }
 
-    /// Holds back pulled row `remote_id` of `table` (its JSON `text`), replacing an older
-    /// held-back version.
+    /// Holds back pulled row `remote_id` of `table` (its JSON `text`) for `reason`, replacing
+    /// an older held-back version.
     pub(super) fn save_parked(
         &self,
         table: &Table,
         remote_id: &str,
         text: &str,
+        reason: &str,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO sync_parked (table_name, remote_id, row) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (table_name, remote_id) DO UPDATE SET row = excluded.row",
-            (&table.name, remote_id, text),
+            "INSERT INTO sync_parked (table_name, remote_id, row, reason) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (table_name, remote_id) DO UPDATE SET row = excluded.row, reason = excluded.reason",
+            (&table.name, remote_id, text, reason),
         )?;
         Ok(())
     }
@@ -346,11 +363,31 @@ impl Store {
         })
     }
 
-    /// The rows the server rejected, with why.
+    /// The rows the server rejected that are still as it saw them (dirty, at the stamp it
+    /// refused), with why. A rejection outlived by an edit (pushed next) or by a pulled version
+    /// (clean now) is not one any more.
     pub fn rejected_rows(&self) -> Result<Vec<RejectedRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT table_name, row_id, message FROM sync_rejected ORDER BY table_name, row_id",
-        )?;
+        if !self.any_rejected()? {
+            return Ok(Vec::new());
+        }
+        let standing: Vec<String> = self
+            .app
+            .schema
+            .synced()
+            .map(|t| {
+                format!(
+                    "SELECT x.table_name, x.row_id, x.message FROM sync_rejected x JOIN {} r \
+                     ON r.{} = x.row_id AND r.updated_at = x.updated_at AND r.dirty \
+                     WHERE x.table_name = {}",
+                    quote_ident(&t.name),
+                    quote_ident(&t.id_column),
+                    quote_literal(&t.name)
+                )
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{} ORDER BY 1, 2", standing.join(" UNION ALL ")))?;
         let rows = stmt.query_map([], |r| {
             Ok(RejectedRow {
                 table: r.get(0)?,
@@ -359,6 +396,42 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rows pulled but held back, with why (a parent not here yet, or a natural key not yet
+    /// free); versions held back before reasons were kept say so.
+    pub fn held_back_rows(&self) -> Result<Vec<HeldBackRow>, StoreError> {
+        let mut out = Vec::new();
+        for (table, remote_id, reason) in self
+            .conn
+            .prepare(
+                "SELECT table_name, remote_id, coalesce(reason, 'held back before this version of the app kept why') \
+                 FROM sync_parked ORDER BY table_name, remote_id",
+            )?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?
+        {
+            let t = self.table(&table)?;
+            let id = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT {} FROM {} WHERE remote_id = ?1",
+                        quote_ident(&t.id_column),
+                        quote_ident(&t.name)
+                    ),
+                    [&remote_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            out.push(HeldBackRow {
+                table,
+                remote_id,
+                id,
+                reason,
+            });
+        }
+        Ok(out)
     }
 
     /// Rows pulled but held back (a parent not here yet, or a natural key not yet free).

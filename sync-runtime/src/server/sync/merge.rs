@@ -34,24 +34,30 @@ impl<T: SyncTx> PushSession<'_, T> {
     /// Decides `row` (its identity and references resolved) against `stored`, the record under
     /// its id: a natural key another record of this account holds merges it into that record,
     /// otherwise the merge rule decides, and a live write under a parent deleted at
-    /// `deleted_parent` is derived by the server unless it is stale.
+    /// `deleted_parent` is derived by the server unless it is stale. A `deletion` (a tombstone,
+    /// or a live write the orphan rule makes one) whose keys two records hold gives them up.
     pub(super) async fn decide(
         &mut self,
         table: &Table,
-        row: &WireRow,
+        row: &mut WireRow,
         stored: Option<&Record>,
         deleted_parent: Option<Timestamp>,
+        deletion: bool,
     ) -> Result<Verdict, DbError> {
         let matches = self
             .natural_key_matches(table, &row.values, &row.remote_id)
             .await?;
         if matches.len() > 1 {
-            return Ok(Verdict::Rejected(format!(
-                "its natural key matches two different {} records through two keys",
-                table.name
-            )));
-        }
-        if let Some(survivor) = matches.into_iter().next() {
+            // A deletion is not refused for its keys: the app cannot edit a deleted row, so a
+            // refused deletion stayed unpushed for good; and it is no one record, to merge
+            // into. It is stored as a tombstone holding neither key (simulation seed 714848).
+            if !(deletion && self.give_up_held_keys(table, row).await?) {
+                return Ok(Verdict::Rejected(format!(
+                    "its natural key matches two different {} records through two keys",
+                    table.name
+                )));
+            }
+        } else if let Some(survivor) = matches.into_iter().next() {
             return Ok(Verdict::MergeInto(survivor));
         }
         // The stamp of the row as [`PushSession::stored_from`] stores it.
@@ -63,6 +69,36 @@ impl<T: SyncTx> PushSession<'_, T> {
             (ServerDecision::Insert | ServerDecision::Replace, None) => Verdict::Store,
             (ServerDecision::Repeat, None) => Verdict::Repeat,
         })
+    }
+
+    /// Nulls the nullable columns of each natural key of `row` that another record holds, so
+    /// that it holds none of them. False when a held key has no nullable column to free.
+    async fn give_up_held_keys(
+        &mut self,
+        table: &Table,
+        row: &mut WireRow,
+    ) -> Result<bool, DbError> {
+        for n in 0..table.natural_keys.len() {
+            if self
+                .key_holders(table, n, &row.values, &row.remote_id)
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
+            let nullable: Vec<usize> = table.natural_keys[n]
+                .iter()
+                .filter_map(|k| table.column_index(k))
+                .filter(|&i| table.columns[i].nullable)
+                .collect();
+            if nullable.is_empty() {
+                return Ok(false);
+            }
+            for i in nullable {
+                row.values[i] = Value::Null;
+            }
+        }
+        Ok(true)
     }
 
     /// Merges the pushed `row` (whose record may exist as `stored`) into `survivor`, the record

@@ -293,8 +293,9 @@ impl<T: SyncTx> PushSession<'_, T> {
         // device).
         let merged = (aliased || refs.through_alias).then(|| row.remote_id.clone());
         let deleted_parent = refs.orphaned_by.or(refs.nulled_by);
+        let deletion = row.is_tombstone() || refs.orphaned_by.is_some();
         let now = match self
-            .decide(table, &row, stored.as_ref(), deleted_parent)
+            .decide(table, &mut row, stored.as_ref(), deleted_parent, deletion)
             .await?
         {
             Verdict::Rejected(why) => return Ok(RowStatus::Rejected(why)),

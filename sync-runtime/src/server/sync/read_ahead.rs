@@ -443,43 +443,54 @@ impl<T: SyncTx> PushSession<'_, T> {
         except: &str,
     ) -> Result<Vec<String>, DbError> {
         let mut found: Vec<String> = Vec::new();
-        for (n, key) in table.natural_keys.iter().enumerate() {
-            let mut params = vec![Value::Text(self.user.to_owned())];
-            for k in key {
-                params.push(values[table.column_index(k).unwrap_or_default()].clone());
-            }
-            if params.iter().any(Value::is_null) {
-                continue;
-            }
-            let read = key_text(table, n, values).and_then(|k| {
-                self.read
-                    .holders
-                    .get(&table.name)
-                    .and_then(|h| h.keys[n].get(&k))
-            });
-            if let Some(ids) = read {
-                for id in ids {
-                    if id != except && !found.contains(id) {
-                        found.push(id.clone());
-                    }
-                }
-                continue;
-            }
-            self.send().await?;
-            let sql = self.statement(("natural key", &table.name, n as u64), &params, || {
-                natural_key_lookup(table, n, &params)
-            })?;
-            for r in self.tx.query(&sql, &params, &[ColumnType::Text]).await? {
-                if let Some(id) = r
-                    .first()
-                    .and_then(text)
-                    .filter(|id| *id != except && !found.iter().any(|f| f == id))
-                {
-                    found.push(id.to_owned());
+        for n in 0..table.natural_keys.len() {
+            for id in self.key_holders(table, n, values, except).await? {
+                if !found.contains(&id) {
+                    found.push(id);
                 }
             }
         }
         Ok(found)
+    }
+
+    /// The other records of this user holding natural key `n` of `values` (none when the key
+    /// holds a NULL).
+    pub(super) async fn key_holders(
+        &mut self,
+        table: &Table,
+        n: usize,
+        values: &[Value],
+        except: &str,
+    ) -> Result<Vec<String>, DbError> {
+        let mut params = vec![Value::Text(self.user.to_owned())];
+        for k in &table.natural_keys[n] {
+            params.push(values[table.column_index(k).unwrap_or_default()].clone());
+        }
+        if params.iter().any(Value::is_null) {
+            return Ok(Vec::new());
+        }
+        let read = key_text(table, n, values).and_then(|k| {
+            self.read
+                .holders
+                .get(&table.name)
+                .and_then(|h| h.keys[n].get(&k))
+        });
+        if let Some(ids) = read {
+            return Ok(ids.iter().filter(|id| *id != except).cloned().collect());
+        }
+        self.send().await?;
+        let sql = self.statement(("natural key", &table.name, n as u64), &params, || {
+            natural_key_lookup(table, n, &params)
+        })?;
+        Ok(self
+            .tx
+            .query(&sql, &params, &[ColumnType::Text])
+            .await?
+            .iter()
+            .filter_map(|r| r.first().and_then(text))
+            .filter(|id| *id != except)
+            .map(str::to_owned)
+            .collect())
     }
 }
 
