@@ -99,6 +99,7 @@ async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
         max_value_bytes: s.config.max_value_bytes,
         max_page_bytes: s.config.max_page_bytes,
         max_clock_ahead_ms: s.config.max_clock_ahead.as_millis().min(u64::MAX as u128) as u64,
+        max_key_bytes: row_rules::MAX_KEY_BYTES,
     })
 }
 
