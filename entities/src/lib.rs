@@ -16,7 +16,7 @@ pub mod migrations;
 #[sync(table = "settings_profiles")]
 pub struct SettingsProfile {
     pub id: Option<i64>,
-    #[sync(account_id)]
+    #[sync(owner)]
     pub user_id: String,
     pub name: String,
     #[sync(default = false)]
@@ -33,7 +33,7 @@ pub struct SettingsProfile {
 #[sync(table = "profiles")]
 pub struct Profile {
     pub id: Option<i64>,
-    #[sync(account_id)]
+    #[sync(owner)]
     pub user_id: String,
     pub name: String,
     pub avatar: String,

@@ -34,17 +34,31 @@ impl Ctxt {
     }
 }
 
-pub const STRUCT_KEYS: &str =
-    "`table = \"name\"`, `unique(field, ...)` (or `unique = [field, ...]`), `local_only`";
+pub const STRUCT_KEYS: &str = "`table = \"name\"`, `unique(field, ...)` (or `unique = [field, ...]`), \
+    `local_only`, `merge = field | row`, `datetime = wire | sqlite`";
 pub const FIELD_KEYS: &str = "`id`, `references = Type`, `on_delete = cascade | set_null`, \
     `key = field`, `json`, `default = <literal> | now`, `rename = \"column\"`, `local`, \
-    `account_id`, `since = N`";
+    `owner`, `since = N`, `unit = \"name\"`, `datetime = wire | sqlite`";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum MergeMode {
+    Field,
+    Row,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DateTimeText {
+    Wire,
+    Sqlite,
+}
 
 #[derive(Default)]
 pub struct StructAttrs {
     pub table: Option<LitStr>,
     pub unique: Vec<Vec<Ident>>,
     pub local_only: Option<Span>,
+    pub merge: Option<(MergeMode, Span)>,
+    pub datetime: Option<(DateTimeText, Span)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -71,8 +85,29 @@ pub struct FieldAttrs {
     pub default: Option<(DefaultLit, Span)>,
     pub rename: Option<LitStr>,
     pub local: Option<Span>,
-    pub account_id: Option<Span>,
+    pub owner: Option<Span>,
     pub since: Option<(u32, Span)>,
+    pub unit: Option<LitStr>,
+    pub datetime: Option<(DateTimeText, Span)>,
+}
+
+/// `datetime = wire | sqlite`, on a struct or a field.
+fn parse_datetime(
+    cx: &mut Ctxt,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+) -> syn::Result<Option<(DateTimeText, Span)>> {
+    let v: Ident = meta.value()?.parse()?;
+    Ok(match v.to_string().as_str() {
+        "wire" => Some((DateTimeText::Wire, v.span())),
+        "sqlite" => Some((DateTimeText::Sqlite, v.span())),
+        _ => {
+            cx.error(
+                v.span(),
+                format!("unknown DATETIME text form `{v}`; help: write `datetime = sqlite` (`2026-11-28 07:49:06`, SQLite's CURRENT_TIMESTAMP) or `datetime = wire` (`2026-11-28T07:49:06.123Z`)"),
+            );
+            None
+        }
+    })
 }
 
 /// Skips whatever value follows an unknown key, so parsing can go on to the next key.
@@ -123,6 +158,20 @@ pub fn parse_struct_attrs(cx: &mut Ctxt, attrs: &[syn::Attribute]) -> StructAttr
                 out.unique.push(fields.into_iter().collect());
             } else if meta.path.is_ident("local_only") {
                 set_once(cx, &mut out.local_only, span, span, "local_only");
+            } else if meta.path.is_ident("merge") {
+                let v: Ident = meta.value()?.parse()?;
+                match v.to_string().as_str() {
+                    "field" => set_once(cx, &mut out.merge, (MergeMode::Field, v.span()), span, "merge"),
+                    "row" => set_once(cx, &mut out.merge, (MergeMode::Row, v.span()), span, "merge"),
+                    _ => cx.error(
+                        v.span(),
+                        format!("unknown merge mode `{v}`; help: write `merge = field` (last write wins per field, the default) or `merge = row` (per whole row)"),
+                    ),
+                }
+            } else if meta.path.is_ident("datetime") {
+                if let Some(d) = parse_datetime(cx, &meta)? {
+                    set_once(cx, &mut out.datetime, d, span, "datetime");
+                }
             } else {
                 cx.error(
                     span,
@@ -228,8 +277,23 @@ pub fn parse_field_attrs(cx: &mut Ctxt, attrs: &[syn::Attribute]) -> FieldAttrs 
                 set_once(cx, &mut out.rename, lit, span, "rename");
             } else if p.is_ident("local") {
                 set_once(cx, &mut out.local, span, span, "local");
+            } else if p.is_ident("owner") {
+                set_once(cx, &mut out.owner, span, span, "owner");
             } else if p.is_ident("account_id") {
-                set_once(cx, &mut out.account_id, span, span, "account_id");
+                cx.error(
+                    span,
+                    "`account_id` is now `owner`: the column holds the app's own local user, which never travels and is never rewritten; help: write `#[sync(owner)]`",
+                );
+            } else if p.is_ident("unit") {
+                let lit: LitStr = meta.value()?.parse()?;
+                if lit.value().is_empty() {
+                    cx.error(lit.span(), "a merge unit needs a name: write `#[sync(unit = \"progress\")]` on each field of the unit");
+                }
+                set_once(cx, &mut out.unit, lit, span, "unit");
+            } else if p.is_ident("datetime") {
+                if let Some(d) = parse_datetime(cx, &meta)? {
+                    set_once(cx, &mut out.datetime, d, span, "datetime");
+                }
             } else if p.is_ident("since") {
                 let lit: syn::LitInt = meta.value()?.parse()?;
                 match lit.base10_parse::<u32>() {

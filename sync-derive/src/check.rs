@@ -5,7 +5,15 @@ use crate::attr::{Ctxt, OnDelete};
 use std::collections::HashMap;
 
 /// Columns the framework adds itself.
-const RESERVED: &[&str] = &["remote_id", "deleted_at", "dirty", "device_id", "seq"];
+const RESERVED: &[&str] = &[
+    "remote_id",
+    "deleted_at",
+    "dirty",
+    "device_id",
+    "seq",
+    "field_stamps",
+    "writer",
+];
 
 pub fn check(cx: &mut Ctxt, e: &Entity<'_>) {
     let synced = e.attrs.local_only.is_none();
@@ -65,18 +73,46 @@ pub fn check(cx: &mut Ctxt, e: &Entity<'_>) {
                 );
             }
         }
-        if let (Some(l), Some(_)) = (a.local, a.account_id) {
-            cx.error(l, "a field is either `local` or `account_id`, not both");
+        if let (Some(l), Some(_)) = (a.local, a.owner) {
+            cx.error(l, "a field is either `local` or `owner`, not both");
         }
-        if (a.local.is_some() || a.account_id.is_some()) && a.references.is_some() {
+        if (a.local.is_some() || a.owner.is_some()) && a.references.is_some() {
             cx.error(
                 f.ident.span(),
-                "a reference travels on the wire; it cannot be `local` or `account_id`",
+                "a reference travels on the wire; it cannot be `local` or `owner`",
             );
         }
-        if !synced && (a.local.is_some() || a.account_id.is_some() || a.since.is_some()) {
-            cx.error(f.ident.span(), "a `local_only` table does not sync; its fields take no `local`, `account_id` or `since`");
+        if !synced
+            && (a.local.is_some() || a.owner.is_some() || a.since.is_some() || a.unit.is_some())
+        {
+            cx.error(f.ident.span(), "a `local_only` table does not sync; its fields take no `local`, `owner`, `since` or `unit`");
         }
+        if let Some(u) = &a.unit {
+            if a.local.is_some() || a.owner.is_some() || f.column == "updated_at" {
+                cx.error(u.span(), "only a field that travels on the wire merges, so only such a field belongs to a unit");
+            }
+            if let Some((crate::attr::MergeMode::Row, _)) = e.attrs.merge {
+                cx.error(
+                    u.span(),
+                    "the table merges whole rows (`merge = row`): its fields form one unit already",
+                );
+            }
+        }
+    }
+    let owners: Vec<&syn::Ident> = e
+        .fields
+        .iter()
+        .filter(|f| f.attrs.owner.is_some())
+        .map(|f| f.ident)
+        .collect();
+    if owners.len() > 1 {
+        cx.error(owners[1].span(), "a table has at most one `owner` column");
+    }
+    if let (false, Some((_, span))) = (synced, e.attrs.merge) {
+        cx.error(
+            span,
+            "a `local_only` table does not sync, so it does not merge",
+        );
     }
 
     if synced && !e.fields.iter().any(|f| f.column == "updated_at") {

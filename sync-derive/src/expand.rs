@@ -2,7 +2,7 @@
 //! point at the user's tokens.
 
 use crate::ast::{self, Entity, Field};
-use crate::attr::{Ctxt, DefaultLit, OnDelete};
+use crate::attr::{Ctxt, DateTimeText, DefaultLit, MergeMode, OnDelete};
 use crate::check;
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -32,7 +32,7 @@ fn default_tokens(d: &DefaultLit) -> TokenStream {
     }
 }
 
-fn column_tokens(f: &Field<'_>) -> TokenStream {
+fn column_tokens(e: &Entity<'_>, f: &Field<'_>) -> TokenStream {
     let p = quote!(::sync_runtime::__private);
     let ty = f.ty;
     let name = &f.column;
@@ -79,12 +79,24 @@ fn column_tokens(f: &Field<'_>) -> TokenStream {
     };
     let role = if a.local.is_some() {
         quote!(#p::ColumnRole::Local)
-    } else if a.account_id.is_some() {
-        quote!(#p::ColumnRole::AccountId)
+    } else if a.owner.is_some() {
+        quote!(#p::ColumnRole::Owner)
     } else {
         quote!(#p::ColumnRole::Data)
     };
     let since = a.since.map_or(1, |(n, _)| n);
+    let unit = match &a.unit {
+        Some(u) => quote!(::core::option::Option::Some(#p::ToOwned::to_owned(#u))),
+        None => quote!(::core::option::Option::None),
+    };
+    // A field's own form, else the struct's; it applies to DATETIME columns only, whose type
+    // the runtime knows from the field's type.
+    let datetime = match a.datetime.or(e.attrs.datetime).map(|(d, _)| d) {
+        Some(DateTimeText::Sqlite) => {
+            quote_spanned!(ty.span()=> #p::datetime_text::<#ty>(#p::DateTimeText::Sqlite))
+        }
+        _ => quote!(#p::DateTimeText::Wire),
+    };
     quote! {
         #p::Column {
             name: #p::ToOwned::to_owned(#name),
@@ -94,6 +106,8 @@ fn column_tokens(f: &Field<'_>) -> TokenStream {
             reference: #reference,
             role: #role,
             since: #since,
+            unit: #unit,
+            datetime_text: #datetime,
         }
     }
 }
@@ -108,7 +122,11 @@ fn expand(e: &Entity<'_>) -> TokenStream {
             .expect("checked: the entity has a primary key");
     let (id_ident, id_ty, id_col) = (id.ident, id.ty, &id.column);
 
-    let columns: Vec<TokenStream> = e.fields.iter().map(column_tokens).collect();
+    let columns: Vec<TokenStream> = e.fields.iter().map(|f| column_tokens(e, f)).collect();
+    let merge = match e.attrs.merge.map(|(m, _)| m) {
+        Some(MergeMode::Row) => quote!(#p::MergeMode::Row),
+        _ => quote!(#p::MergeMode::Field),
+    };
     let natural_keys: Vec<TokenStream> = e
         .attrs
         .unique
@@ -153,6 +171,9 @@ fn expand(e: &Entity<'_>) -> TokenStream {
         if f.attrs.references.is_some() {
             asserts.push(quote_spanned!(ty.span()=> #p::assert_reference_field::<#ty>();));
         }
+        if f.attrs.datetime.is_some() {
+            asserts.push(quote_spanned!(ty.span()=> #p::assert_datetime_field::<#ty>();));
+        }
         if synced && f.column == "updated_at" {
             asserts.push(quote_spanned!(ty.span()=> #p::assert_merge_clock::<#ty>();));
         }
@@ -173,6 +194,7 @@ fn expand(e: &Entity<'_>) -> TokenStream {
                         id_column: #p::ToOwned::to_owned(#id_col),
                         columns: ::std::vec![#(#columns),*],
                         natural_keys: ::std::vec![#(#natural_keys),*],
+                        merge: #merge,
                     })
                 }
 

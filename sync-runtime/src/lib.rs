@@ -24,7 +24,8 @@ pub mod timestamp;
 pub mod value;
 
 pub use schema::{
-    Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Schema, Table,
+    Column, ColumnRole, ColumnType, DateTimeText, DefaultValue, MergeMode, OnDelete, Reference,
+    Schema, Table,
 };
 pub use store::{Store, StoreError};
 pub use sync_derive::Syncable;
@@ -48,7 +49,8 @@ pub struct App {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::schema::{
-        Column, ColumnRole, ColumnType, DefaultValue, OnDelete, Reference, Table,
+        Column, ColumnRole, ColumnType, DateTimeText, DefaultValue, MergeMode, OnDelete, Reference,
+        Table,
     };
     pub use crate::syncable::{LocalId, Syncable, in_column, next_value};
     pub use crate::value::{FieldType, Value, ValueError, json_from_value, json_to_value};
@@ -56,6 +58,29 @@ pub mod __private {
     pub use std::string::String;
     pub use std::sync::OnceLock;
     pub use std::vec::Vec;
+
+    /// A column's DATETIME text form: `form` for a DATETIME field, the wire form (which no
+    /// other type uses) for any other, so that a struct's `datetime = ...` reaches only its
+    /// timestamps.
+    pub fn datetime_text<T: FieldType>(form: DateTimeText) -> DateTimeText {
+        if T::TYPE == ColumnType::DateTime {
+            form
+        } else {
+            DateTimeText::Wire
+        }
+    }
+
+    /// Fails to compile unless `T` is a timestamp, for a field's own `datetime = ...`.
+    pub const fn assert_datetime_field<T: DateTimeField>() {}
+
+    #[diagnostic::on_unimplemented(
+        message = "`datetime = ...` is the text form of a timestamp, and `{Self}` is not one",
+        label = "not a `sync_runtime::Timestamp`",
+        note = "help: remove `datetime`, or make the field a `Timestamp` or `Option<Timestamp>`"
+    )]
+    pub trait DateTimeField {}
+    impl DateTimeField for crate::Timestamp {}
+    impl DateTimeField for Option<crate::Timestamp> {}
 
     /// Fails to compile unless `T` can hold a local primary key.
     pub const fn assert_local_id<T: LocalId>() {}

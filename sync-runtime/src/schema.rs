@@ -17,7 +17,19 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const SERVER_INDEX_LAYOUT: u32 = 2;
 
 /// Bookkeeping columns the framework adds; an entity may not use these names.
-pub const RESERVED_COLUMNS: &[&str] = &["remote_id", "deleted_at", "dirty", "device_id", "seq"];
+pub const RESERVED_COLUMNS: &[&str] = &[
+    "remote_id",
+    "deleted_at",
+    "dirty",
+    "device_id",
+    "seq",
+    "field_stamps",
+    "writer",
+];
+
+/// The key of a wire row that holds the stamps of its fields written at another stamp than the
+/// row's own (docs/PROTOCOL.md, "Field stamps").
+pub const FIELD_STAMPS: &str = "field_stamps";
 
 /// The merge-clock column every synced entity must have.
 pub const UPDATED_AT: &str = "updated_at";
@@ -77,6 +89,40 @@ pub struct Reference {
     pub by_key: Option<String>,
 }
 
+/// How the device's database holds the text of a DATETIME column. The wire always carries RFC
+/// 3339 with milliseconds; a device writes a pulled timestamp in its column's own form, so that
+/// an app ordering rows by that text sees them in time order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateTimeText {
+    /// `2026-11-28T07:49:06.123Z`, the wire form.
+    #[default]
+    Wire,
+    /// `2026-11-28 07:49:06`, SQLite's `CURRENT_TIMESTAMP` (UTC, whole seconds).
+    Sqlite,
+}
+
+impl DateTimeText {
+    /// `t` written in this form.
+    pub fn format(self, t: crate::Timestamp) -> String {
+        match self {
+            DateTimeText::Wire => t.to_wire(),
+            DateTimeText::Sqlite => t.to_sqlite_text(),
+        }
+    }
+}
+
+/// How a table's records merge when two replicas wrote them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMode {
+    /// Last write wins per field (per unit of fields declared to move together).
+    #[default]
+    Field,
+    /// Last write wins for the whole row: every field is one unit.
+    Row,
+}
+
 /// How a column takes part in sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,9 +132,10 @@ pub enum ColumnRole {
     Data,
     /// Stays on the device: never on the wire nor on the server.
     Local,
-    /// Holds the account's user id: never on the wire; the device fills it, the server keeps its
-    /// own per-user column.
-    AccountId,
+    /// The app's owner of the row, its local user (docs/entities.md): never on the wire and never
+    /// rewritten; a connection syncs the rows of one owner, and pulled records get that owner.
+    #[serde(alias = "account_id")]
+    Owner,
 }
 
 /// One app column (the local primary key is not listed among them).
@@ -106,10 +153,28 @@ pub struct Column {
     pub role: ColumnRole,
     /// The schema version that added this column.
     pub since: u32,
+    /// The merge unit the column belongs to, when several columns must move together (a watch
+    /// position and the duration it was measured against): they merge as one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// How the device holds a DATETIME column's text.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub datetime_text: DateTimeText,
 }
 
 fn is_default_role(r: &ColumnRole) -> bool {
     *r == ColumnRole::Data
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Fields of a record that merge as one: one stamp, taken or kept together. Its columns are
+/// indexes into [`Table::columns`], in table order; the first one names the unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub columns: Vec<usize>,
 }
 
 impl Column {
@@ -132,6 +197,9 @@ pub struct Table {
     /// The UNIQUE groups: two rows with equal values in one group are one record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub natural_keys: Vec<Vec<String>>,
+    /// Per field (the default) or whole-row last write wins.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub merge: MergeMode,
 }
 
 impl Table {
@@ -148,6 +216,39 @@ impl Table {
         self.columns
             .iter()
             .filter(move |c| c.on_wire() && c.since <= schema_version)
+    }
+
+    /// The merge units of the columns that travel, `updated_at` (the record's stamp) aside, in
+    /// table order of their first column: one per column unless columns share a declared unit,
+    /// or one for the whole row when the table merges whole rows.
+    pub fn units(&self) -> Vec<Unit> {
+        let mut units: Vec<Unit> = Vec::new();
+        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            if !c.on_wire() || c.name == UPDATED_AT {
+                continue;
+            }
+            let key = match (self.merge, &c.unit) {
+                (MergeMode::Row, _) => Some(""),
+                (MergeMode::Field, Some(u)) => Some(u.as_str()),
+                (MergeMode::Field, None) => None,
+            };
+            match key.and_then(|k| named.get(k).copied()) {
+                Some(u) => units[u].columns.push(i),
+                None => {
+                    if let Some(k) = key {
+                        named.insert(k, units.len());
+                    }
+                    units.push(Unit { columns: vec![i] });
+                }
+            }
+        }
+        units
+    }
+
+    /// The owner column (its local user), if the table has one.
+    pub fn owner_column(&self) -> Option<&Column> {
+        self.columns.iter().find(|c| c.role == ColumnRole::Owner)
     }
 
     /// References to other tables, with their column.
@@ -314,6 +415,37 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
             }
         }
     }
+    let owners = t
+        .columns
+        .iter()
+        .filter(|c| c.role == ColumnRole::Owner)
+        .count();
+    if owners > 1 {
+        return err("a table has at most one owner column".into());
+    }
+    if owners > 0 && !t.synced {
+        return err("a table that does not sync has no owner column".into());
+    }
+    for c in &t.columns {
+        if c.unit.is_some() && (!c.on_wire() || c.name == UPDATED_AT) {
+            return err(format!(
+                "column `{}` does not travel as a field, so it belongs to no merge unit",
+                c.name
+            ));
+        }
+        if c.unit.is_some() && t.merge == MergeMode::Row {
+            return err(format!(
+                "column `{}` names a merge unit, but the table merges whole rows",
+                c.name
+            ));
+        }
+        if c.datetime_text != DateTimeText::Wire && c.ty != ColumnType::DateTime {
+            return err(format!(
+                "column `{}` has a DATETIME text form but is not a DATETIME",
+                c.name
+            ));
+        }
+    }
     if t.synced {
         match t.column(UPDATED_AT) {
             Some(c) if c.ty == ColumnType::DateTime && !c.nullable => {}
@@ -349,6 +481,39 @@ fn check_table(t: &Table, by_name: &BTreeMap<&str, &Table>) -> Result<(), Schema
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn notes(merge: &str, units: [Option<&str>; 3]) -> Table {
+        let col = |name: &str, unit: Option<&str>| serde_json::json!({"name": name, "type": "text", "nullable": true, "since": 1, "unit": unit});
+        serde_json::from_value(serde_json::json!({
+            "name": "notes", "synced": true, "id_column": "id", "merge": merge,
+            "columns": [
+                col("title", units[0]),
+                {"name": "updated_at", "type": "date_time", "nullable": false, "since": 1},
+                col("position", units[1]),
+                {"name": "draft", "type": "text", "nullable": true, "since": 1, "role": "local"},
+                col("duration", units[2]),
+            ],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn units_group_declared_fields_and_leave_out_the_stamp_and_local_fields() {
+        let cols =
+            |t: &Table| -> Vec<Vec<usize>> { t.units().into_iter().map(|u| u.columns).collect() };
+        assert_eq!(
+            cols(&notes("field", [None; 3])),
+            vec![vec![0], vec![2], vec![4]]
+        );
+        let grouped = notes("field", [None, Some("progress"), Some("progress")]);
+        assert_eq!(cols(&grouped), vec![vec![0], vec![2, 4]]);
+        assert!(Schema::new(vec![grouped]).is_ok());
+        assert_eq!(cols(&notes("row", [None; 3])), vec![vec![0, 2, 4]]);
+        let refused = Schema::new(vec![notes("row", [None, Some("p"), None])])
+            .err()
+            .unwrap();
+        assert!(refused.0.contains("merges whole rows"), "{refused}");
+    }
 
     #[test]
     fn a_document_cannot_be_a_natural_key() {

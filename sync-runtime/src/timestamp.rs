@@ -64,6 +64,12 @@ impl Timestamp {
         parse(s, true).ok_or_else(|| TimestampError { input: truncate(s) })
     }
 
+    /// SQLite's `CURRENT_TIMESTAMP` form, `2026-11-28 07:49:06`: UTC, the milliseconds dropped.
+    pub fn to_sqlite_text(self) -> String {
+        let wire = self.to_wire();
+        format!("{} {}", &wire[..10], &wire[11..19])
+    }
+
     /// The wire form, e.g. `2026-11-28T07:49:06.123Z`.
     pub fn to_wire(self) -> String {
         let bytes = self.wire_bytes();
@@ -270,6 +276,16 @@ mod tests {
         ] {
             assert!(Timestamp::parse_wire(s).is_err(), "{s} should be refused");
         }
+    }
+
+    #[test]
+    fn sqlite_text_is_current_timestamps_form_and_reads_back() {
+        let t = Timestamp::parse_wire("2026-11-28T07:49:06.123Z").unwrap();
+        assert_eq!(t.to_sqlite_text(), "2026-11-28 07:49:06");
+        assert_eq!(
+            Timestamp::parse_lenient(&t.to_sqlite_text()).unwrap(),
+            t.add_millis(-123)
+        );
     }
 
     #[test]

@@ -85,6 +85,8 @@ fn rating() -> Column {
         reference: None,
         role: Default::default(),
         since: 2,
+        unit: None,
+        datetime_text: Default::default(),
     }
 }
 
@@ -182,6 +184,8 @@ fn a_change_sqlite_cannot_alter_rebuilds_the_table_without_firing_cascades() {
         reference: None,
         role: Default::default(),
         since: 2,
+        unit: None,
+        datetime_text: Default::default(),
     };
     let changed = with_column(&base, "profiles", seen);
     generate::update(&dir.0, &changed).unwrap();

@@ -4,7 +4,7 @@
 use entities::*;
 use serde_json::json;
 use std::collections::HashMap;
-use sync_runtime::protocol::wire::{self, RefResolver, WireRow};
+use sync_runtime::protocol::wire::{self, RefResolver, RowSource, WireRow};
 use sync_runtime::schema::Reference;
 use sync_runtime::{Store, Syncable, Timestamp};
 use tests::fixtures::addon;
@@ -359,7 +359,7 @@ fn wire_round_trip<T: Syncable + Clone + PartialEq + std::fmt::Debug>(
             }
         }
         assert!(parsed.get("id").is_none() && parsed.get("dirty").is_none());
-        let back = WireRow::from_json(table, &parsed, 1, false).unwrap();
+        let back = WireRow::from_json(table, &parsed, 1, RowSource::Push).unwrap();
         assert_eq!(
             back.remote_id,
             remote_id.to_lowercase(),
@@ -455,23 +455,28 @@ fn bad_wire_rows_are_refused_with_the_column_named() {
     for (key, value, named) in cases {
         let mut row = good.clone();
         row[key] = value;
-        let err = WireRow::from_json(table, &row, 1, false)
+        let err = WireRow::from_json(table, &row, 1, RowSource::Push)
             .unwrap_err()
             .to_string();
         assert!(err.contains(named), "{key}: {err}");
     }
+    // The server's version of a record carries every column; a push, only those it changed.
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("episode");
+    missing["device_id"] = json!("0193a4c0-0000-7000-8000-000000000001");
     assert!(
-        WireRow::from_json(table, &missing, 1, false)
+        WireRow::from_json(table, &missing, 1, RowSource::Server)
             .unwrap_err()
             .to_string()
             .contains("missing column `episode`")
     );
+    let partial = WireRow::from_json(table, &missing, 1, RowSource::Push).unwrap();
+    let episode = table.column_index("episode").unwrap();
+    assert!(!partial.carries(episode) && partial.carries(episode - 1));
     let mut unknown = good.clone();
     unknown["rating"] = json!(5);
     assert!(
-        WireRow::from_json(table, &unknown, 1, false)
+        WireRow::from_json(table, &unknown, 1, RowSource::Push)
             .unwrap_err()
             .to_string()
             .contains("unknown column `rating`")
@@ -479,5 +484,5 @@ fn bad_wire_rows_are_refused_with_the_column_named() {
     // user_id is accepted and ignored; the account's id is filled in by each side.
     let mut with_user = good;
     with_user["user_id"] = json!("someone-else");
-    assert!(WireRow::from_json(table, &with_user, 1, false).is_ok());
+    assert!(WireRow::from_json(table, &with_user, 1, RowSource::Push).is_ok());
 }

@@ -24,6 +24,8 @@ fn app_v2() -> &'static App {
             reference: None,
             role: Default::default(),
             since: 2,
+            unit: None,
+            datetime_text: Default::default(),
         });
         let v2 = Schema::new(tables).unwrap();
         let step = migrate::plan(Some(&entities::schema()), &v2)

@@ -401,7 +401,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let v = match given.iter().find(|(j, _)| *j == i) {
                     Some((_, v)) => v.clone(),
                     None if c.name == "updated_at" => Value::DateTime(Timestamp::now()),
-                    None if c.role == ColumnRole::AccountId => Value::Text(String::new()),
+                    None if c.role == ColumnRole::Owner => Value::Text(String::new()),
                     None => match default_value(c) {
                         Some(v) => v,
                         None if c.nullable => Value::Null,

@@ -5,6 +5,9 @@
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+#[cfg(feature = "client")]
+pub mod devices;
+
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -35,22 +38,21 @@ impl Running {
         Running::spawn_logging(command, "warn")
     }
 
-    /// The process, logging at `level` (`RUST_LOG`).
+    /// The process, logging at `level` (`RUST_LOG`). Its lines of standard error come with
+    /// those of its output, so that a process that fails shows why in the test's message.
     pub fn spawn_logging(command: &mut Command, level: &str) -> Running {
         let mut child = command
             .env("RUST_LOG", level)
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let err_tx = tx.clone();
+        std::thread::spawn(move || forward_lines(err, &err_tx));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || forward_lines(out, &tx));
         Running {
             child,
             lines: Mutex::new(lines),
@@ -91,6 +93,15 @@ impl Running {
     }
 }
 
+/// Sends each line `from` reads until it ends or nobody listens.
+fn forward_lines(from: impl BufRead, to: &mpsc::Sender<String>) {
+    for line in from.lines().map_while(Result::ok) {
+        if to.send(line).is_err() {
+            return;
+        }
+    }
+}
+
 /// A `sync-server` on `database` (a `sqlite://` or `postgres://` URL) and its base URL.
 pub fn server(database: &str) -> (Running, String) {
     server_with(database, &[], "warn")
@@ -99,15 +110,51 @@ pub fn server(database: &str) -> (Running, String) {
 /// A `sync-server` on `database` with `args` on top of the defaults, logging at `level`, and
 /// its base URL.
 pub fn server_with(database: &str, args: &[&str], level: &str) -> (Running, String) {
-    let server = Running::spawn_logging(
+    let server = start_server(database, args, level);
+    let url = listening_url(&server);
+    (server, url)
+}
+
+/// `sync-server` on `database` with `args`, logging at `level`, started without waiting for
+/// it: several start at the same moment.
+pub fn start_server(database: &str, args: &[&str], level: &str) -> Running {
+    Running::spawn_logging(
         Command::new(env!("CARGO_BIN_EXE_sync-server"))
             .args(["--listen", "127.0.0.1:0", "--database", database])
             .args(args),
         level,
-    );
+    )
+}
+
+/// Runs `sync-server` on `database`, which must fail to start; what it wrote.
+pub fn failed_start(database: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sync-server"))
+        .args(["--listen", "127.0.0.1:0", "--database", database])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("sync-server started on {database}, where it must not");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The base URL a started `sync-server` prints once it listens.
+pub fn listening_url(server: &Running) -> String {
     let line = server.wait_for("listening line", |l| l.starts_with("listening on "));
-    let url = line.trim().trim_start_matches("listening on ").to_owned();
-    (server, url)
+    line.trim().trim_start_matches("listening on ").to_owned()
 }
 
 /// A `sync-server` on a SQLite file in `dir`.
@@ -206,4 +253,139 @@ pub fn temp_dir(purpose: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Runs `work` with a connection to the PostgreSQL database at `url`, on a thread and runtime
+/// of its own, so that sync code, async tests and `Drop` can all call it.
+pub fn with_postgres<R, F>(
+    url: &str,
+    work: impl FnOnce(tokio_postgres::Client) -> F + Send + 'static,
+) -> R
+where
+    R: Send + 'static,
+    F: std::future::Future<Output = R>,
+{
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { work(postgres(&url).await).await })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Runs `sql` on the PostgreSQL database at `url`.
+pub fn postgres_batch(url: &str, sql: &str) {
+    let sql = sql.to_owned();
+    with_postgres(url, move |client| async move {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    });
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty server database, removed when dropped: a SQLite file, or a schema of the
+/// test PostgreSQL database.
+pub struct FreshDatabase {
+    pub url: String,
+    pub backend: Backend,
+    place: Place,
+}
+
+enum Place {
+    File(PathBuf),
+    Schema { admin_url: String, schema: String },
+}
+
+impl FreshDatabase {
+    /// None, after saying plainly that `test` is skipped, on PostgreSQL without
+    /// `SYNC_TEST_POSTGRES_URL`.
+    pub fn new(backend: Backend, test: &str) -> Option<FreshDatabase> {
+        let name = format!("{test}_{}", uuid::Uuid::now_v7().simple());
+        let place = match backend {
+            Backend::Sqlite => Place::File(std::env::temp_dir().join(format!("{name}.sqlite"))),
+            Backend::Postgres => {
+                let Some(admin_url) = std::env::var("SYNC_TEST_POSTGRES_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                else {
+                    eprintln!(
+                        "skipped: {test} needs PostgreSQL; set SYNC_TEST_POSTGRES_URL (as .ci/run does)"
+                    );
+                    return None;
+                };
+                postgres_batch(&admin_url, &format!("CREATE SCHEMA {name}"));
+                Place::Schema {
+                    admin_url,
+                    schema: name,
+                }
+            }
+        };
+        let url = match &place {
+            Place::File(path) => format!("sqlite://{}", path.display()),
+            Place::Schema { admin_url, schema } => {
+                let sep = if admin_url.contains('?') { '&' } else { '?' };
+                format!("{admin_url}{sep}options=-c%20search_path%3D{schema}")
+            }
+        };
+        Some(FreshDatabase {
+            url,
+            backend,
+            place,
+        })
+    }
+
+    /// Runs `sql` in this database: on PostgreSQL in its schema.
+    pub fn execute(&self, sql: &str) {
+        match &self.place {
+            Place::File(path) => rusqlite::Connection::open(path)
+                .and_then(|c| c.execute_batch(sql))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Place::Schema { .. } => postgres_batch(&self.url, sql),
+        }
+    }
+
+    /// The text of the first column of the first row `sql` finds.
+    pub fn text(&self, sql: &str) -> Option<String> {
+        match &self.place {
+            Place::File(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Place::Schema { .. } => {
+                let sql = sql.to_owned();
+                with_postgres(&self.url, move |client| async move {
+                    client.query_one(&sql, &[]).await.unwrap().get(0)
+                })
+            }
+        }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        match &self.place {
+            Place::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Place::Schema { admin_url, schema } => {
+                postgres_batch(
+                    admin_url,
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                );
+            }
+        }
+    }
 }

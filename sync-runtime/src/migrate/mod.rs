@@ -4,11 +4,15 @@
 //! ones and writes one numbered file per target; the runtime applies the files in order, each
 //! in one transaction, recording what ran in `sync_migrations` ([`run`]).
 
+mod error;
 mod run;
 
+pub use error::MigrateError;
+#[cfg(feature = "server")]
+pub(crate) use error::at_line;
 #[cfg(feature = "server")]
 pub(crate) use run::Ledger;
-pub use run::{MigrateError, apply_sqlite};
+pub use run::apply_sqlite;
 
 use crate::ddl::{self, DeviceForm, Dialect, quote_ident};
 use crate::schema::{Column, ColumnType, Schema, Table, UPDATED_AT};

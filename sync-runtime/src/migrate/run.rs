@@ -3,42 +3,14 @@
 //! entry is stamped with) and what it does with each migration (skip one recorded under its
 //! name, stop at one recorded under another, apply the rest) are written here once; each
 //! backend only executes them in its own transactions: SQLite here ([`apply_sqlite`], the
-//! device and the server's file), PostgreSQL in `server::apply_postgres` (async, under an
+//! device and the server's file), PostgreSQL in `server::pg_migrations` (async, under an
 //! advisory lock).
 
 use super::Migration;
+use super::error::{MigrateError, line_in_batch};
 use crate::ddl::{self, Dialect};
 use crate::schema::ColumnType;
 use rusqlite::{Connection, OptionalExtension};
-
-/// Why migrating a database failed. The database is left as it was before that migration.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("migration {scope}/{name} failed: {source}")]
-    Failed {
-        scope: String,
-        name: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("migration {scope}/{name} left foreign keys that point nowhere (table `{table}`)")]
-    ForeignKeys {
-        scope: String,
-        name: String,
-        table: String,
-    },
-    #[error(
-        "the database has migration {scope}/{version} recorded as `{recorded}`, but this build calls it `{expected}`"
-    )]
-    Diverged {
-        scope: String,
-        version: u32,
-        recorded: String,
-        expected: String,
-    },
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-}
 
 /// `sync_migrations` and the rule for each migration, the same on every backend.
 pub(crate) struct Ledger;
@@ -60,6 +32,9 @@ impl Ledger {
     /// The name recorded for (scope `$1`, version `$2`), if any.
     pub(crate) const RECORDED: &str =
         "SELECT name FROM sync_migrations WHERE scope = $1 AND version = $2";
+
+    /// Every migration recorded, as (scope, version, name).
+    pub(crate) const ALL: &str = "SELECT scope, version, name FROM sync_migrations";
 
     /// Records (scope, version, name, applied_at) once a migration has run, in its transaction.
     pub(crate) const RECORD: &str =
@@ -111,7 +86,9 @@ impl From<Diverged> for MigrateError {
 }
 
 /// Applies the migrations of `scope` that the database has not run yet, in order, each in its
-/// own transaction; returns the versions applied. Running it again applies nothing.
+/// own transaction; returns the versions applied. Running it again applies nothing, and so
+/// does a second process opening the file at the same moment: it waits for the first one's
+/// migration and then finds it recorded.
 pub fn apply_sqlite(
     conn: &mut Connection,
     scope: &str,
@@ -120,18 +97,25 @@ pub fn apply_sqlite(
     conn.execute_batch(&Ledger::create(Dialect::Sqlite))?;
     let mut applied = Vec::new();
     for m in migrations {
-        let recorded: Option<String> = conn
-            .query_row(Ledger::RECORDED, (scope, m.version), |r| r.get(0))
-            .optional()?;
-        if Ledger::pending(scope, m, recorded)? {
-            apply_one(conn, scope, m)?;
+        // Read once outside a transaction, so that opening a migrated database writes nothing.
+        if pending(conn, scope, m)? && apply_one(conn, scope, m)? {
             applied.push(m.version);
         }
     }
     Ok(applied)
 }
 
-fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<(), MigrateError> {
+fn pending(conn: &Connection, scope: &str, m: &Migration) -> Result<bool, MigrateError> {
+    let recorded: Option<String> = conn
+        .query_row(Ledger::RECORDED, (scope, m.version), |r| r.get(0))
+        .optional()?;
+    Ok(Ledger::pending(scope, m, recorded)?)
+}
+
+/// Runs `m` unless another connection recorded it meanwhile; whether it ran. The ledger is read
+/// again inside the migration's IMMEDIATE transaction, which waits (busy timeout) for another
+/// writer's migration to commit.
+fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<bool, MigrateError> {
     let fk_off = m.needs_foreign_keys_off();
     let fk_was_on: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
     if fk_off && fk_was_on {
@@ -140,9 +124,13 @@ fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<(), Mi
     }
     let result = (|| {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !pending(&tx, scope, m)? {
+            return Ok(false);
+        }
         let failed = |source| MigrateError::Failed {
             scope: scope.into(),
             name: m.name.to_string(),
+            line: line_in_batch(&source, &m.sql),
             source,
         };
         tx.execute_batch(&m.sql).map_err(failed)?;
@@ -163,7 +151,7 @@ fn apply_one(conn: &mut Connection, scope: &str, m: &Migration) -> Result<(), Mi
             (scope, m.version, m.name.as_ref(), Ledger::applied_at()),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     })();
     if fk_off && fk_was_on {
         conn.execute_batch("PRAGMA foreign_keys = ON")?;

@@ -5,7 +5,7 @@
 use crate::protocol::DecodeError;
 use crate::protocol::pull::{PullResponse, keys};
 use crate::protocol::raw_row::{RawRow, RowSeed};
-use crate::protocol::wire::WireRow;
+use crate::protocol::wire::{RowSource, WireRow};
 use crate::schema::{Schema, Table};
 use crate::timestamp::Timestamp;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -38,7 +38,7 @@ impl PulledPage {
             let rows = std::mem::take(&mut raw.changes[i].1);
             let rows = rows
                 .into_iter()
-                .map(|r| WireRow::from_raw(table, r, version, true))
+                .map(|r| WireRow::from_raw(table, r, version, RowSource::Server))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|error| DecodeError::PageRow {
                     table: table.name.clone(),

@@ -20,12 +20,13 @@ pub(super) fn is_document(col: &Column) -> bool {
 }
 
 /// The envelope's fields, in the order of [`RawRow`]'s `envelope`.
-const ENVELOPE: [&str; 5] = [
+const ENVELOPE: [&str; 6] = [
     "remote_id",
     "updated_at",
     "deleted_at",
     "device_id",
     "user_id",
+    crate::schema::FIELD_STAMPS,
 ];
 
 /// A row's fields as read, matched to the envelope and to `table`'s columns, not yet checked:
@@ -33,8 +34,8 @@ const ENVELOPE: [&str; 5] = [
 /// JSON object per row.
 #[derive(Debug, Clone)]
 pub struct RawRow {
-    /// `remote_id`, `updated_at`, `deleted_at`, `device_id`, `user_id`.
-    pub(super) envelope: [Option<Json>; 5],
+    /// `remote_id`, `updated_at`, `deleted_at`, `device_id`, `user_id`, `field_stamps`.
+    pub(super) envelope: [Option<Json>; 6],
     /// Per column of the table.
     pub(super) columns: Vec<Option<Field>>,
     /// The first key that is neither.

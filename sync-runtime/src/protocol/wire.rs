@@ -166,6 +166,10 @@ pub struct RowJson<'a> {
     pub deleted_at: Option<Timestamp>,
     /// Every column of the table, in order.
     pub values: &'a [Value],
+    /// Which columns to write (`None`: every column of `version`).
+    pub sent: Option<&'a [bool]>,
+    /// Stamps of the columns written at another stamp than the row's.
+    pub field_stamps: &'a [FieldStamp],
 }
 
 impl serde::Serialize for RowJson<'_> {
@@ -178,9 +182,44 @@ impl serde::Serialize for RowJson<'_> {
             m.serialize_entry("device_id", d)?;
         }
         m.serialize_entry("deleted_at", &self.deleted_at.map(|t| t.to_wire()))?;
-        for (c, v) in self.table.columns.iter().zip(self.values) {
-            if c.on_wire() && c.since <= self.version && c.name != crate::schema::UPDATED_AT {
+        let written = |i: usize, c: &Column| {
+            c.on_wire()
+                && c.since <= self.version
+                && c.name != crate::schema::UPDATED_AT
+                && self.sent.is_none_or(|s| s.get(i).copied().unwrap_or(false))
+        };
+        for (i, (c, v)) in self.table.columns.iter().zip(self.values).enumerate() {
+            if written(i, c) {
                 m.serialize_entry(&c.name, &ValueJson(v))?;
+            }
+        }
+        if self
+            .field_stamps
+            .iter()
+            .any(|f| written(f.column, &self.table.columns[f.column]))
+        {
+            m.serialize_entry(crate::schema::FIELD_STAMPS, &StampsJson(self))?;
+        }
+        m.end()
+    }
+}
+
+/// A row's `field_stamps` object, written in place.
+struct StampsJson<'a>(&'a RowJson<'a>);
+
+impl serde::Serialize for StampsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let row = self.0;
+        let mut m = s.serialize_map(None)?;
+        for f in row.field_stamps {
+            let c = &row.table.columns[f.column];
+            if !c.on_wire() || c.since > row.version {
+                continue;
+            }
+            match &f.device_id {
+                Some(d) => m.serialize_entry(&c.name, &(f.updated_at.to_wire(), d))?,
+                None => m.serialize_entry(&c.name, &f.updated_at.to_wire())?,
             }
         }
         m.end()
@@ -196,17 +235,43 @@ pub fn row_map(row: &RowJson<'_>) -> Map<String, Json> {
     }
 }
 
+/// Where a row comes from, which says what it may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowSource {
+    /// A device's push: the columns of the units it changed (every column, from a client that
+    /// sends whole rows), its field stamps as bare timestamps (the pusher wrote them all), and
+    /// no `device_id` (ignored if sent: the envelope names the device).
+    Push,
+    /// The server's version of a record (a pulled row, or a push answer's `row`): every column
+    /// of the version, with `device_id`, and field stamps naming their device.
+    Server,
+}
+
+/// The stamp of one column written at another stamp than its row's `(updated_at, device_id)`
+/// (docs/PROTOCOL.md, "Field stamps").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldStamp {
+    /// The column's index in its table.
+    pub column: usize,
+    pub updated_at: Timestamp,
+    /// The writer; `None` in a push, whose every field is the pusher's.
+    pub device_id: Option<String>,
+}
+
 /// One record as it travels: the envelope fields and the app columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WireRow {
     pub remote_id: String,
+    /// The record's stamp: its latest field write or its deletion.
     pub updated_at: Timestamp,
-    /// The writer; carried in pulls only.
     pub device_id: Option<String>,
     pub deleted_at: Option<Timestamp>,
-    /// Every column of [`Table::columns`], in order: those not on the wire (or not in the
-    /// sender's schema version) are `Value::Null`. References hold their wire form as text.
+    /// Every column of the table, in order (NULL where not sent).
     pub values: Vec<Value>,
+    /// Which columns the row carries; `None`: every column of its schema version.
+    pub sent: Option<Vec<bool>>,
+    /// The columns written at another stamp than the row's, by column.
+    pub field_stamps: Vec<FieldStamp>,
 }
 
 impl WireRow {
@@ -214,52 +279,70 @@ impl WireRow {
         self.deleted_at.is_some()
     }
 
-    /// The value of column `name`.
     pub fn get<'a>(&'a self, table: &Table, name: &str) -> Option<&'a Value> {
         table.column_index(name).and_then(|i| self.values.get(i))
     }
 
-    /// The JSON object of docs/PROTOCOL.md for a peer of `schema_version`.
+    /// Whether column `i` is carried by the row (a push carries only what changed).
+    pub fn carries(&self, i: usize) -> bool {
+        self.sent
+            .as_ref()
+            .is_none_or(|s| s.get(i).copied().unwrap_or(false))
+    }
+
+    /// The stamp of column `i`'s value: its own field stamp, else the row's.
+    pub fn stamp_of(&self, i: usize) -> (Timestamp, Option<&str>) {
+        match self.field_stamps.iter().find(|f| f.column == i) {
+            Some(f) => (f.updated_at, f.device_id.as_deref()),
+            None => (self.updated_at, self.device_id.as_deref()),
+        }
+    }
+
     pub fn to_json(&self, table: &Table, schema_version: u32) -> Map<String, Json> {
         row_map(&self.json(table, schema_version))
     }
 
-    /// Reads a row of `table` sent by a peer of `schema_version`: every column of that version
-    /// must be present; unknown keys are refused; `user_id` (filled by each side itself) and, when
-    /// `allow_device_id`, `device_id` are accepted and ignored or kept.
     pub fn from_json(
         table: &Table,
         j: &Json,
         schema_version: u32,
-        allow_device_id: bool,
+        source: RowSource,
     ) -> Result<WireRow, WireError> {
         let m = j.as_object().ok_or(WireError::NotAnObject)?;
         let mut raw = RawRow::new(table);
         for (k, v) in m {
             raw.set(table, k, v.clone());
         }
-        Self::from_raw(table, raw, schema_version, allow_device_id)
+        Self::from_raw(table, raw, schema_version, source)
     }
 
-    /// Validates a row whose fields were matched to `table` (see [`WireRow::from_json`]).
     pub fn from_raw(
         table: &Table,
         raw: RawRow,
         schema_version: u32,
-        allow_device_id: bool,
+        source: RowSource,
     ) -> Result<WireRow, WireError> {
-        // Long on purpose: one pass over the row's fields, each column's check beside its
-        // error, so that a row is validated without building anything twice.
+        // Long on purpose: one check per rule a row must meet, in the order of its fields,
+        // each with the error a sender needs.
         if let Some(k) = raw.unknown {
             return Err(WireError::UnknownColumn(k));
         }
         let RawRow {
-            envelope: [remote_id, updated_at, deleted_at, device_id, _user_id],
+            envelope:
+                [
+                    remote_id,
+                    updated_at,
+                    deleted_at,
+                    device_id,
+                    _user_id,
+                    field_stamps,
+                ],
             mut columns,
             ..
         } = raw;
+        let travels = |c: &Column| c.on_wire() && c.since <= schema_version;
         for (c, v) in table.columns.iter().zip(&columns) {
-            if v.is_some() && !(c.on_wire() && c.since <= schema_version) {
+            if v.is_some() && !travels(c) {
                 return Err(WireError::UnknownColumn(c.name.chars().take(64).collect()));
             }
         }
@@ -271,15 +354,6 @@ impl WireRow {
                 .as_str()
                 .ok_or_else(|| malformed("remote_id", "expected a string"))?,
         )?;
-        let stamp = |k: &str, j: &Json| -> Result<Option<Timestamp>, WireError> {
-            match j {
-                Json::Null => Ok(None),
-                Json::String(s) => Timestamp::parse_wire(s)
-                    .map(Some)
-                    .map_err(|e| malformed(k, e.to_string())),
-                _ => Err(malformed(k, "expected a timestamp string or null")),
-            }
-        };
         let updated_at = stamp(
             "updated_at",
             &updated_at.ok_or_else(|| missing("updated_at"))?,
@@ -289,30 +363,43 @@ impl WireRow {
             "deleted_at",
             &deleted_at.ok_or_else(|| missing("deleted_at"))?,
         )?;
-        let device_id = match device_id {
-            Some(Json::String(s)) if allow_device_id => Some(normalise_id("device_id", &s)?),
-            Some(Json::Null) | None => None,
-            Some(_) if allow_device_id => return Err(malformed("device_id", "expected a string")),
-            Some(_) => None,
-        };
-        // Every column present, and every id and timestamp well-formed, before a value of the
-        // wrong type is judged: those fail the request whatever else the row holds.
-        for (c, v) in table.columns.iter().zip(&columns) {
-            if c.name != crate::schema::UPDATED_AT
-                && c.on_wire()
-                && c.since <= schema_version
-                && v.is_none()
-            {
-                return Err(missing(&c.name));
+        let device_id = match (device_id, source) {
+            (Some(Json::String(s)), RowSource::Server) => Some(normalise_id("device_id", &s)?),
+            (Some(Json::Null) | None, _) | (Some(_), RowSource::Push) => None,
+            (Some(_), RowSource::Server) => {
+                return Err(malformed("device_id", "expected a string"));
             }
+        };
+        let sent: Vec<bool> = table
+            .columns
+            .iter()
+            .zip(&columns)
+            .map(|(c, v)| c.name == crate::schema::UPDATED_AT || (travels(c) && v.is_some()))
+            .collect();
+        let whole = table
+            .columns
+            .iter()
+            .zip(&sent)
+            .all(|(c, s)| *s || !travels(c));
+        if !whole && source == RowSource::Server {
+            let (c, _) = table
+                .columns
+                .iter()
+                .zip(&sent)
+                .find(|(c, s)| !**s && travels(c))
+                .expect("a row that is not whole misses a column");
+            return Err(missing(&c.name));
         }
+        let field_stamps = match field_stamps {
+            None | Some(Json::Null) => Vec::new(),
+            Some(j) => decode_field_stamps(table, &j, &sent, updated_at, source)?,
+        };
         let mut values = Vec::with_capacity(table.columns.len());
         let mut wrong_type = None;
         for (c, v) in table.columns.iter().zip(columns.iter_mut()) {
             if c.name == crate::schema::UPDATED_AT {
                 values.push(Value::DateTime(updated_at));
-            } else if c.on_wire() && c.since <= schema_version {
-                let v = v.take().ok_or_else(|| missing(&c.name))?;
+            } else if let Some(v) = v.take() {
                 match decode_field(c, v) {
                     Ok(v) => values.push(v),
                     Err(e @ WireError::BadValue { .. }) => {
@@ -334,10 +421,11 @@ impl WireRow {
             device_id,
             deleted_at,
             values,
+            sent: (!whole).then_some(sent),
+            field_stamps,
         })
     }
 
-    /// The row as the JSON object of docs/PROTOCOL.md, serialized in place.
     pub fn json<'a>(&'a self, table: &'a Table, version: u32) -> RowJson<'a> {
         RowJson {
             table,
@@ -347,11 +435,83 @@ impl WireRow {
             device_id: self.device_id.as_deref(),
             deleted_at: self.deleted_at,
             values: &self.values,
+            sent: self.sent.as_deref(),
+            field_stamps: &self.field_stamps,
         }
     }
 }
 
-/// Translates references between local ids and their wire form.
+/// A timestamp field of the envelope: null, or a wire timestamp.
+fn stamp(k: &str, j: &Json) -> Result<Option<Timestamp>, WireError> {
+    match j {
+        Json::Null => Ok(None),
+        Json::String(s) => Timestamp::parse_wire(s)
+            .map(Some)
+            .map_err(|e| malformed(k, e.to_string())),
+        _ => Err(malformed(k, "expected a timestamp string or null")),
+    }
+}
+
+/// A row's `field_stamps`: per column it carries, a timestamp (a push) or a
+/// `[timestamp, device_id]` pair (the server's), never after the row's own stamp.
+fn decode_field_stamps(
+    table: &Table,
+    j: &Json,
+    sent: &[bool],
+    row_stamp: Timestamp,
+    source: RowSource,
+) -> Result<Vec<FieldStamp>, WireError> {
+    const KEY: &str = crate::schema::FIELD_STAMPS;
+    let m = j
+        .as_object()
+        .ok_or_else(|| malformed(KEY, "expected an object of column stamps"))?;
+    let mut out = Vec::with_capacity(m.len());
+    for (name, v) in m {
+        let column = table
+            .column_index(name)
+            .filter(|&i| sent[i] && table.columns[i].name != crate::schema::UPDATED_AT)
+            .ok_or_else(|| {
+                malformed(
+                    KEY,
+                    format!(
+                        "`{}` is not a column the row carries",
+                        name.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?;
+        let (at, device) = match (source, v) {
+            (RowSource::Push, Json::String(s)) => (s.as_str(), None),
+            (RowSource::Server, Json::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+                (Json::String(at), Json::String(d)) => (at.as_str(), Some(normalise_id(KEY, d)?)),
+                _ => return Err(malformed(KEY, "expected [timestamp, device_id]")),
+            },
+            (RowSource::Push, _) => {
+                return Err(malformed(KEY, format!("`{name}`: expected a timestamp")));
+            }
+            (RowSource::Server, _) => {
+                return Err(malformed(
+                    KEY,
+                    format!("`{name}`: expected [timestamp, device_id]"),
+                ));
+            }
+        };
+        let updated_at = Timestamp::parse_wire(at).map_err(|e| malformed(KEY, e.to_string()))?;
+        if updated_at > row_stamp {
+            return Err(malformed(
+                KEY,
+                format!("`{name}` is stamped after the row's updated_at"),
+            ));
+        }
+        out.push(FieldStamp {
+            column,
+            updated_at,
+            device_id: device,
+        });
+    }
+    out.sort_by_key(|f| f.column);
+    Ok(out)
+}
+
 pub trait RefResolver {
     /// The wire form of local id `local` in the parent of `reference`: its `remote_id`, or for a
     /// non-synced parent its natural key `by_key`. `None` if there is no such row.
@@ -394,6 +554,8 @@ pub fn entity_to_wire<T: Syncable>(
         device_id: None,
         deleted_at,
         values,
+        sent: None,
+        field_stamps: Vec::new(),
     })
 }
 
@@ -448,6 +610,8 @@ mod tests {
             }),
             role: Default::default(),
             since: 1,
+            unit: None,
+            datetime_text: Default::default(),
         };
         let inputs = [
             json!(null),

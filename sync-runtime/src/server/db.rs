@@ -18,14 +18,13 @@ use std::sync::{Arc, Mutex};
 pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    /// PostgreSQL's own report (message, code, detail, hint), not tokio-postgres's `db error`.
+    #[error("postgres: {}", super::pg_error::Report(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres pool: {0}")]
     Pool(String),
     #[error("stored value: {0}")]
     Decode(String),
-    #[error("migration: {0}")]
-    Migrate(String),
     #[error("a blocking task failed: {0}")]
     Join(String),
 }
@@ -275,10 +274,11 @@ impl PgDb {
     }
 
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| DbError::Pool(e.to_string()))
+        self.pool.get().await.map_err(|e| match e {
+            // PostgreSQL refused the connection: its own report, not the pool's summary.
+            deadpool_postgres::PoolError::Backend(e) => DbError::Postgres(e),
+            other => DbError::Pool(other.to_string()),
+        })
     }
 }
 

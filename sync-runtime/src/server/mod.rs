@@ -9,9 +9,12 @@ pub mod extract;
 pub mod listen;
 pub mod live;
 pub mod long_poll;
+mod newer_schema;
 pub mod notify;
 pub mod openapi;
 pub mod page_rows;
+mod pg_error;
+mod pg_migrations;
 pub mod rate_limit;
 pub mod routes;
 pub mod row_rules;
@@ -20,7 +23,7 @@ pub mod sync;
 
 use crate::App;
 use crate::ddl::Dialect;
-use crate::migrate::{self, Ledger, Migration};
+use crate::migrate::{self, Migration};
 use db::{Db, DbError, PgDb, SqliteDb};
 use error::ApiError;
 use sea_query::{
@@ -30,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use listen::serve;
+pub use pg_migrations::{MigrationFailed, apply_postgres};
 pub use routes::router;
 
 /// What an operator can tune. Every field has a default fit for one machine.
@@ -139,6 +143,13 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error(transparent)]
     Migrate(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    PostgresMigration(#[from] MigrationFailed),
+    /// A newer build migrated the database, and this one cannot serve it.
+    #[error("{0}")]
+    NewerSchema(String),
+    #[error("cannot read or record the server's device id: {0}")]
+    DeviceId(ApiError),
 }
 
 /// The runtime's own server tables, built with sea-query for either backend: accounts (with
@@ -237,51 +248,6 @@ pub const RUNTIME_SCOPE: &str = "sync-server";
 /// The migration scope of the app's entity tables.
 pub const APP_SCOPE: &str = "app";
 
-/// Applies migrations on PostgreSQL, each in a transaction under an advisory lock, so that
-/// server processes starting together migrate once. What is recorded and when a migration runs
-/// is the one runner's ([`migrate::apply_sqlite`] on SQLite); this only executes it here.
-pub async fn apply_postgres(
-    db: &PgDb,
-    scope: &str,
-    migrations: &[Migration],
-) -> Result<Vec<u32>, DbError> {
-    let mut client = db.client().await?;
-    let mut applied = Vec::new();
-    for m in migrations {
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!(
-            "SELECT pg_advisory_xact_lock(7301946612); {}",
-            Ledger::create(Dialect::Postgres)
-        ))
-        .await?;
-        let version = i64::from(m.version);
-        let recorded = tx
-            .query_opt(Ledger::RECORDED, &[&scope, &version])
-            .await?
-            .map(|row| row.get(0));
-        let pending = Ledger::pending(scope, m, recorded).map_err(|d| {
-            DbError::Migrate(format!(
-                "{}/{} is recorded as `{}` but this build calls it `{}`",
-                d.scope, d.version, d.recorded, d.expected
-            ))
-        })?;
-        if pending {
-            tx.batch_execute(&m.sql)
-                .await
-                .map_err(|e| DbError::Migrate(format!("{scope}/{}: {e}", m.name)))?;
-            let name: &str = m.name.as_ref();
-            tx.execute(
-                Ledger::RECORD,
-                &[&scope, &version, &name, &Ledger::applied_at()],
-            )
-            .await?;
-            applied.push(m.version);
-        }
-        tx.commit().await?;
-    }
-    Ok(applied)
-}
-
 impl Server {
     /// Connects to `database_url` (`sqlite://PATH` or `postgres://...`), creates or migrates the
     /// schema, and loads (or makes, once) the server's device id.
@@ -295,7 +261,7 @@ impl Server {
             config.max_waiters_per_account,
             config.max_waiters,
         ));
-        let db = if let Some(path) = database_url.strip_prefix("sqlite://") {
+        let (db, device_id) = if let Some(path) = database_url.strip_prefix("sqlite://") {
             let path = std::path::PathBuf::from(path);
             let db = tokio::task::spawn_blocking(move || -> Result<SqliteDb, StartError> {
                 let db = SqliteDb::open(&path)?;
@@ -306,36 +272,33 @@ impl Server {
                         &runtime_migrations(Dialect::Sqlite),
                     )?;
                     migrate::apply_sqlite(conn, APP_SCOPE, app.server_sqlite_migrations)?;
+                    let (recorded, columns) = newer_schema::read_sqlite(conn)?;
+                    warn_newer(newer_schema::judge(
+                        app,
+                        Dialect::Sqlite,
+                        &recorded,
+                        &columns,
+                    )?);
                     Ok(())
                 })?;
                 Ok(db)
             })
             .await
             .map_err(|e| DbError::Join(e.to_string()))??;
-            Db::Sqlite(db)
+            // The writer's IMMEDIATE transaction keeps two processes from both making an id.
+            let db = Db::Sqlite(db);
+            let device_id = server_device_id(&db).await.map_err(StartError::DeviceId)?;
+            (db, device_id)
         } else if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
             let db = PgDb::connect(database_url, config.postgres_connections)?;
-            apply_postgres(&db, RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres)).await?;
-            if !apply_postgres(&db, APP_SCOPE, app.server_postgres_migrations)
-                .await?
-                .is_empty()
-            {
-                // A migration may rewrite tables and indexes that hold rows: their statistics
-                // from the start.
-                let tables: Vec<&str> = app.schema.synced().map(|t| t.name.as_str()).collect();
-                statistics::analyze_filled(&db, &tables).await?;
-            }
+            let device_id = set_up_postgres(&db, app).await?;
             listener = Some(notify::spawn_listener(database_url, live.clone())?);
-            Db::Postgres(db)
+            (Db::Postgres(db), device_id)
         } else {
             return Err(StartError::Url(database_url.to_owned()));
         };
-        let device_id = server_device_id(&db).await.map_err(|e| match e {
-            ApiError::Internal(m) => StartError::Db(DbError::Migrate(m)),
-            other => StartError::Db(DbError::Migrate(other.to_string())),
-        })?;
         let limiter = rate_limit::LoginLimiter::new(config.max_login_failures, config.login_window);
         let registrations =
             rate_limit::RegisterLimiter::new(config.max_registrations, config.registration_window);
@@ -368,6 +331,44 @@ impl Server {
         crate::with_tx!(&self.db, true, |tx| Ok::<_, ApiError>(
             sync::purge(tx, &app.schema, before).await?
         ))
+    }
+}
+
+/// Brings a PostgreSQL database to this build's schema and reads (or makes, once) the server's
+/// device id, all under the schema's migration lock: of several processes starting together,
+/// one migrates and the others wait, then find it done.
+async fn set_up_postgres(db: &PgDb, app: &'static App) -> Result<String, StartError> {
+    let mut lock = pg_migrations::MigrationLock::take(db).await?;
+    lock.apply(RUNTIME_SCOPE, &runtime_migrations(Dialect::Postgres))
+        .await?;
+    if !lock
+        .apply(APP_SCOPE, app.server_postgres_migrations)
+        .await?
+        .is_empty()
+    {
+        // A migration may rewrite tables and indexes that hold rows: their statistics from
+        // the start.
+        let tables: Vec<&str> = app.schema.synced().map(|t| t.name.as_str()).collect();
+        statistics::analyze_filled(db, &tables).await?;
+    }
+    let (recorded, columns) = newer_schema::read_postgres(db).await?;
+    warn_newer(newer_schema::judge(
+        app,
+        Dialect::Postgres,
+        &recorded,
+        &columns,
+    )?);
+    let device_id = server_device_id(&Db::Postgres(db.clone()))
+        .await
+        .map_err(StartError::DeviceId)?;
+    lock.release().await?;
+    Ok(device_id)
+}
+
+/// Says so when a newer build migrated the database and this one serves it anyway.
+fn warn_newer(warning: Option<String>) {
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
     }
 }
 

@@ -8,7 +8,7 @@ use crate::protocol::health::Health;
 use crate::protocol::pull::{PullQuery, PullResponse};
 use crate::protocol::push::{PushRequest, PushResponse, RowOutcome, RowResult, RowResultSchema};
 use crate::protocol::push_body::PushBody;
-use crate::protocol::wire::{WireError, WireRow, normalise_id};
+use crate::protocol::wire::{RowSource, WireError, WireRow, normalise_id};
 use crate::protocol::{headers, paths};
 use crate::server::db::{Db, PgDb};
 use crate::server::error::{self, ApiError};
@@ -237,7 +237,20 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
                 ApiError::BadRequest(format!("{name}[{i}]: {}", WireError::NotAnObject))
             })?;
             let sent_id = raw.remote_id().unwrap_or_default().to_owned();
-            match WireRow::from_raw(table, raw, version, false) {
+            match WireRow::from_raw(table, raw, version, RowSource::Push) {
+                // Until the push merges field by field, it takes whole rows only.
+                Ok(r) if r.sent.is_some() || !r.field_stamps.is_empty() => {
+                    let missing = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .find(|(i, c)| !r.carries(*i) && c.on_wire() && c.since <= version)
+                        .map_or("field_stamps", |(_, c)| c.name.as_str());
+                    return Err(ApiError::BadRequest(format!(
+                        "{name}[{i}]: {}",
+                        WireError::MissingColumn(missing.to_owned())
+                    )));
+                }
                 Ok(r) => match row_rules::refusal(table, &r, &s.config, now) {
                     None => parsed.push(Ok(r)),
                     Some(why) => parsed.push(Err((r.remote_id, why))),

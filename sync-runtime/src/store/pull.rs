@@ -5,7 +5,7 @@ use super::{Applied, Sql, Store, StoreError, err, is_unique_violation};
 use crate::ddl::quote_ident;
 use crate::merge::{DeviceDecision, LocalRow, Origin, Stamp, decide_on_device};
 use crate::protocol::page::PulledPage;
-use crate::protocol::wire::WireRow;
+use crate::protocol::wire::{RowSource, WireRow};
 use crate::schema::{ColumnRole, Table};
 use crate::timestamp::Timestamp;
 use crate::value::Value;
@@ -237,7 +237,7 @@ impl Store {
 
     /// A row the server sent, checked against `table`.
     pub(super) fn server_row(&self, table: &Table, j: &Json) -> Result<WireRow, StoreError> {
-        WireRow::from_json(table, j, self.app.schema.version(), true)
+        WireRow::from_json(table, j, self.app.schema.version(), RowSource::Server)
             .map_err(|e| err(table, format!("the server sent a bad row: {e}")))
     }
 
@@ -426,7 +426,7 @@ impl Store {
             match c.role {
                 ColumnRole::Local => {}
                 // Read once per sync step (see `Store::with_account`).
-                ColumnRole::AccountId => params.push(Param::Own(Value::Text(self.account_id()?))),
+                ColumnRole::Owner => params.push(Param::Own(Value::Text(self.account_id()?))),
                 _ => params.push(v),
             }
         }

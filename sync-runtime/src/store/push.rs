@@ -169,6 +169,8 @@ impl Store {
                         device_id: None,
                         deleted_at,
                         values: &values,
+                        sent: None,
+                        field_stamps: &[],
                     },
                 )
                 .map_err(|e| err(t, e.to_string()))?;

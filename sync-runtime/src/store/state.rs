@@ -401,7 +401,7 @@ impl Store {
             (url, user_id, token),
         )?;
         for t in self.app.schema.tables.iter() {
-            for c in t.columns.iter().filter(|c| c.role == ColumnRole::AccountId) {
+            for c in t.columns.iter().filter(|c| c.role == ColumnRole::Owner) {
                 // A write from the sync itself: not dirty, not stamped.
                 self.conn.execute(
                     &format!(

@@ -46,17 +46,13 @@ impl Store {
                 )),
             ));
         }
-        let account = if table
-            .columns
-            .iter()
-            .any(|c| c.role == ColumnRole::AccountId)
-        {
+        let account = if table.columns.iter().any(|c| c.role == ColumnRole::Owner) {
             Some(self.account_id()?)
         } else {
             None
         };
         for (c, v) in table.columns.iter().zip(values.iter_mut()) {
-            if c.role == ColumnRole::AccountId {
+            if c.role == ColumnRole::Owner {
                 *v = Value::Text(account.clone().unwrap_or_default());
             }
             let fits = match (c.ty, &*v) {

@@ -34,5 +34,6 @@ pub use pull::{PullInput, PullPage, pull, user_sequence};
 pub use purge::purge;
 pub use push::{PushContext, PushInput, PushedRows, RowStatus, push};
 pub use read_ahead::natural_key_lookup;
+pub(crate) use record::select_columns;
 pub use record::{Record, load, row_json};
 pub use statements::Statements;

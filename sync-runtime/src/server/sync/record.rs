@@ -70,7 +70,8 @@ pub(super) fn server_ty(c: &Column) -> ColumnType {
     }
 }
 
-pub(super) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
+/// Every column of `table` as the server stores it, with its type: what this build reads.
+pub(crate) fn select_columns(table: &Table) -> (Vec<String>, Vec<ColumnType>) {
     written_columns(table, u32::MAX)
 }
 
@@ -194,6 +195,8 @@ impl Record {
             device_id: Some(&self.device_id),
             deleted_at: self.deleted_at,
             values: &self.values,
+            sent: None,
+            field_stamps: &[],
         }
     }
 }
