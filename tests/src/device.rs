@@ -57,6 +57,11 @@ impl LiveServer {
         self.server = Some(server);
     }
 
+    /// The URL of the server's database (`sqlite://PATH`, or PostgreSQL's scoped to its schema).
+    pub fn database_url(&self) -> &str {
+        &self.db_url
+    }
+
     /// The server goes down: the port refuses connections.
     pub async fn stop(&mut self) {
         if let Some(t) = self.task.take() {

@@ -3,7 +3,8 @@
 
 use crate::protocol::headers;
 use crate::server::error::ApiError;
-use crate::server::{Server, auth};
+use crate::server::{Server, auth, budget};
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -89,6 +90,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
 
     async fn from_request(req: Request, s: &Arc<Server>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
+        let (_admitted, body) = s.budget.admit_body(
+            None,
+            &parts.headers,
+            body,
+            SMALL_BODY_BYTES,
+            s.config.body_timeout,
+        )?;
         let bytes = read_body(s, &parts.headers, body, SMALL_BODY_BYTES).await?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
@@ -97,7 +105,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
 }
 
 /// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
-/// would otherwise hold its buffer for as long as it likes).
+/// would otherwise hold its buffer for as long as it likes). A body declared or found over
+/// `limit` is a 413; one that is not valid HTTP (a malformed chunk, a connection cut short) a
+/// 400, so that a client does not take it for a batch to halve.
 pub async fn read_body(
     s: &Server,
     request_headers: &HeaderMap,
@@ -113,14 +123,33 @@ pub async fn read_body(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));
     }
+    let too_large = || ApiError::TooLarge(format!("the body is over {limit} bytes"));
+    let declared = budget::declared_length(request_headers);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
     let timeout = s.config.body_timeout;
-    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::RequestTimeout(format!(
-                "the body did not arrive within {} s",
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
+    let read = async {
+        let mut body = body;
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid HTTP: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(axum::body::Bytes::from(bytes))
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} s",
+            timeout.as_secs()
+        ))
+    })?
 }

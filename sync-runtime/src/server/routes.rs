@@ -308,7 +308,8 @@ fn analyze_grown_tables(
 
 #[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
     responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn push(
     State(s): State<Arc<Server>>,
@@ -316,8 +317,20 @@ async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<PushResponse>, ApiError> {
-    let body = read_body(&s, &headers, body, s.config.max_body_bytes).await?;
+    // Taken before the body is read; held until the push is answered.
+    let limit = s.config.max_body_bytes;
+    let (_admitted, body) = s.budget.admit_body(
+        Some(&signed_in.user_id),
+        &headers,
+        body,
+        limit,
+        s.config.body_timeout,
+    )?;
+    let body = read_body(&s, &headers, body, limit).await?;
     let (version, input) = parse_push(&s, &body, signed_in.user_id)?;
+    drop(body);
+    // The account's turn before a database connection: a push waiting for it holds none.
+    let _turn = s.turns.take(&input.user_id).await;
     let (app, server_device) = (s.app, s.device_id.clone());
     let statements = s.statements.clone();
     let (user, announced) = (input.user_id.clone(), input.user_id.clone());

@@ -74,13 +74,14 @@ pub async fn one_account_flood(
             tokio::spawn(async move {
                 let mut refused = 0;
                 loop {
-                    match flooder.send_raw(body.clone()).await? {
-                        200 => return Ok::<_, String>(refused),
-                        429 | 503 => {
+                    match flooder.send_raw(body.clone()).await {
+                        Ok(200) => return Ok::<_, String>(refused),
+                        // A refused push, or its connection closed before the answer came.
+                        Ok(429 | 503) | Err(_) => {
                             refused += 1;
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        status => return Err(format!("a flooding push answered {status}")),
+                        Ok(status) => return Err(format!("a flooding push answered {status}")),
                     }
                 }
             })
