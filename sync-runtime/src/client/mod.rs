@@ -4,12 +4,14 @@
 pub mod changes;
 mod live;
 pub mod remote;
+pub mod remote_url;
 pub mod service;
 pub mod transport;
 
 pub use crate::protocol::auth::Session;
 pub use changes::{Changes, TableChanges};
 pub use remote::{NextPage, Remote, RemoteError};
+pub use remote_url::allow_plain_http_anywhere;
 pub use service::{ServiceError, ServiceOptions, SyncService};
 pub use transport::{PullRequest, Transport};
 

@@ -9,6 +9,7 @@
 //! - `Sec-Fetch-Site`, when the browser sends it, says same-origin or a typed address.
 
 use super::error::ControlError;
+use crate::client::remote_url::{is_loopback, is_loopback_host};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -76,32 +77,6 @@ pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlErr
         }
     }
     Ok(())
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        IpAddr::V4(v4) => v4.is_loopback(),
-    }
-}
-
-/// Whether a `Host` header (`name` or `name:port`) names this machine's loopback.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            Some(_) => return false,
-            None => host,
-        }
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
 }
 
 #[cfg(test)]
