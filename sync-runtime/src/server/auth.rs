@@ -224,21 +224,26 @@ pub async fn insert_token<T: SyncTx>(
     Ok(())
 }
 
-/// The user of a live token.
-pub async fn token_user<T: SyncTx>(tx: &mut T, hash: &str) -> Result<Option<String>, ApiError> {
+/// The user of a live token, and when the token expires.
+pub async fn token_user<T: SyncTx>(
+    tx: &mut T,
+    hash: &str,
+) -> Result<Option<(String, Timestamp)>, ApiError> {
     let mut q = Query::select();
-    q.column("user_id")
+    q.columns(["user_id", "expires_at"])
         .from("sync_tokens")
         .and_where(Expr::col("token_hash").eq(hash))
         .and_where(Expr::col("revoked_at").is_null())
         .and_where(Expr::col("expires_at").gt(Timestamp::now().to_wire()));
     Ok(tx
-        .fetch(&q, &[ColumnType::Text])
+        .fetch(&q, &[ColumnType::Text, ColumnType::Text])
         .await?
         .into_iter()
         .next()
-        .and_then(|r| match &r[0] {
-            Value::Text(u) => Some(u.clone()),
+        .and_then(|r| match (&r[0], &r[1]) {
+            (Value::Text(u), Value::Text(e)) => {
+                Some((u.clone(), Timestamp::parse_lenient(e).ok()?))
+            }
             _ => None,
         }))
 }

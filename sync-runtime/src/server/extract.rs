@@ -4,6 +4,7 @@
 use crate::protocol::headers;
 use crate::server::error::ApiError;
 use crate::server::{Server, auth, budget};
+use crate::timestamp::Timestamp;
 use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
@@ -17,6 +18,8 @@ pub struct SignedIn {
     pub user_id: String,
     /// The token's hash, which names the token in storage (sign-out revokes it).
     pub token_hash: String,
+    /// When the token expires: a pull held past it is answered 401.
+    pub expires_at: Timestamp,
 }
 
 impl FromRequestParts<Arc<Server>> for SignedIn {
@@ -34,12 +37,13 @@ impl FromRequestParts<Arc<Server>> for SignedIn {
         let token_hash = auth::token_hash(token);
         let h = token_hash.clone();
         let user = crate::with_tx!(&s.db, false, |tx| auth::token_user(tx, &h).await)?;
-        let user_id = user.ok_or_else(|| {
+        let (user_id, expires_at) = user.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
         })?;
         Ok(SignedIn {
             user_id,
             token_hash,
+            expires_at,
         })
     }
 }

@@ -186,6 +186,8 @@ async fn login(
 async fn logout(State(s): State<Arc<Server>>, signed_in: SignedIn) -> Result<StatusCode, ApiError> {
     let hash = signed_in.token_hash;
     crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
+    // The account's held pulls check their tokens now: this one's ends, delivering nothing.
+    s.live.signed_out(&signed_in.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -401,9 +403,10 @@ async fn pull(
     ApiQuery(query): ApiQuery<PullQuery>,
 ) -> Result<Response, ApiError> {
     let version = client_schema_version(&s, &request_headers)?;
-    let input = pull_input(&s, signed_in.user_id, version, &query)?;
+    let input = pull_input(&s, signed_in.user_id.clone(), version, &query)?;
     let wait = query.wait.map(Duration::from_secs);
-    let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
+    let answer =
+        long_poll::pull_or_wait(&s, &signed_in, input, wait, |input| pull_page(&s, input)).await?;
     let page = answer.page;
     let changes = PageRows::new(&s.app.schema, version, page.changes);
     let cursor = Cursor {
