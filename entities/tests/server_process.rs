@@ -146,3 +146,22 @@ fn two_processes_on_one_postgres_merge_a_natural_key_pushed_to_both_at_once() {
     assert_eq!(lists.len(), rounds, "one record per name: {lists:?}");
     drop((a, b));
 }
+
+/// Before (issue 25): `--token-days 0` started a server whose tokens were expired when handed
+/// out, so every sign-in "succeeded" and every sync then failed with 401.
+#[test]
+fn token_days_of_zero_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sync-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite:///nonexistent/x.sqlite",
+        ])
+        .args(["--token-days", "0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("--token-days"), "{said}");
+}

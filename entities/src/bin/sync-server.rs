@@ -40,8 +40,9 @@ struct Args {
     /// Bytes of all request bodies in flight at once; more is a 503.
     #[arg(long, env = "SYNC_MAX_REQUEST_BYTES", default_value_t = ServerConfig::default().max_request_bytes)]
     max_request_bytes: usize,
-    /// Days a bearer token lives.
-    #[arg(long, env = "SYNC_TOKEN_DAYS", default_value_t = 30)]
+    /// Days a bearer token lives (at least 1: a token of 0 days would be expired when handed out).
+    #[arg(long, env = "SYNC_TOKEN_DAYS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
     token_days: u64,
     /// The oldest client schema version served.
     #[arg(long, env = "SYNC_MIN_SCHEMA_VERSION", default_value_t = 1)]

@@ -50,6 +50,19 @@ pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlErr
             "this API answers this machine only".into(),
         ));
     }
+    // Each header the guard reads must come once: with two, the guard would read the first
+    // and a server or proxy behind it might read the other.
+    for name in [
+        header::HOST.as_str(),
+        header::ORIGIN.as_str(),
+        "sec-fetch-site",
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ControlError::Forbidden(format!(
+                "a request with more than one `{name}` header"
+            )));
+        }
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -82,6 +95,31 @@ pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicated_host_origin_or_fetch_site_is_refused() {
+        let own = |headers: &mut HeaderMap| {
+            headers.append(header::HOST, HeaderValue::from_static("127.0.0.1:8790"));
+            headers.append(
+                header::ORIGIN,
+                HeaderValue::from_static("http://127.0.0.1:8790"),
+            );
+            headers.append("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        };
+        let mut single = HeaderMap::new();
+        own(&mut single);
+        assert!(check(None, &single).is_ok());
+        for (name, foreign) in [
+            ("host", "evil.example"),
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let mut doubled = HeaderMap::new();
+            own(&mut doubled);
+            doubled.append(name, HeaderValue::from_static(foreign));
+            assert!(check(None, &doubled).is_err(), "a second {name}: {foreign}");
+        }
+    }
 
     #[test]
     fn loopback_hosts_are_told_from_others() {

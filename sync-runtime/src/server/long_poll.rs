@@ -93,9 +93,12 @@ where
                 waited = true;
             }
             _ => {
+                // `X-Sync-Wait` says whether the pull was held: 0 when it was answered at once
+                // (its cursor was behind).
+                let granted = if waited { wait } else { Duration::ZERO };
                 return Ok(Answer {
                     page,
-                    granted: Some(wait),
+                    granted: Some(granted),
                 });
             }
         }
