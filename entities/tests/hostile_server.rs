@@ -135,6 +135,32 @@ fn fails(db: &Path, args: &[&str]) -> String {
     text
 }
 
+/// `sync-client connect` to `url` on `db`, expected to fail: its output.
+fn connect_fails(db: &Path, url: &str) -> String {
+    fails(
+        db,
+        &[
+            "connect",
+            url,
+            "--email",
+            "device@example.org",
+            "--password",
+            "a secret password",
+        ],
+    )
+}
+
+/// A device of a real server whose stored session then names `url` instead (as a server moved
+/// or taken over would); the real server is returned to be kept running.
+fn session_moved_to(dir: &Path, db: &Path, url: &str) -> common::Running {
+    let (server, real) = sqlite_server(dir);
+    connect(db, &real, "device@example.org", "a secret password", true);
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute("UPDATE sync_state SET remote_url = ?1", [url])
+        .unwrap();
+    server
+}
+
 /// Before: `sync-client connect` re-sent `{"email", "password"}` to the host in `Location`.
 #[test]
 fn sign_in_follows_no_redirect() {
@@ -146,17 +172,7 @@ fn sign_in_follows_no_redirect() {
             format!("{}/api/auth/login", collector.url),
         ));
         let db = dir.join(format!("redirect-{status}.sqlite"));
-        let said = fails(
-            &db,
-            &[
-                "connect",
-                &server.url,
-                "--email",
-                "redirect@example.org",
-                "--password",
-                "a secret password",
-            ],
-        );
+        let said = connect_fails(&db, &server.url);
         assert!(said.contains("redirect"), "HTTP {status}: {said}");
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -172,20 +188,15 @@ fn sign_in_follows_no_redirect() {
 #[test]
 fn a_sync_follows_no_redirect() {
     let dir = common::temp_dir("hostile-server-sync-redirect");
-    let (_server, url) = sqlite_server(&dir);
     let db = dir.join("device.sqlite");
-    connect(&db, &url, "token@example.org", "a secret password", true);
-    common::ok(&db, &["insert", "profiles", "name=Zoë", "avatar=Z"]);
     let collector = Collector::start();
     let hostile = FakeServer::start(Answer::Redirect(
         307,
         format!("{}/api/sync/push", collector.url),
     ));
-    // The stored session now names the hostile server (as a server moved or taken over would).
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute("UPDATE sync_state SET remote_url = ?1", [&hostile.url])
-        .unwrap();
-    drop(conn);
+    let _server = session_moved_to(&dir, &db, &hostile.url);
+    // A row to push: the push carries the token first.
+    common::ok(&db, &["insert", "profiles", "name=Zoë", "avatar=Z"]);
     let said = fails(&db, &["sync"]);
     assert!(said.contains("redirect"), "{said}");
     std::thread::sleep(Duration::from_millis(200));
@@ -204,17 +215,7 @@ fn plain_http_goes_to_this_machine_only() {
     let dir = common::temp_dir("hostile-server-plain-http");
     let db = dir.join("device.sqlite");
     // 192.0.2.1 is documentation's own address: nothing answers there.
-    let said = fails(
-        &db,
-        &[
-            "connect",
-            "http://192.0.2.1:8787",
-            "--email",
-            "plain@example.org",
-            "--password",
-            "a secret password",
-        ],
-    );
+    let said = connect_fails(&db, "http://192.0.2.1:8787");
     assert!(said.contains("must use https://"), "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -226,19 +227,9 @@ fn an_endless_answer_to_sign_in_is_refused_at_its_bound() {
     let dir = common::temp_dir("hostile-server-endless");
     let server = FakeServer::start(Answer::Endless(256 << 20));
     let db = dir.join("device.sqlite");
-    let said = fails(
-        &db,
-        &[
-            "connect",
-            &server.url,
-            "--email",
-            "endless@example.org",
-            "--password",
-            "a secret password",
-        ],
-    );
+    let said = connect_fails(&db, &server.url);
     assert!(said.contains("an answer over"), "{said}");
-    let written = server.written.load(Ordering::Relaxed) >> 20;
+    let written = server_mib(&server);
     assert!(written < 32, "the client took {written} MiB");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -247,14 +238,10 @@ fn an_endless_answer_to_sign_in_is_refused_at_its_bound() {
 #[test]
 fn an_endless_page_is_refused_at_its_bound() {
     let dir = common::temp_dir("hostile-server-endless-page");
-    let (_server, url) = sqlite_server(&dir);
     let db = dir.join("device.sqlite");
-    connect(&db, &url, "page@example.org", "a secret password", true);
     let hostile = FakeServer::start(Answer::Endless(256 << 20));
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute("UPDATE sync_state SET remote_url = ?1", [&hostile.url])
-        .unwrap();
-    drop(conn);
+    // Nothing to push: the sync's first request is the pull.
+    let _server = session_moved_to(&dir, &db, &hostile.url);
     let said = fails(&db, &["sync"]);
     assert!(said.contains("an answer over"), "{said}");
     let written = server_mib(&hostile);
@@ -262,6 +249,7 @@ fn an_endless_page_is_refused_at_its_bound() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// MiB of answers the client took from `server` before it hung up.
 fn server_mib(server: &FakeServer) -> usize {
     server.written.load(Ordering::Relaxed) >> 20
 }

@@ -13,19 +13,6 @@ use tests::server::{Backend, at, id, row};
 /// How long an answer that should come at once may take, on a loaded machine.
 const AT_ONCE: Duration = Duration::from_secs(5);
 
-async fn sign_in(http: &reqwest::Client, url: &str, path: &str) -> String {
-    let session: Json = http
-        .post(format!("{url}{path}"))
-        .json(&json!({"email": "held@example.org", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    session["token"].as_str().expect("a session").to_owned()
-}
-
 /// The account's latest cursor, from a full pull.
 async fn cursor(http: &reqwest::Client, url: &str, token: &str) -> String {
     let page: Json = http
@@ -85,8 +72,8 @@ async fn sign_out_ends_a_held_pull(backend: Backend) {
         return;
     };
     let (http, url) = (reqwest::Client::new(), server.url.clone());
-    let token = sign_in(&http, &url, paths::REGISTER).await;
-    let other_device = sign_in(&http, &url, paths::LOGIN).await;
+    let (_, token) = server.sign_in(paths::REGISTER, "held@example.org").await;
+    let (_, other_device) = server.sign_in(paths::LOGIN, "held@example.org").await;
     let from = cursor(&http, &url, &token).await;
     let held = held_pull(&http, &url, &token, &from);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -117,7 +104,7 @@ async fn expiry_ends_a_held_pull(backend: Backend) {
         return;
     };
     let (http, url) = (reqwest::Client::new(), server.url.clone());
-    let token = sign_in(&http, &url, paths::REGISTER).await;
+    let (_, token) = server.sign_in(paths::REGISTER, "held@example.org").await;
     let from = cursor(&http, &url, &token).await;
     let (status, body, took) = held_pull(&http, &url, &token, &from).await.unwrap();
     assert_eq!(status, 401, "{body}");

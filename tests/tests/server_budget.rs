@@ -17,21 +17,6 @@ use tokio::time::timeout;
 /// How long an answer that should come at once may take, on a loaded machine.
 const AT_ONCE: Duration = Duration::from_secs(10);
 
-/// Registers `email` on `url`; its user id and bearer token.
-async fn register(http: &reqwest::Client, url: &str, email: &str) -> (String, String) {
-    let session: Json = http
-        .post(format!("{url}{}", paths::REGISTER))
-        .json(&json!({"email": email, "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let field = |name: &str| session[name].as_str().expect("a session").to_owned();
-    (field("user_id"), field("token"))
-}
-
 /// A push whose head is sent, declaring `length` bytes of body, none of which follows: it
 /// takes its share of the budget and keeps it while the connection stays open.
 async fn push_without_its_body(server: &LiveServer, token: &str, length: usize) -> TcpStream {
@@ -118,9 +103,9 @@ async fn request_bytes_are_bounded_per_account_and_in_all_before_bodies_are_read
         return;
     };
     let http = reqwest::Client::new();
-    let (_, a) = register(&http, &server.url, "a@budget.example").await;
-    let (_, b) = register(&http, &server.url, "b@budget.example").await;
-    let (_, c) = register(&http, &server.url, "c@budget.example").await;
+    let (_, a) = server.sign_in(paths::REGISTER, "a@budget.example").await;
+    let (_, b) = server.sign_in(paths::REGISTER, "b@budget.example").await;
+    let (_, c) = server.sign_in(paths::REGISTER, "c@budget.example").await;
     // Two of A's pushes are being read: A's share (128 KiB) holds no third.
     let held_a = [
         push_without_its_body(&server, &a, 60_000).await,
@@ -220,8 +205,8 @@ async fn a_push_waiting_for_its_account_holds_no_database_connection(backend: Ba
         return;
     };
     let http = reqwest::Client::new();
-    let (a_user, a) = register(&http, &server.url, "a@turns.example").await;
-    let (_, b) = register(&http, &server.url, "b@turns.example").await;
+    let (a_user, a) = server.sign_in(paths::REGISTER, "a@turns.example").await;
+    let (_, b) = server.sign_in(paths::REGISTER, "b@turns.example").await;
     let lock = lock_account(&server, &a_user).await;
     // Ten pushes of A wait for A's lock.
     let pushes: Vec<_> = (0..10)

@@ -43,9 +43,16 @@ pub(crate) async fn same_origin_only(req: Request, next: Next) -> Response {
 
 /// Checks one request's peer and headers.
 pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlError> {
-    if let Some(ip) = peer
-        && !is_loopback(ip)
-    {
+    // Without the peer's address (the app served the router without connection info) the
+    // check would be skipped: refuse instead, saying how to serve it.
+    let Some(ip) = peer else {
+        return Err(ControlError::Forbidden(
+            "this API needs the peer's address: serve the router with \
+             `into_make_service_with_connect_info::<SocketAddr>()`"
+                .into(),
+        ));
+    };
+    if !is_loopback(ip) {
         return Err(ControlError::Forbidden(
             "this API answers this machine only".into(),
         ));
@@ -97,7 +104,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_duplicated_host_origin_or_fetch_site_is_refused() {
+    fn a_duplicated_guard_header_or_a_missing_peer_address_is_refused() {
         let own = |headers: &mut HeaderMap| {
             headers.append(header::HOST, HeaderValue::from_static("127.0.0.1:8790"));
             headers.append(
@@ -108,7 +115,10 @@ mod tests {
         };
         let mut single = HeaderMap::new();
         own(&mut single);
-        assert!(check(None, &single).is_ok());
+        let loopback = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(check(loopback, &single).is_ok());
+        // Before (issue 25): with no peer address the peer check was skipped.
+        assert!(check(None, &single).is_err(), "no peer address");
         for (name, foreign) in [
             ("host", "evil.example"),
             ("origin", "https://evil.example"),
@@ -117,7 +127,10 @@ mod tests {
             let mut doubled = HeaderMap::new();
             own(&mut doubled);
             doubled.append(name, HeaderValue::from_static(foreign));
-            assert!(check(None, &doubled).is_err(), "a second {name}: {foreign}");
+            assert!(
+                check(loopback, &doubled).is_err(),
+                "a second {name}: {foreign}"
+            );
         }
     }
 
