@@ -90,7 +90,13 @@ impl RequestBudget {
         limit: usize,
         timeout: std::time::Duration,
     ) -> Result<(Admitted<'_>, axum::body::Body), ApiError> {
-        match self.admit(account, body_bytes(request_headers, limit)) {
+        // A body whose length is known without a header (one built in process) counts at it.
+        let exact = axum::body::HttpBody::size_hint(&body).exact();
+        let bytes = match (declared_length(request_headers), exact) {
+            (None, Some(n)) => usize::try_from(n).unwrap_or(limit).min(limit),
+            _ => body_bytes(request_headers, limit),
+        };
+        match self.admit(account, bytes) {
             Ok(admitted) => Ok((admitted, body)),
             Err(refused) => {
                 discard(body, limit, timeout);
