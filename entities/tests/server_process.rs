@@ -105,26 +105,10 @@ fn the_binary_serves_the_protocol_over_a_socket_and_stops_on_sigterm() {
 )]
 #[test]
 fn two_processes_on_one_postgres_merge_a_natural_key_pushed_to_both_at_once() {
-    let Ok(url) = std::env::var("SYNC_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: needs PostgreSQL; set SYNC_TEST_POSTGRES_URL (as .ci/run does)");
+    let Some(schema) = common::PgSchema::create("two_processes") else {
         return;
     };
-    let schema = format!("two_processes_{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = |sql: String| {
-        rt.block_on(async {
-            let client = common::postgres(&url).await;
-            client.batch_execute(&sql).await.unwrap();
-        })
-    };
-    admin(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ));
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let scoped = schema.url.clone();
     let (a, b) = (Process::start(&scoped), Process::start(&scoped));
     let (st, session) = a.http(
         "POST",
@@ -161,5 +145,23 @@ fn two_processes_on_one_postgres_merge_a_natural_key_pushed_to_both_at_once() {
     let lists = page["changes"]["lists"].as_array().unwrap();
     assert_eq!(lists.len(), rounds, "one record per name: {lists:?}");
     drop((a, b));
-    admin(format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// Before (issue 25): `--token-days 0` started a server whose tokens were expired when handed
+/// out, so every sign-in "succeeded" and every sync then failed with 401.
+#[test]
+fn token_days_of_zero_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sync-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite:///nonexistent/x.sqlite",
+        ])
+        .args(["--token-days", "0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("--token-days"), "{said}");
 }

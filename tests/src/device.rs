@@ -57,6 +57,32 @@ impl LiveServer {
         self.server = Some(server);
     }
 
+    /// The URL of the server's database (`sqlite://PATH`, or PostgreSQL's scoped to its schema).
+    pub fn database_url(&self) -> &str {
+        &self.db_url
+    }
+
+    /// Signs `email` in over HTTP, at `path` (register or login) with the password "correct
+    /// horse": its user id and token.
+    pub async fn sign_in(&self, path: &str, email: &str) -> (String, String) {
+        let session: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(&serde_json::json!({"email": email, "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let field = |name: &str| {
+            session[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("not a session: {session}"))
+                .to_owned()
+        };
+        (field("user_id"), field("token"))
+    }
+
     /// The server goes down: the port refuses connections.
     pub async fn stop(&mut self) {
         if let Some(t) = self.task.take() {

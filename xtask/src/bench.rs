@@ -2,6 +2,7 @@
 //! Numbers are printed and written to docs/bench.md, never asserted.
 
 mod chart;
+mod flood;
 mod requests;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub enum Workload {
     Growth,
     /// Many devices pushing one row at a time.
     SmallPushes,
+    /// One account's concurrent maximum-size pushes: the server's memory, and another
+    /// account's waits meanwhile.
+    Flood,
 }
 
 impl std::fmt::Display for Workload {
@@ -54,6 +58,8 @@ struct Sizes {
     /// Devices pushing one row at a time, and for how long.
     small_devices: usize,
     small_for: Duration,
+    /// Concurrent maximum-size pushes of one account.
+    flood_pushes: usize,
 }
 
 /// What a run measured: the page of docs/bench.md and the growth chart (SVG).
@@ -295,6 +301,7 @@ pub fn run(quick: bool, million: bool, only: &[Workload]) -> Result<Report, Stri
             growth_devices: vec![1, 10],
             small_devices: 20,
             small_for: Duration::from_secs(2),
+            flood_pushes: 10,
         }
     } else {
         let mut growth_rows = vec![10_000, 100_000];
@@ -313,6 +320,7 @@ pub fn run(quick: bool, million: bool, only: &[Workload]) -> Result<Report, Stri
             growth_devices: vec![1, 10, 50, 200],
             small_devices: 200,
             small_for: Duration::from_secs(5),
+            flood_pushes: 100,
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -845,6 +853,10 @@ async fn run_all(z: &Sizes, quick: bool, only: &[Workload]) -> Result<Report, St
         ));
     }
 
+    if want(Workload::Flood) {
+        flood(z, &mut table).await?;
+    }
+
     let mut md = String::from("# Benchmarks\n\n");
     md.push_str(&format!(
         "Written by `cargo xtask bench{}` ({} runs each, release build, server in process over loopback HTTP, SQLite unless named). \
@@ -1010,5 +1022,74 @@ async fn live(z: &Sizes, table: &mut Vec<(String, String, Stat, String)>) -> Res
         drop(held);
     }
     remove(&db);
+    Ok(())
+}
+
+/// One account's concurrent maximum-size pushes (`bench/flood.rs`), on both backends.
+async fn flood(z: &Sizes, table: &mut Vec<(String, String, Stat, String)>) -> Result<(), String> {
+    let pushes = z.flood_pushes;
+    // The largest body the server takes by default (16 MiB), less room for the envelope.
+    let bytes = ServerConfig::default().max_body_bytes / 32 * 31;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (database, _cleanup) = match backend {
+            Backend::Sqlite => {
+                let db = temp("flood");
+                (format!("sqlite://{}", db.display()), None)
+            }
+            Backend::Postgres => {
+                match tests::server::fresh_database(backend, "bench_flood").await {
+                    Some((url, cleanup)) => (url, Some(cleanup)),
+                    None => {
+                        eprintln!("flood on {backend:?}: skipped (set SYNC_TEST_POSTGRES_URL)");
+                        continue;
+                    }
+                }
+            }
+        };
+        eprintln!(
+            "flood on {backend:?}: {pushes} pushes of {} MiB from one account at once",
+            bytes >> 20
+        );
+        let f = flood::one_account_flood(&database, pushes, bytes).await?;
+        if let Some(path) = database.strip_prefix("sqlite://") {
+            remove(Path::new(path));
+        }
+        let single = |v: f64| Stat {
+            median: v,
+            min: v,
+            max: v,
+        };
+        let what = format!(
+            "one account's {pushes} concurrent {} MiB pushes, {backend:?}",
+            bytes >> 20
+        );
+        table.push((
+            format!("{what}: peak RSS of the server process"),
+            format!(
+                "MiB ({:.1} MiB before; {:.0} s, {} refused for a while)",
+                f.before_mib, f.seconds, f.refused
+            ),
+            single(f.peak_mib),
+            "measured".into(),
+        ));
+        for (name, samples) in [("push", &f.other_push), ("pull", &f.other_pull)] {
+            table.push((
+                format!(
+                    "{what}: another account's one-row {name} meanwhile ({} samples)",
+                    samples.len()
+                ),
+                format!(
+                    "latency; p99 {:.1} ms",
+                    flood::quantile(samples, 0.99) * 1000.0
+                ),
+                Stat {
+                    median: flood::quantile(samples, 0.5),
+                    min: samples[0],
+                    max: samples[samples.len() - 1],
+                },
+                "measured".into(),
+            ));
+        }
+    }
     Ok(())
 }

@@ -39,11 +39,16 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `sync-server` (built beside this binary) on `database`, with `args` added.
+    /// Starts `sync-server` (built beside this binary, or the one `SYNC_BENCH_SERVER_BIN` names)
+    /// on `database`, with `args` added.
     pub fn start(database: &str, args: &[&str]) -> Result<ServerProcess, String> {
-        let bin = std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("sync-server");
+        // Another build's server may be measured against this one's (before and after a fix).
+        let bin = match std::env::var_os("SYNC_BENCH_SERVER_BIN") {
+            Some(bin) => PathBuf::from(bin),
+            None => std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("sync-server"),
+        };
         if !bin.exists() {
             return Err(format!("{} is not built", bin.display()));
         }
@@ -65,6 +70,11 @@ impl ServerProcess {
             .ok_or_else(|| format!("sync-server said {line:?}"))?
             .to_owned();
         Ok(ServerProcess { child, url })
+    }
+
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory now, in MiB.

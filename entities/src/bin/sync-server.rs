@@ -45,8 +45,16 @@ struct Args {
     /// Bytes one request body may have.
     #[arg(long, env = "SYNC_MAX_BODY_BYTES", default_value_t = ServerConfig::default().max_body_bytes)]
     max_body_bytes: usize,
-    /// Days a bearer token lives.
-    #[arg(long, env = "SYNC_TOKEN_DAYS", default_value_t = 30)]
+    /// Bytes of one account's request bodies in flight at once; more is a 429 (a lone request
+    /// always passes).
+    #[arg(long, env = "SYNC_MAX_ACCOUNT_REQUEST_BYTES", default_value_t = ServerConfig::default().max_account_request_bytes)]
+    max_account_request_bytes: usize,
+    /// Bytes of all request bodies in flight at once; more is a 503.
+    #[arg(long, env = "SYNC_MAX_REQUEST_BYTES", default_value_t = ServerConfig::default().max_request_bytes)]
+    max_request_bytes: usize,
+    /// Days a bearer token lives (at least 1: a token of 0 days would be expired when handed out).
+    #[arg(long, env = "SYNC_TOKEN_DAYS", default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..))]
     token_days: u64,
     /// The oldest client schema version served.
     #[arg(long, env = "SYNC_MIN_SCHEMA_VERSION", default_value_t = 1)]
@@ -227,6 +235,8 @@ async fn main() -> ExitCode {
     let config = ServerConfig {
         max_push_rows: args.max_push_rows,
         max_body_bytes: args.max_body_bytes,
+        max_account_request_bytes: args.max_account_request_bytes,
+        max_request_bytes: args.max_request_bytes,
         min_schema_version: args.min_schema_version,
         token_ttl: Duration::from_secs(args.token_days * 24 * 3600),
         tombstone_horizon: (args.tombstone_days > 0)

@@ -210,6 +210,57 @@ pub async fn postgres(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A schema of its own in the test PostgreSQL database (`SYNC_TEST_POSTGRES_URL`), dropped with
+/// this value; `None` when PostgreSQL is not configured.
+pub struct PgSchema {
+    admin_url: String,
+    name: String,
+    /// The database URL of a server whose tables live in this schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    pub fn create(purpose: &str) -> Option<PgSchema> {
+        let Ok(admin_url) = std::env::var("SYNC_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: needs PostgreSQL; set SYNC_TEST_POSTGRES_URL (as .ci/run does)");
+            return None;
+        };
+        let name = format!("{purpose}_{}", std::process::id());
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{sep}options=-c%20search_path%3D{name}");
+        let schema = PgSchema {
+            admin_url,
+            name,
+            url,
+        };
+        schema.admin(format!(
+            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}",
+            schema.name
+        ));
+        Some(schema)
+    }
+
+    fn admin(&self, sql: String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            postgres(&self.admin_url)
+                .await
+                .batch_execute(&sql)
+                .await
+                .unwrap();
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        self.admin(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
 /// `sync-client --db <db> <args>`, run to its end.
 pub fn client(db: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sync-client"))

@@ -1,5 +1,6 @@
 //! The server, as the device speaks to it over HTTP.
 
+use super::remote_url::check_remote_url;
 use super::transport::{PullRequest, Transport};
 use crate::protocol::DecodeError;
 use crate::protocol::account::{PasswordChange, PasswordConfirmation};
@@ -36,6 +37,9 @@ pub enum RemoteError {
     /// is, kept typed so that the decoder's reason reaches the caller as it was).
     #[error("the server's answer is not the sync protocol: {0}")]
     Page(#[from] DecodeError),
+    /// A server address the device sends no password or token to (see [`check_remote_url`]).
+    #[error("{0}")]
+    Address(String),
 }
 
 impl RemoteError {
@@ -64,7 +68,7 @@ impl RemoteError {
         match self {
             RemoteError::Unreachable { .. } => true,
             RemoteError::Api { status, .. } => *status >= 500 || *status == 429,
-            RemoteError::Protocol(_) | RemoteError::Page(_) => false,
+            RemoteError::Protocol(_) | RemoteError::Page(_) | RemoteError::Address(_) => false,
         }
     }
 }
@@ -78,6 +82,14 @@ pub enum NextPage {
     None,
 }
 
+/// Bytes an answer other than a pulled page may hold (a session, a push's answer, health, an
+/// error): a hostile server's endless answer ends there instead of in the device's memory.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// Bytes a pulled page may hold: the server's page bound (`max_page_bytes`, 8 MiB by default),
+/// or a page of one record as large as the largest push body (16 MiB), with room to spare.
+pub const MAX_PAGE_ANSWER_BYTES: usize = 64 << 20;
+
 /// One sync server.
 #[derive(Clone, Debug)]
 pub struct Remote {
@@ -88,27 +100,34 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The server at `base_url`, refused unless it passes the device's URL rule
+    /// ([`check_remote_url`]).
     pub fn new(base_url: &str) -> Result<Remote, RemoteError> {
         Self::trusting(base_url, None)
     }
 
     /// A server whose certificate may be signed by `ca_pem` (a self-hosted server's own CA)
-    /// as well as by the public web's roots.
+    /// as well as by the public web's roots, refused unless it passes the device's URL rule.
     pub fn trusting(base_url: &str, ca_pem: Option<&str>) -> Result<Remote, RemoteError> {
+        let base = check_remote_url(base_url).map_err(RemoteError::Address)?;
         let http = super::trust::trusting(reqwest::Client::builder(), ca_pem)?
+            // A redirect would carry the password or the token to a host the rule never saw.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| RemoteError::Protocol(e.to_string()))?;
         Ok(Remote {
-            base: base_url.trim_end_matches('/').to_owned(),
+            base,
             http,
             ca_pem: ca_pem.map(str::to_owned),
         })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Json, RemoteError> {
-        let bytes = self.body(self.send_for_head(req).await?).await?;
+        let bytes = self
+            .body(self.send_for_head(req).await?, MAX_ANSWER_BYTES)
+            .await?;
         if bytes.is_empty() {
             return Ok(Json::Null);
         }
@@ -116,11 +135,28 @@ impl Remote {
             .map_err(|_| RemoteError::Protocol("an answer with a body that is not JSON".into()))
     }
 
-    async fn body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, RemoteError> {
-        resp.bytes().await.map_err(|e| RemoteError::Unreachable {
+    /// The answer's body, at most `limit` bytes of it: a longer one is refused as it arrives.
+    async fn body(
+        &self,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<bytes::Bytes, RemoteError> {
+        let too_large = || RemoteError::Protocol(format!("an answer over {limit} bytes"));
+        let declared = resp.content_length().unwrap_or(0);
+        if declared > limit as u64 {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RemoteError::Unreachable {
             url: self.base.clone(),
             message: e.to_string(),
-        })
+        })? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes.into())
     }
 
     /// The head of a 2xx answer, its body still to be read; any other status is the
@@ -137,7 +173,19 @@ impl Remote {
         if (200..300).contains(&status) {
             return Ok(resp);
         }
-        let bytes = self.body(resp).await?;
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("another address")
+                .to_owned();
+            return Err(RemoteError::Protocol(format!(
+                "HTTP {status} sends the request on to {to}; a device follows no redirect (the \
+                 password or token would go along): connect to the final address instead"
+            )));
+        }
+        let bytes = self.body(resp, MAX_ANSWER_BYTES).await?;
         let body: Json = if bytes.is_empty() {
             Json::Null
         } else {
@@ -166,7 +214,9 @@ impl Remote {
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<T, RemoteError> {
-        let bytes = self.body(self.send_for_head(req).await?).await?;
+        let bytes = self
+            .body(self.send_for_head(req).await?, MAX_ANSWER_BYTES)
+            .await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| RemoteError::Protocol(format!("{what} that is not the protocol: {e}")))
     }
@@ -339,6 +389,6 @@ impl Transport for Remote {
     }
 
     async fn read_body(&self, body: reqwest::Response) -> Result<bytes::Bytes, RemoteError> {
-        self.body(body).await
+        self.body(body, MAX_PAGE_ANSWER_BYTES).await
     }
 }

@@ -121,6 +121,7 @@ impl From<RemoteError> for ControlError {
             RemoteError::Page(e) => ControlError::NotASyncServer(format!(
                 "the server does not speak the sync protocol: {e}"
             )),
+            RemoteError::Address(m) => ControlError::BadRequest(m),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - `Sec-Fetch-Site`, when the browser sends it, says same-origin or a typed address.
 
 use super::error::ControlError;
+use crate::client::remote_url::{is_loopback, is_loopback_host};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -42,12 +43,32 @@ pub(crate) async fn same_origin_only(req: Request, next: Next) -> Response {
 
 /// Checks one request's peer and headers.
 pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlError> {
-    if let Some(ip) = peer
-        && !is_loopback(ip)
-    {
+    // Without the peer's address (the app served the router without connection info) the
+    // check would be skipped: refuse instead, saying how to serve it.
+    let Some(ip) = peer else {
+        return Err(ControlError::Forbidden(
+            "this API needs the peer's address: serve the router with \
+             `into_make_service_with_connect_info::<SocketAddr>()`"
+                .into(),
+        ));
+    };
+    if !is_loopback(ip) {
         return Err(ControlError::Forbidden(
             "this API answers this machine only".into(),
         ));
+    }
+    // Each header the guard reads must come once: with two, the guard would read the first
+    // and a server or proxy behind it might read the other.
+    for name in [
+        header::HOST.as_str(),
+        header::ORIGIN.as_str(),
+        "sec-fetch-site",
+    ] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ControlError::Forbidden(format!(
+                "a request with more than one `{name}` header"
+            )));
+        }
     }
     let host = headers
         .get(header::HOST)
@@ -78,35 +99,40 @@ pub fn check(peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), ControlErr
     Ok(())
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        IpAddr::V4(v4) => v4.is_loopback(),
-    }
-}
-
-/// Whether a `Host` header (`name` or `name:port`) names this machine's loopback.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            Some(_) => return false,
-            None => host,
-        }
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicated_guard_header_or_a_missing_peer_address_is_refused() {
+        let own = |headers: &mut HeaderMap| {
+            headers.append(header::HOST, HeaderValue::from_static("127.0.0.1:8790"));
+            headers.append(
+                header::ORIGIN,
+                HeaderValue::from_static("http://127.0.0.1:8790"),
+            );
+            headers.append("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        };
+        let mut single = HeaderMap::new();
+        own(&mut single);
+        let loopback = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(check(loopback, &single).is_ok());
+        // Before (issue 25): with no peer address the peer check was skipped.
+        assert!(check(None, &single).is_err(), "no peer address");
+        for (name, foreign) in [
+            ("host", "evil.example"),
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let mut doubled = HeaderMap::new();
+            own(&mut doubled);
+            doubled.append(name, HeaderValue::from_static(foreign));
+            assert!(
+                check(loopback, &doubled).is_err(),
+                "a second {name}: {foreign}"
+            );
+        }
+    }
 
     #[test]
     fn loopback_hosts_are_told_from_others() {

@@ -9,12 +9,10 @@
 mod account;
 mod error;
 pub mod guard;
-mod remote_url;
 mod routes;
 mod view;
 
 pub use error::ControlError;
-pub use remote_url::check_remote_url;
 pub use routes::{ControlApiDoc, PAGE_HTML, router};
 pub use view::{
     ConfigView, ConnectRequest, ConnectionState, DeleteAccountRequest, HeldBackView, LastSync,
@@ -478,7 +476,10 @@ async fn check_server(url: &str, ca_pem: Option<&str>, version: u32) -> Result<(
 /// The server's URL and the email of a connect request, checked before anything is asked of
 /// the network.
 fn check_connect_request(req: &ConnectRequest) -> Result<(String, &str), ControlError> {
-    let url = check_remote_url(req.remote_url.as_deref().unwrap_or(client::DEFAULT_REMOTE))?;
+    let url = client::remote_url::check_remote_url(
+        req.remote_url.as_deref().unwrap_or(client::DEFAULT_REMOTE),
+    )
+    .map_err(ControlError::BadRequest)?;
     let email = req.email.trim();
     if email.is_empty() || !email.contains('@') || email.len() > 254 {
         return Err(ControlError::BadRequest(

@@ -76,8 +76,8 @@ pub struct ErrorBody {
 pub struct ControlApiDoc;
 
 /// The settings page at `/sync` and its API under `/api/sync/`, for an app to mount on its own
-/// loopback server (serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
-/// the peer address is checked too).
+/// loopback server. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the
+/// peer address is checked, and without it every request is refused.
 pub fn router(control: Arc<SyncControl>) -> Router {
     Router::new()
         .route("/sync", get(page))

@@ -23,4 +23,8 @@ pub struct Health {
     /// Milliseconds a pushed stamp may be ahead of the server's clock; more rejects the row.
     #[serde(default)]
     pub max_clock_ahead_ms: u64,
+    /// Bytes of text one natural key of a pushed row may hold (its text values together, UTF-8);
+    /// more rejects the row.
+    #[serde(default)]
+    pub max_key_bytes: usize,
 }

@@ -5,11 +5,13 @@
 use crate::schema::ColumnType;
 use crate::server::db::SyncTx;
 use crate::server::error::ApiError;
+use crate::server::hashing::HashMemory;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::SaltString;
 use sea_query::{Expr, ExprTrait, Query};
 use sha2::Digest;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
 
@@ -24,6 +26,8 @@ pub struct HashGate {
     /// Requests holding or waiting for a slot.
     admitted: AtomicUsize,
     max_admitted: usize,
+    /// The running hashes' working memory, reused from one hash to the next.
+    memory: Arc<HashMemory>,
 }
 
 /// Seconds a client is told to wait when every hashing slot and queue place is taken.
@@ -38,6 +42,7 @@ impl HashGate {
             concurrent,
             admitted: AtomicUsize::new(0),
             max_admitted: concurrent + queue,
+            memory: Arc::default(),
         }
     }
 
@@ -79,11 +84,11 @@ impl HashGate {
 
 /// Hashes a password with argon2id (on a blocking thread: it is slow on purpose).
 pub async fn hash_password(gate: &HashGate, password: String) -> Result<String, ApiError> {
+    let memory = gate.memory.clone();
     gate.run(move || {
         let salt = new_salt()?;
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
+        memory
+            .hash(password.as_bytes(), &salt)
             .map_err(ApiError::internal)
     })
     .await?
@@ -96,29 +101,18 @@ pub async fn verify_password(
     password: String,
     hash: Option<String>,
 ) -> Result<bool, ApiError> {
+    let memory = gate.memory.clone();
     gate.run(move || {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let dummy = DUMMY.get_or_init(|| {
             new_salt()
                 .ok()
-                .and_then(|salt| {
-                    let hash = argon2::Argon2::default()
-                        .hash_password(b"not a password anyone has", &salt)
-                        .ok()?;
-                    Some(hash.to_string())
-                })
+                .and_then(|salt| memory.hash(b"not a password anyone has", &salt).ok())
                 .unwrap_or_default()
         });
         let known = hash.is_some();
-        let stored = hash.unwrap_or_else(|| dummy.clone());
-        let ok = PasswordHash::new(&stored)
-            .map(|parsed| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        ok && known
+        let stored = hash.as_deref().unwrap_or(dummy);
+        memory.verify(password.as_bytes(), stored) && known
     })
     .await
 }
@@ -243,21 +237,26 @@ pub async fn insert_token<T: SyncTx>(
     Ok(())
 }
 
-/// The user of a live token.
-pub async fn token_user<T: SyncTx>(tx: &mut T, hash: &str) -> Result<Option<String>, ApiError> {
+/// The user of a live token, and when the token expires.
+pub async fn token_user<T: SyncTx>(
+    tx: &mut T,
+    hash: &str,
+) -> Result<Option<(String, Timestamp)>, ApiError> {
     let mut q = Query::select();
-    q.column("user_id")
+    q.columns(["user_id", "expires_at"])
         .from("sync_tokens")
         .and_where(Expr::col("token_hash").eq(hash))
         .and_where(Expr::col("revoked_at").is_null())
         .and_where(Expr::col("expires_at").gt(Timestamp::now().to_wire()));
     Ok(tx
-        .fetch(&q, &[ColumnType::Text])
+        .fetch(&q, &[ColumnType::Text, ColumnType::Text])
         .await?
         .into_iter()
         .next()
-        .and_then(|r| match &r[0] {
-            Value::Text(u) => Some(u.clone()),
+        .and_then(|r| match (&r[0], &r[1]) {
+            (Value::Text(u), Value::Text(e)) => {
+                Some((u.clone(), Timestamp::parse_lenient(e).ok()?))
+            }
             _ => None,
         }))
 }

@@ -38,12 +38,16 @@ pub enum ApiError {
     /// logins, worded for someone who is only signing up.
     #[error("too many accounts registered from this address; try again in {retry_after} s")]
     TooManyRegistrations { retry_after: u64 },
-    /// Every password-hashing slot and queue place is taken.
+    /// Every password-hashing slot and queue place is taken, or the request bytes the server
+    /// holds at once.
     #[error("the server is busy; try again in {retry_after} s")]
     Busy { retry_after: u64 },
     /// The database does not answer (readiness): 503.
     #[error("{0}")]
     Unavailable(String),
+    /// The account's requests in flight hold its share of the server's memory.
+    #[error("this account has too many requests in flight; try again in {retry_after} s")]
+    AccountBusy { retry_after: u64 },
     /// Anything else: logged in full, answered with no detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,9 +66,9 @@ impl ApiError {
             ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedSchema(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } | ApiError::TooManyRegistrations { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::TooManyRegistrations { .. }
+            | ApiError::AccountBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,9 +86,9 @@ impl ApiError {
             ApiError::CursorExpired { .. } => ErrorCode::CursorExpired,
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::UnsupportedSchema(_) => ErrorCode::UnsupportedSchema,
-            ApiError::RateLimited { .. } | ApiError::TooManyRegistrations { .. } => {
-                ErrorCode::RateLimited
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::TooManyRegistrations { .. }
+            | ApiError::AccountBusy { .. } => ErrorCode::RateLimited,
             ApiError::Busy { .. } => ErrorCode::Busy,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -130,7 +134,8 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::RateLimited { retry_after }
         | ApiError::TooManyRegistrations { retry_after }
-        | ApiError::Busy { retry_after } = self
+        | ApiError::Busy { retry_after }
+        | ApiError::AccountBusy { retry_after } = self
         {
             response
                 .headers_mut()

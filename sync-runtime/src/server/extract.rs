@@ -3,7 +3,9 @@
 
 use crate::protocol::headers;
 use crate::server::error::ApiError;
-use crate::server::{Server, accounts, auth, client_addr};
+use crate::server::{Server, accounts, auth, budget, client_addr};
+use crate::timestamp::Timestamp;
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -16,6 +18,8 @@ pub struct SignedIn {
     pub user_id: String,
     /// The token's hash, which names the token in storage (sign-out revokes it).
     pub token_hash: String,
+    /// When the token expires: a pull held past it is answered 401.
+    pub expires_at: Timestamp,
 }
 
 impl FromRequestParts<Arc<Server>> for SignedIn {
@@ -33,13 +37,14 @@ impl FromRequestParts<Arc<Server>> for SignedIn {
         let token_hash = auth::token_hash(token);
         let h = token_hash.clone();
         let user = crate::with_tx!(&s.db, false, |tx| auth::token_user(tx, &h).await)?;
-        let user_id = user.ok_or_else(|| {
+        let (user_id, expires_at) = user.ok_or_else(|| {
             ApiError::Unauthorized("the token is unknown, expired or revoked; sign in again".into())
         })?;
         accounts::note_use(s, &token_hash);
         Ok(SignedIn {
             user_id,
             token_hash,
+            expires_at,
         })
     }
 }
@@ -94,6 +99,13 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
 
     async fn from_request(req: Request, s: &Arc<Server>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
+        let (_admitted, body) = s.budget.admit_body(
+            None,
+            &parts.headers,
+            body,
+            SMALL_BODY_BYTES,
+            s.config.body_timeout,
+        )?;
         let bytes = read_body(s, &parts.headers, body, SMALL_BODY_BYTES).await?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
@@ -102,7 +114,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for ApiJson<T> {
 }
 
 /// A JSON body's bytes, within `limit` and the server's body timeout (a client sending slowly
-/// would otherwise hold its buffer for as long as it likes).
+/// would otherwise hold its buffer for as long as it likes). A body declared or found over
+/// `limit` is a 413; one that is not valid HTTP (a malformed chunk, a connection cut short) a
+/// 400, so that a client does not take it for a batch to halve.
 pub async fn read_body(
     s: &Server,
     request_headers: &HeaderMap,
@@ -118,14 +132,33 @@ pub async fn read_body(
             "send a JSON body with `Content-Type: application/json`".into(),
         ));
     }
+    let too_large = || ApiError::TooLarge(format!("the body is over {limit} bytes"));
+    let declared = budget::declared_length(request_headers);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
     let timeout = s.config.body_timeout;
-    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::RequestTimeout(format!(
-                "the body did not arrive within {} s",
-                timeout.as_secs()
-            ))
-        })?
-        .map_err(|_| ApiError::TooLarge(format!("the body is over {limit} bytes")))
+    let read = async {
+        let mut body = body;
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid HTTP: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(axum::body::Bytes::from(bytes))
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} s",
+            timeout.as_secs()
+        ))
+    })?
 }

@@ -30,6 +30,8 @@ struct Accounts {
 struct Account {
     /// The highest sequence announced for this account since its first waiter came.
     seq: watch::Sender<i64>,
+    /// Counts sign-outs of the account: each has its waiters check their tokens.
+    signed_out: watch::Sender<u64>,
     waiters: usize,
 }
 
@@ -40,6 +42,8 @@ pub enum Woken {
     Changed,
     /// It may have: the listener missed notifications, so every waiter reads its account again.
     Recheck,
+    /// A token of the account was revoked: the waiter checks its own.
+    SignedOut,
     TimedOut,
     ShuttingDown,
 }
@@ -77,15 +81,18 @@ impl LiveHub {
             .entry(user.to_owned())
             .or_insert_with(|| Account {
                 seq: watch::Sender::new(0),
+                signed_out: watch::Sender::new(0),
                 waiters: 0,
             });
         account.waiters += 1;
         let seq = account.seq.subscribe();
+        let signed_out = account.signed_out.subscribe();
         accounts.total += 1;
         Some(Waiter {
             hub: self,
             user: user.to_owned(),
             seq,
+            signed_out,
             closed: self.closed.subscribe(),
         })
     }
@@ -99,6 +106,13 @@ impl LiveHub {
                 *s = (*s).max(seq);
                 raised
             });
+        }
+    }
+
+    /// A token of `user` was revoked: the account's waiters check theirs.
+    pub fn signed_out(&self, user: &str) {
+        if let Some(a) = self.accounts().by_user.get(user) {
+            a.signed_out.send_modify(|n| *n += 1);
         }
     }
 
@@ -134,6 +148,7 @@ pub struct Waiter<'h> {
     hub: &'h LiveHub,
     user: String,
     seq: watch::Receiver<i64>,
+    signed_out: watch::Receiver<u64>,
     closed: watch::Receiver<bool>,
 }
 
@@ -152,6 +167,7 @@ impl Waiter<'_> {
                 Err(_) => Woken::ShuttingDown,
             },
             () = &mut recheck => Woken::Recheck,
+            Ok(()) = self.signed_out.changed() => Woken::SignedOut,
             _ = self.closed.wait_for(|c| *c) => Woken::ShuttingDown,
             () = tokio::time::sleep_until(until) => Woken::TimedOut,
         }
@@ -212,6 +228,17 @@ mod tests {
         let (woken, ()) = tokio::join!(w.changed_after(0, far), async { hub.close() });
         assert_eq!(woken, Woken::ShuttingDown);
         assert!(hub.waiter("a").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sign_out_wakes_its_accounts_waiters_only() {
+        let hub = LiveHub::new(2, 3);
+        let mut mine = hub.waiter("a").unwrap();
+        let mut other = hub.waiter("b").unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        let (woken, ()) = tokio::join!(mine.changed_after(0, far), async { hub.signed_out("a") });
+        assert_eq!(woken, Woken::SignedOut);
+        assert_eq!(other.changed_after(0, soon()).await, Woken::TimedOut);
     }
 
     #[tokio::test]

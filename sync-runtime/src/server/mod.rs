@@ -3,13 +3,16 @@
 //! socket.
 
 pub mod account_routes;
+pub mod account_turn;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod budget;
 mod client_addr;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod hashing;
 pub mod listen;
 pub mod live;
 pub mod long_poll;
@@ -52,6 +55,11 @@ pub struct ServerConfig {
     pub max_push_rows: usize,
     /// Bytes per request body; more is a 413.
     pub max_body_bytes: usize,
+    /// Bytes of one account's request bodies in flight at once (each counted from before it is
+    /// read until it is answered); more is a 429. A lone request always passes.
+    pub max_account_request_bytes: usize,
+    /// Bytes of all request bodies in flight at once; more is a 503.
+    pub max_request_bytes: usize,
     /// The most rows a pull page holds, whatever `limit` asks for.
     pub max_pull_limit: usize,
     /// The oldest client schema version served.
@@ -103,6 +111,8 @@ impl Default for ServerConfig {
         ServerConfig {
             max_push_rows: 5000,
             max_body_bytes: 16 * 1024 * 1024,
+            max_account_request_bytes: 32 * 1024 * 1024,
+            max_request_bytes: 128 * 1024 * 1024,
             max_pull_limit: 5000,
             min_schema_version: 1,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -140,6 +150,10 @@ pub struct Server {
     pub limiter: rate_limit::LoginLimiter,
     pub registrations: rate_limit::RegisterLimiter,
     pub hashing: auth::HashGate,
+    /// Request bytes in flight, per account and in all.
+    pub budget: budget::RequestBudget,
+    /// One push per account at a time in this process, before it takes a connection.
+    pub turns: account_turn::AccountTurns,
     /// Pulls held until their account changes.
     pub live: Arc<live::LiveHub>,
     /// On PostgreSQL, the connection that hears other processes' changes.
@@ -331,6 +345,8 @@ impl Server {
             rate_limit::RegisterLimiter::new(config.max_registrations, config.registration_window);
         let hashing = auth::HashGate::new(config.hashing_slots, config.hashing_queue);
         let pushed_since_analyze = statistics::PushedSinceAnalyze::new(config.analyze_after_rows);
+        let budget =
+            budget::RequestBudget::new(config.max_account_request_bytes, config.max_request_bytes);
         Ok(Arc::new(Server {
             app,
             config,
@@ -338,6 +354,8 @@ impl Server {
             limiter,
             registrations,
             hashing,
+            budget,
+            turns: account_turn::AccountTurns::default(),
             live,
             _listener: listener,
             pushed_since_analyze,

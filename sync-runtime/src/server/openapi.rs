@@ -76,6 +76,18 @@ fn row_schema(table: &Table, version: u32) -> Json {
                 })})
             }
         };
+        let mut schema = schema;
+        if let Some(key) = table.natural_keys.iter().find(|k| k.contains(&c.name)) {
+            let said = schema["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            schema["description"] = json!(format!(
+                "{said}; part of the natural key ({}), whose text values hold at most {} bytes together, references by id aside (more rejects the row)",
+                key.join(", "),
+                crate::server::row_rules::MAX_KEY_BYTES
+            ));
+        }
         props.insert(c.name.clone(), schema);
         required.push(c.name.clone());
     }

@@ -107,6 +107,7 @@ async fn health(State(s): State<Arc<Server>>) -> axum::Json<Health> {
         max_value_bytes: s.config.max_value_bytes,
         max_page_bytes: s.config.max_page_bytes,
         max_clock_ahead_ms: s.config.max_clock_ahead.as_millis().min(u64::MAX as u128) as u64,
+        max_key_bytes: row_rules::MAX_KEY_BYTES,
     })
 }
 
@@ -204,6 +205,8 @@ async fn login(
 async fn logout(State(s): State<Arc<Server>>, signed_in: SignedIn) -> Result<StatusCode, ApiError> {
     let hash = signed_in.token_hash;
     crate::with_tx!(&s.db, true, |tx| auth::revoke_token(tx, &hash).await)?;
+    // The account's held pulls check their tokens now: this one's ends, delivering nothing.
+    s.live.signed_out(&signed_in.user_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -326,7 +329,8 @@ fn analyze_grown_tables(
 
 #[utoipa::path(post, path = "/api/sync/push", request_body = PushRequest,
     responses((status = 200, body = PushResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn push(
     State(s): State<Arc<Server>>,
@@ -334,8 +338,20 @@ async fn push(
     headers: HeaderMap,
     body: Body,
 ) -> Result<axum::Json<PushResponse>, ApiError> {
-    let body = read_body(&s, &headers, body, s.config.max_body_bytes).await?;
+    // Taken before the body is read; held until the push is answered.
+    let limit = s.config.max_body_bytes;
+    let (_admitted, body) = s.budget.admit_body(
+        Some(&signed_in.user_id),
+        &headers,
+        body,
+        limit,
+        s.config.body_timeout,
+    )?;
+    let body = read_body(&s, &headers, body, limit).await?;
     let (version, input) = parse_push(&s, &body, signed_in.user_id)?;
+    drop(body);
+    // The account's turn before a database connection: a push waiting for it holds none.
+    let _turn = s.turns.take(&input.user_id).await;
     let (app, server_device) = (s.app, s.device_id.clone());
     let statements = s.statements.clone();
     let (user, announced) = (input.user_id.clone(), input.user_id.clone());
@@ -407,9 +423,10 @@ async fn pull(
     ApiQuery(query): ApiQuery<PullQuery>,
 ) -> Result<Response, ApiError> {
     let version = client_schema_version(&s, &request_headers)?;
-    let input = pull_input(&s, signed_in.user_id, version, &query)?;
+    let input = pull_input(&s, signed_in.user_id.clone(), version, &query)?;
     let wait = query.wait.map(Duration::from_secs);
-    let answer = long_poll::pull_or_wait(&s, input, wait, |input| pull_page(&s, input)).await?;
+    let answer =
+        long_poll::pull_or_wait(&s, &signed_in, input, wait, |input| pull_page(&s, input)).await?;
     let page = answer.page;
     s.metrics.pulled(page.changes.values().map(Vec::len).sum());
     let changes = PageRows::new(&s.app.schema, version, page.changes);

@@ -7,8 +7,16 @@ use crate::server::ServerConfig;
 use crate::timestamp::Timestamp;
 use crate::value::Value;
 
+/// The most bytes the text values of one natural key (or one reference by key) may hold
+/// together, references by id aside. The server indexes them: PostgreSQL refuses an index
+/// entry over about 2,700 bytes (a third of a page), which failed the whole push; SQLite has no
+/// such limit. Both refuse a row over this bound alike, with room left in the entry for the
+/// account's id and the key's references by id.
+pub const MAX_KEY_BYTES: usize = 2048;
+
 /// Why `row` of `table` is refused, if it is: a NUL character in a text value, a text or JSON
-/// value over the size limit, or a stamp too far ahead of the server's clock `now`.
+/// value over the size limit, a natural key over [`MAX_KEY_BYTES`], or a stamp too far ahead
+/// of the server's clock `now`.
 pub fn refusal(
     table: &Table,
     row: &WireRow,
@@ -48,6 +56,39 @@ pub fn refusal(
             return Some(format!(
                 "column `{}`: {bytes} bytes; a value may hold at most {}",
                 c.name, config.max_value_bytes
+            ));
+        }
+    }
+    key_refusal(table, row)
+}
+
+/// Why `row`'s natural keys (and references by key, indexed on their own) are refused, if
+/// one holds more than [`MAX_KEY_BYTES`] of text.
+fn key_refusal(table: &Table, row: &WireRow) -> Option<String> {
+    let by_key = table
+        .references()
+        .filter(|(_, r)| r.by_key.is_some())
+        .map(|(c, _)| std::slice::from_ref(&c.name));
+    for key in table.natural_keys.iter().map(Vec::as_slice).chain(by_key) {
+        // A reference by id is a fixed 36 bytes, left out of the count (the bound leaves room).
+        let bytes: usize = key
+            .iter()
+            .filter_map(|name| table.columns.iter().position(|c| &c.name == name))
+            .filter(|&i| {
+                table.columns[i]
+                    .reference
+                    .as_ref()
+                    .is_none_or(|r| r.by_key.is_some())
+            })
+            .map(|i| match row.values.get(i) {
+                Some(Value::Text(s)) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        if bytes > MAX_KEY_BYTES {
+            return Some(format!(
+                "the key ({}) holds {bytes} bytes; a natural key may hold at most {MAX_KEY_BYTES}",
+                key.join(", ")
             ));
         }
     }

@@ -11,6 +11,7 @@ use sync_runtime::server::db::new_id;
 use tests::server::row;
 
 /// A registered account on the server at `url`: its bearer token and a device of its own.
+#[derive(Clone)]
 pub struct Account {
     http: reqwest::Client,
     url: String,
@@ -51,6 +52,15 @@ impl Account {
         );
         account.push(&json!({"profiles": [profile]})).await?;
         Ok(account)
+    }
+
+    /// The same account and device, speaking to the server at `url` (another process on the
+    /// same database).
+    pub fn on(&self, url: &str) -> Account {
+        Account {
+            url: url.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// The body of a push of `history`.
@@ -117,6 +127,39 @@ impl Account {
                 "a push was not applied ({status}): {}",
                 &text[..text.len().min(300)]
             ));
+        }
+        Ok(())
+    }
+
+    /// Sends a push body as it is; the answer's status (its body read and dropped).
+    pub async fn send_raw(&self, body: bytes::Bytes) -> Result<u16, String> {
+        let answer = self
+            .http
+            .post(format!("{}{}", self.url, paths::PUSH))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = answer.status().as_u16();
+        answer.bytes().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+
+    /// One row of a full pull; fails unless answered 200.
+    pub async fn pull_one(&self) -> Result<(), String> {
+        let answer = self
+            .http
+            .get(format!("{}{}?limit=1", self.url, paths::PULL))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = answer.status();
+        answer.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("the other account's pull answered {status}"));
         }
         Ok(())
     }
