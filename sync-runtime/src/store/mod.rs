@@ -21,6 +21,7 @@ mod pull;
 mod push;
 mod read;
 mod reconcile;
+mod runtime_tables;
 mod server_ca;
 mod state;
 mod token;
@@ -28,7 +29,8 @@ mod write;
 
 pub use pull::PageSummary;
 pub use push::{PushBatch, PushSummary, PushedRow};
-pub use state::{HeldBackRow, RUNTIME_MIGRATIONS, RejectedRow, StateRow};
+pub use runtime_tables::RUNTIME_MIGRATIONS;
+pub use state::{HeldBackRow, RejectedRow, StateRow};
 
 use crate::App;
 use crate::clock::Clock;
