@@ -116,3 +116,19 @@ pub fn apply_page(store: &mut Store, page: &serde_json::Value) -> PageSummary {
     let page = PulledPage::decode(&store.app().schema, &bytes).unwrap();
     store.apply_page(page).unwrap()
 }
+
+/// The value of SQL expression `expr` in every live row of `table`, as text, sorted: what the
+/// app would show of them.
+pub fn live_values(conn: &rusqlite::Connection, table: &str, expr: &str) -> Vec<String> {
+    let mut v: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT CAST({expr} AS TEXT) FROM {table} WHERE deleted_at IS NULL"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    v.sort();
+    v
+}

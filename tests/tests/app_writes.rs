@@ -6,7 +6,7 @@
 
 use rusqlite::Connection;
 use tests::device::{Device, LiveServer};
-use tests::fixtures::{profile, settings_profile};
+use tests::fixtures::{live_values, profile, settings_profile};
 use tests::server::Backend;
 
 fn app_connection(d: &Device) -> Connection {
@@ -16,19 +16,7 @@ fn app_connection(d: &Device) -> Connection {
 }
 
 fn names(d: &Device, table: &str) -> Vec<String> {
-    let mut v: Vec<String> = d
-        .store
-        .connection()
-        .prepare(&format!(
-            "SELECT name FROM {table} WHERE deleted_at IS NULL"
-        ))
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    v.sort();
-    v
+    live_values(d.store.connection(), table, "name")
 }
 
 async fn the_apps_own_writes_sync(backend: Backend) {

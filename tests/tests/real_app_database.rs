@@ -8,6 +8,7 @@ use rusqlite::Connection;
 use std::collections::BTreeMap;
 use tests::app_db::{self, GUEST, SIGNED_IN, SYNCED};
 use tests::device::{Device, LiveServer};
+use tests::fixtures::live_values;
 use tests::server::Backend;
 
 type Rows = BTreeMap<String, Vec<BTreeMap<String, Option<String>>>>;
@@ -114,17 +115,7 @@ fn shown(conn: &Connection, table: &str) -> Vec<String> {
         "stream_settings" => "qualities",
         _ => "show_imdb_ratings",
     };
-    let mut v: Vec<String> = conn
-        .prepare(&format!(
-            "SELECT CAST({col} AS TEXT) FROM {table} WHERE deleted_at IS NULL"
-        ))
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    v.sort();
-    v
+    live_values(conn, table, col)
 }
 
 async fn upgrade_connect_and_pull(backend: Backend) {

@@ -67,6 +67,21 @@ impl RawRow {
         }
     }
 
+    /// The first column a client of `version` sends that this row lacks (a partial row).
+    pub fn missing_column<'t>(&self, table: &'t Table, version: u32) -> Option<&'t str> {
+        table
+            .columns
+            .iter()
+            .zip(&self.columns)
+            .find(|(c, v)| {
+                v.is_none()
+                    && c.on_wire()
+                    && c.since <= version
+                    && c.name != crate::schema::UPDATED_AT
+            })
+            .map(|(c, _)| c.name.as_str())
+    }
+
     /// The column of `key` if it holds documents (an envelope key never does).
     fn document_column(table: &Table, key: &str) -> Option<usize> {
         table

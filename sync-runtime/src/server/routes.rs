@@ -258,6 +258,14 @@ fn parse_push(s: &Server, body: &[u8], user: String) -> Result<(u32, PushInput),
                 ApiError::BadRequest(format!("{name}[{i}]: {}", WireError::NotAnObject))
             })?;
             let sent_id = raw.remote_id().unwrap_or_default().to_owned();
+            // Until the push merges field by field, it takes whole rows only: a missing column
+            // is the request's error (400), before any value of the row is judged.
+            if let Some(missing) = raw.missing_column(table, version) {
+                return Err(ApiError::BadRequest(format!(
+                    "{name}[{i}]: {}",
+                    WireError::MissingColumn(missing.to_owned())
+                )));
+            }
             match WireRow::from_raw(table, raw, version, RowSource::Push) {
                 // Until the push merges field by field, it takes whole rows only.
                 Ok(r) if r.sent.is_some() || !r.field_stamps.is_empty() => {
